@@ -1,0 +1,1 @@
+"""Subcommands of the ``mammosynth`` CLI, one module per area (floor 6)."""
