@@ -245,7 +245,8 @@ class Box:
 
     def mirrored(self) -> Box:
         """The same box after a left–right flip of the image."""
-        return Box(1.0 - self.x1, self.y0, 1.0 - self.x0, self.y1)
+        # Rounded so that mirroring twice gives back exactly the same box.
+        return Box(round(1.0 - self.x1, 12), self.y0, round(1.0 - self.x0, 12), self.y1)
 
     def to_pixels(self, height: int, width: int) -> tuple[int, int, int, int]:
         """Pixel box ``(x0, y0, x1, y1)``, end-exclusive, at least one pixel wide and tall."""

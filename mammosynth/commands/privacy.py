@@ -1,0 +1,157 @@
+"""``mammosynth train-siamese``, ``build-index`` and ``privacy-audit`` (DESIGN §9)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..training.train_siamese import build_parser
+
+    p = subparsers.add_parser("train-siamese", help="train the Siamese re-identification network",
+                              description="Train the Siamese re-ID network (metric learning on same-study "
+                              "positives); saves <out>/siamese and held-out metrics in <out>/metrics.json.")
+    build_parser(p)
+    p.set_defaults(handler=_train_siamese)
+
+    p = subparsers.add_parser("build-index", help="index a training split and calibrate the privacy gate",
+                              description="Embed a split with a trained Siamese network, calibrate the "
+                              "threshold on unseen patients, and save a PrivacyChecker folder.")
+    p.add_argument("--siamese", required=True, help="train-siamese run folder (or its siamese/ model folder)")
+    p.add_argument("--data", required=True, help="prepared dataset (the generator's training data)")
+    p.add_argument("--split", default="training", help="split to index (default: training)")
+    p.add_argument("--calibration-split", default="test", help="unseen patients for the threshold (default: test)")
+    p.add_argument("--false-flag-rate", type=float, default=0.01,
+                   help="share of unseen real patients the gate may flag (default 0.01)")
+    p.add_argument("--neighbours", type=int, default=3, help="nearest training images reported per verdict")
+    p.add_argument("--backend", choices=("auto", "sklearn", "faiss"), default="auto")
+    p.add_argument("--out", required=True, help="output folder (e.g. <checkpoint>/privacy_checker)")
+    p.set_defaults(handler=_build_index)
+
+    p = subparsers.add_parser("privacy-audit", help="audit a synthetic set: re-ID, planted copies, membership",
+                              description="Re-identification, planted-copy recall of the gate, membership "
+                              "inference and pixel-space nearest neighbours; writes JSON and PNG plots.")
+    p.add_argument("--checkpoint", help="MammoLDMPipeline folder (its privacy_checker/ is used; needed for "
+                   "membership inference)")
+    p.add_argument("--checker", help="a PrivacyChecker folder (default: <checkpoint>/privacy_checker)")
+    p.add_argument("--data", required=True, help="the real prepared dataset the model was trained on")
+    p.add_argument("--synthetic", required=True, help="synthetic prepared dataset (mammosynth generate-set)")
+    p.add_argument("--out", required=True, help="report JSON path (plots are written next to it)")
+    p.add_argument("--copies", type=int, default=200, help="planted disguised training copies (default 200)")
+    p.add_argument("--no-membership", action="store_true", help="skip the membership-inference attacks")
+    p.add_argument("--mia-members", type=int, default=200, help="training images attacked (0 = all)")
+    p.add_argument("--mia-nonmembers", type=int, default=200, help="test images attacked (0 = all)")
+    p.add_argument("--mia-timesteps", default="50,100,200,300,500", help="loss-attack timesteps")
+    p.add_argument("--mia-draws", type=int, default=2, help="noise draws per timestep")
+    p.add_argument("--secmi-t", type=int, default=100, help="SecMI inversion timestep")
+    p.add_argument("--secmi-interval", type=int, default=20, help="SecMI DDIM step")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default=None, help="torch device for the models (default: cuda if available)")
+    p.set_defaults(handler=_privacy_audit)
+
+
+def _train_siamese(args: argparse.Namespace) -> int:
+    from ..training.train_siamese import main
+
+    main(args)
+    return 0
+
+
+def _build_index(args: argparse.Namespace) -> int:
+    from ..data.prepared import atomic_write_text, load_prepared
+    from ..privacy.checker import build_privacy_checker, load_embedder
+
+    embedder = load_embedder(args.siamese)
+    data = load_prepared(args.data)
+    checker, report = build_privacy_checker(embedder, data, split=args.split,
+                                            calibration_split=args.calibration_split,
+                                            target=args.false_flag_rate, num_neighbours=args.neighbours,
+                                            backend=args.backend)
+    out = Path(args.out)
+    checker.save_pretrained(out)
+    atomic_write_text(out / "build_report.json", json.dumps(report, indent=2, default=str))
+    cal, ver = report["calibration"], report["siamese_verification"]
+    print(f"indexed {report['index']['images']} {args.split} images of {report['index']['studies']} studies; "
+          f"threshold {cal['threshold']:.4f} (false-flag rate on {cal['n_images']} unseen {args.calibration_split} "
+          f"images {cal['false_flag_rate']:.2%}, cross-validated {cal['cv_false_flag_rate']:.2%}); "
+          f"re-ID on {args.calibration_split}: mAP@R {ver['mean_average_precision_at_r']:.4f}, "
+          f"P@1 {ver['precision_at_1']:.4f}; saved {out}")
+    return 0
+
+
+def _privacy_audit(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.prepared import load_prepared
+    from ..privacy.audit import AuditConfig, run_audit, write_report
+    from ..privacy.checker import PrivacyChecker, load_privacy_checker
+    from ..privacy.membership import AttackConfig
+
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    if not args.checker and not args.checkpoint:
+        raise ValueError("give --checkpoint (a pipeline folder with privacy_checker/) or --checker")
+    checker = PrivacyChecker.from_pretrained(args.checker) if args.checker else load_privacy_checker(args.checkpoint)
+    data = load_prepared(args.data)
+    synthetic = load_prepared(args.synthetic)
+    pipe = None
+    if not args.no_membership:
+        if not args.checkpoint:
+            raise ValueError("membership inference needs --checkpoint (the diffusion pipeline); "
+                             "or pass --no-membership")
+        try:
+            from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
+        except ImportError as error:
+            raise ValueError(f"membership inference needs mammosynth.pipelines ({error}); "
+                             "pass --no-membership to skip it") from None
+        pipe = MammoLDMPipeline.from_pretrained(args.checkpoint, privacy_checker=checker)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pipe.to(device)
+    try:
+        timesteps = tuple(int(t) for t in args.mia_timesteps.split(","))
+    except ValueError:
+        raise ValueError(f"--mia-timesteps must be comma-separated integers, got {args.mia_timesteps!r}") from None
+    config = AuditConfig(
+        planted_copies=args.copies, membership=not args.no_membership,
+        mia_members=args.mia_members or None, mia_nonmembers=args.mia_nonmembers or None,
+        attack=AttackConfig(timesteps=timesteps, noise_draws=args.mia_draws, secmi_t=args.secmi_t,
+                            secmi_interval=args.secmi_interval, seed=args.seed),
+        mia_bootstrap=args.bootstrap, seed=args.seed,
+    )
+    report = run_audit(checker, data, synthetic, pipe, config)
+    files = write_report(report, args.out)
+    print(_summary(report))
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _summary(report: dict) -> str:
+    lines = []
+    ver = report["siamese_verification"]
+    lines.append(f"Siamese re-ID on held-out studies: mAP@R {ver['mean_average_precision_at_r']:.4f}, "
+                 f"P@1 {ver['precision_at_1']:.4f}, verification AUC {ver['verification_auc']:.4f}")
+    reid = report["reid"]
+    lines.append(f"nearest-training similarity: synthetic median {reid['synthetic_to_train_similarity']['q0.5']:.4f}, "
+                 f"unseen real median {reid['real_test_to_train_similarity']['q0.5']:.4f}; "
+                 f"synthetic flagged {reid['synthetic_flagged']['rate']:.2%} (threshold {report['threshold']:.4f})")
+    retrieval = reid["synthetic_vs_train_retrieval"]
+    if "mean_average_precision_at_r" in retrieval:
+        lines.append(f"synthetic → train re-ID: mAP@R {retrieval['mean_average_precision_at_r']:.4f}, "
+                     f"P@1 {retrieval['precision_at_1']:.4f}")
+    if "planted_copies" in report:
+        pc = report["planted_copies"]
+        lines.append(f"planted copies: gate recall {pc['gate_recall']['rate']:.2%} of {pc['n']}; "
+                     f"false flags: fresh synthetic {report['false_flags']['fresh_synthetic']['rate']:.2%}, "
+                     f"unseen real {report['false_flags']['unseen_real_test']['rate']:.2%}")
+    for name, res in report.get("membership", {}).get("attacks", {}).items():
+        main, control = res["members_vs_nonmembers"], res["control_nonmember_halves"]
+        lines.append(f"membership ({name}): AUC {main['auc']['value']:.3f} {main['auc']['ci95']}, "
+                     f"TPR@1%FPR {main['tpr_at_1pct_fpr']['value']:.3f}; control AUC {control['auc']['value']:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,294 @@
+"""The whole evaluation of a synthetic set against real data: ``mammosynth evaluate``.
+
+:func:`run_evaluation` measures fidelity, utility, condition adherence and realism
+(DESIGN §10), merges the privacy audit if there is one, and writes the report with
+:func:`mammosynth.evaluation.report.write_report`. Every part is optional (``parts``) so a
+user can rerun one.
+
+Fidelity numbers always come with a *real-vs-real floor*: the real test split is cut by
+study into two disjoint halves A and B; the floor is metric(A, B) and the comparable
+synthetic number is metric(A, synthetic subsample of |B| images). Metrics over the whole
+test split vs the whole synthetic set are reported too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data.prepared import PreparedData, load_prepared, row_boxes
+from .adherence import adherence_scores, compare_adherence
+from .classifiers import Recipe, load_inputs, manifest_targets, predict
+from .features import InceptionFeatures, describe_extractor, load_fidelity_encoder, train_fidelity_encoder
+from .fidelity import fid, kid, prdc
+from .realism import c2st_features, c2st_images
+from .utility import run_utility
+
+__all__ = ["EvaluationConfig", "run_evaluation", "PARTS", "split_by_study", "fidelity_block"]
+
+logger = logging.getLogger(__name__)
+
+#: The parts of an evaluation, in report order.
+PARTS = ("fidelity", "utility", "adherence", "realism")
+
+
+@dataclass
+class EvaluationConfig:
+    """Settings of one evaluation run (all saved in ``metrics.json``).
+
+    Attributes:
+        test_split, train_split: real splits for testing and for training classifiers.
+        synthetic_split: split of the synthetic set to use (``None`` = all rows).
+        parts: which of :data:`PARTS` to run.
+        recipe: the classifier recipe for utility and realism.
+        seeds: utility training seeds.
+        encoder: a fidelity-encoder folder or a checkpoint folder holding ``feature_extractor/``;
+            ``None`` trains one on the real training split (saved in the output folder).
+        inception_weights: a local TorchScript Inception file for the fidelity features.
+        encoder_size, encoder_epochs: used only when the encoder is trained here.
+        kid_subset_size, prdc_k, n_bootstrap: metric settings.
+        max_images: cap on images per set (random subset; ``None`` = all).
+        privacy_report: a privacy-audit JSON to merge (``None`` looks beside the output).
+        seed: subsampling and split seed.
+    """
+
+    test_split: str = "test"
+    train_split: str = "training"
+    synthetic_split: str | None = None
+    parts: tuple[str, ...] = PARTS
+    recipe: Recipe = field(default_factory=Recipe)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    encoder: str | None = None
+    inception_weights: str | None = None
+    encoder_size: tuple[int, int] = (128, 96)
+    encoder_epochs: int = 10
+    kid_subset_size: int = 1000
+    prdc_k: int = 5
+    n_bootstrap: int = 1000
+    max_images: int | None = None
+    privacy_report: str | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["recipe"] = self.recipe.to_dict()
+        return data
+
+
+def split_by_study(rows: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``rows`` in two study-disjoint halves of (about) equal image counts."""
+    studies = rows["study_id"].to_numpy()
+    unique = np.random.default_rng(seed).permutation(np.unique(studies))
+    counts = {s: c for s, c in zip(*np.unique(studies, return_counts=True))}
+    half, total, first = len(rows) / 2, 0, set()
+    for study in unique:
+        if total >= half:
+            break
+        first.add(study)
+        total += counts[study]
+    in_first = np.array([s in first for s in studies])
+    return np.nonzero(in_first)[0], np.nonzero(~in_first)[0]
+
+
+def fidelity_block(real: np.ndarray, fake: np.ndarray, kid_subset_size: int = 1000, prdc_k: int = 5,
+                   seed: int = 0) -> dict[str, float]:
+    """FID, KID, precision, recall, density, coverage and feature C2ST for one pair of sets."""
+    block = {"fid": fid(real, fake), "kid": kid(real, fake, subset_size=kid_subset_size, seed=seed)}
+    block.update(prdc(real, fake, k=prdc_k))
+    block["c2st_features_auc"] = c2st_features(real, fake, seed=seed)
+    block["n_real"], block["n_fake"] = int(len(real)), int(len(fake))
+    return block
+
+
+def _cap(rows: Any, limit: int | None, seed: int) -> Any:
+    if limit is None or len(rows) <= limit:
+        return rows
+    return rows.iloc[np.sort(np.random.default_rng(seed).permutation(len(rows))[:limit])]
+
+
+def _norm_boxes(data: PreparedData, rows: Any) -> list:
+    boxes = []
+    for _, row in rows.iterrows():
+        found = row_boxes(row, data.height, data.width) if str(row["lesion"]) not in ("", "none") else []
+        boxes.append(found[0] if found else None)
+    return boxes
+
+
+def _privacy(config: EvaluationConfig, out_dir: Path) -> dict[str, Any] | None:
+    candidates = [Path(config.privacy_report)] if config.privacy_report else [
+        out_dir / "privacy.json", out_dir.parent / "privacy.json"]
+    for path in candidates:
+        if path.is_file():
+            try:
+                report = json.loads(path.read_text())
+            except json.JSONDecodeError as error:
+                logger.warning("privacy report %s is not valid JSON (%s); left out", path, error)
+                return {"path": str(path), "error": f"not valid JSON: {error}"}
+            return {"path": str(path), "report": report}
+    if config.privacy_report:
+        raise FileNotFoundError(f"--privacy-report {config.privacy_report} does not exist")
+    return None
+
+
+def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | PreparedData, out_dir: str | Path,
+                   config: EvaluationConfig | None = None) -> dict[str, Any]:
+    """Evaluate a synthetic prepared set against a real one and write the report.
+
+    Args:
+        real: the real prepared dataset (with training and test splits).
+        synthetic: the synthetic prepared dataset (labels = requested conditions).
+        out_dir: report folder (``metrics.json``, PNG plots, ``summary.md``).
+        config: settings (defaults: :class:`EvaluationConfig`).
+
+    Returns:
+        the metrics dict written to ``metrics.json``.
+    """
+    from .report import write_report
+
+    config = config or EvaluationConfig()
+    unknown = set(config.parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown evaluation part(s) {sorted(unknown)}; choose from {list(PARTS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    real_data = real if isinstance(real, PreparedData) else load_prepared(real)
+    synth_data = synthetic if isinstance(synthetic, PreparedData) else load_prepared(synthetic)
+    test_rows = _cap(real_data.split(config.test_split), config.max_images, config.seed)
+    train_rows = _cap(real_data.split(config.train_split), config.max_images, config.seed)
+    synth_rows = _cap(synth_data.split(config.synthetic_split), config.max_images, config.seed)
+    for name, rows in (("real test", test_rows), ("synthetic", synth_rows)):
+        if len(rows) < 2:
+            raise ValueError(f"the {name} set has {len(rows)} images; an evaluation needs at least 2 per set")
+    timings: dict[str, float] = {}
+    metrics: dict[str, Any] = {
+        "real": {"path": str(real_data.root), "source": real_data.meta.get("source", "unknown"),
+                 "is_phantom": bool(real_data.meta.get("phantom") or "phantom" in str(real_data.meta.get("source", ""))),
+                 "test_split": config.test_split, "n_test": int(len(test_rows)), "n_train": int(len(train_rows))},
+        "synthetic": {"path": str(synth_data.root), "n": int(len(synth_rows)),
+                      "checkpoint": synth_data.meta.get("checkpoint"), "generation": synth_data.meta.get("generation")},
+        "config": config.to_dict(),
+    }
+
+    # 1. the feature extractor (ours, loaded or trained here; or a local Inception file)
+    started = time.perf_counter()
+    needs_encoder = "adherence" in config.parts or ("fidelity" in config.parts and not config.inception_weights)
+    encoder = None
+    if needs_encoder:
+        if config.encoder:
+            encoder = load_fidelity_encoder(config.encoder)
+        else:
+            logger.info("no --encoder given: training the fidelity encoder on %s split %r", real_data.root, config.train_split)
+            encoder = train_fidelity_encoder(real_data, config.train_split, sample_size=config.encoder_size,
+                                             epochs=config.encoder_epochs, seed=config.seed)
+            encoder.save_pretrained(out_dir / "feature_extractor")
+    timings["feature_extractor"] = time.perf_counter() - started
+
+    # 2. fidelity with its real-vs-real floor
+    if "fidelity" in config.parts:
+        started = time.perf_counter()
+        extractor = InceptionFeatures(config.inception_weights) if config.inception_weights else encoder
+        real_features = extractor.embed(real_data.frames(test_rows["index"].to_numpy()))
+        synth_features = extractor.embed(synth_data.frames(synth_rows["index"].to_numpy()))
+        half_a, half_b = split_by_study(test_rows, config.seed)
+        rng = np.random.default_rng(config.seed)
+        subsample = rng.permutation(len(synth_features))[: len(half_b)]
+        settings = dict(kid_subset_size=config.kid_subset_size, prdc_k=config.prdc_k, seed=config.seed)
+        floor = fidelity_block(real_features[half_a], real_features[half_b], **settings)
+        matched = fidelity_block(real_features[half_a], synth_features[subsample], **settings)
+        metrics["fidelity"] = {
+            "extractor": describe_extractor(extractor),
+            "synthetic_vs_real": fidelity_block(real_features, synth_features, **settings),
+            "real_vs_real_floor": floor,
+            "synthetic_vs_real_at_floor_size": matched,
+            "fid_over_floor": matched["fid"] / floor["fid"] if floor["fid"] > 0 else float("nan"),
+            "kid_minus_floor": matched["kid"] - floor["kid"],
+        }
+        timings["fidelity"] = time.perf_counter() - started
+
+    # 3. utility: TRTR / TSTR / real + synthetic, tested on the same real test split
+    needs_inputs = "utility" in config.parts or "realism" in config.parts
+    if needs_inputs:
+        started = time.perf_counter()
+        size = tuple(config.recipe.size)
+        test_inputs = load_inputs(real_data, test_rows, size)
+        synth_inputs = load_inputs(synth_data, synth_rows, size)
+        timings["load_inputs"] = time.perf_counter() - started
+    if "utility" in config.parts:
+        started = time.perf_counter()
+        train_inputs = load_inputs(real_data, train_rows, tuple(config.recipe.size))
+        metrics["utility"] = run_utility(
+            (train_inputs, manifest_targets(train_rows)), (synth_inputs, manifest_targets(synth_rows)),
+            (test_inputs, manifest_targets(test_rows)), config.recipe, seeds=config.seeds,
+            n_bootstrap=config.n_bootstrap)
+        timings["utility"] = time.perf_counter() - started
+
+    # 4. condition adherence with the encoder's real-trained heads
+    if "adherence" in config.parts:
+        started = time.perf_counter()
+        size = tuple(encoder.config.sample_size)
+        scores = {}
+        for key, data, rows in (("synthetic", synth_data, synth_rows), ("real", real_data, test_rows)):
+            probs = predict(encoder.net, load_inputs(data, rows, size))
+            scores[key] = adherence_scores(probs, manifest_targets(rows), _norm_boxes(data, rows))
+        metrics["adherence"] = compare_adherence(scores["synthetic"], scores["real"])
+        metrics["adherence"]["classifier"] = "fidelity encoder heads (trained on real data)"
+        timings["adherence"] = time.perf_counter() - started
+
+    # 5. realism: C2ST on pixels
+    if "realism" in config.parts:
+        started = time.perf_counter()
+        metrics["realism"] = {"c2st_images": c2st_images(test_inputs, synth_inputs, config.recipe, seed=config.seed,
+                                                         n_bootstrap=config.n_bootstrap)}
+        timings["realism"] = time.perf_counter() - started
+
+    privacy = _privacy(config, out_dir)
+    if privacy is not None:
+        metrics["privacy"] = privacy
+    metrics["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    metrics["targets"] = check_targets(metrics)
+    write_report(metrics, out_dir, real_data=real_data, real_rows=test_rows, synth_data=synth_data, synth_rows=synth_rows)
+    return metrics
+
+
+def _get(data: dict, *keys: str) -> float | None:
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return float(data) if isinstance(data, (int, float)) else None
+
+
+def check_targets(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue with the measured value, the bound and whether it is met."""
+    rows = []
+
+    def add(name: str, value: float | None, bound: float | None, higher: bool) -> None:
+        if value is None or bound is None or not np.isfinite(value) or not np.isfinite(bound):
+            return
+        met = value >= bound if higher else value <= bound
+        rows.append({"target": name, "value": value, "bound": bound, "met": bool(met)})
+
+    add("FID <= 2x real-vs-real floor", _get(metrics, "fidelity", "synthetic_vs_real_at_floor_size", "fid"),
+        None if _get(metrics, "fidelity", "real_vs_real_floor", "fid") is None
+        else 2 * _get(metrics, "fidelity", "real_vs_real_floor", "fid"), higher=False)
+    add("density >= 0.8", _get(metrics, "fidelity", "synthetic_vs_real_at_floor_size", "density"), 0.8, higher=True)
+    add("coverage >= 0.8", _get(metrics, "fidelity", "synthetic_vs_real_at_floor_size", "coverage"), 0.8, higher=True)
+    trtr = _get(metrics, "utility", "trtr", "cancer_auc", "auc")
+    add("TSTR AUC >= 0.97 x TRTR AUC", _get(metrics, "utility", "tstr", "cancer_auc", "auc"),
+        None if trtr is None else 0.97 * trtr, higher=True)
+    add("real+synthetic AUC >= TRTR AUC", _get(metrics, "utility", "real_plus_synthetic", "cancer_auc", "auc"),
+        trtr, higher=True)
+    for task in ("lesion", "density"):
+        real = _get(metrics, "adherence", "real", f"{task}_accuracy")
+        add(f"{task} adherence >= 90% of real", _get(metrics, "adherence", "synthetic", f"{task}_accuracy"),
+            None if real is None else 0.9 * real, higher=True)
+    add("requested-box hit rate >= 0.8", _get(metrics, "adherence", "synthetic", "localisation", "hit_rate"), 0.8, higher=True)
+    add("C2ST AUC <= 0.65", _get(metrics, "realism", "c2st_images", "auc"), 0.65, higher=False)
+    return rows

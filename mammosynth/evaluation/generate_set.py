@@ -1,0 +1,249 @@
+"""A synthetic dataset with the label distribution of a real split: ``mammosynth generate-set``.
+
+The simplest exact way to match every label distribution of a split (BI-RADS, density,
+lesion types with their box sizes and places, views, lateralities): one synthetic image per
+real row, made with that row's conditions (:func:`mammosynth.data.prepared.row_conditions`),
+optionally ``copies`` times with different seeds. The result is a prepared dataset
+(``source = synthetic``) whose manifest labels are the *requested* conditions; seed and
+conditions are in each row's ``extra`` JSON, so every image can be made again.
+
+Privacy gate: the pipeline's privacy checker judges every image. A flagged image is
+resampled with the next seed (``privacy="resample"``, up to ``max_resamples`` times) or
+dropped (``privacy="drop"``); what happened is counted in ``generation_report.json``.
+Nothing flagged is ever written. Synthetic ids are fresh hashes; each row's ``extra`` names
+the pseudonymous study/image id whose conditions it copied (``source_study_id``,
+``source_image_id``), which the privacy audit needs for re-identification mAP@R.
+
+Resumable: rows already in the output (``PreparedWriter.done_ids``) are skipped, and ids
+and seeds are deterministic, so a rerun continues where a crash stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..conditions import Conditions, Laterality
+from ..data.prepared import PreparedData, PreparedWriter, atomic_write_text, load_prepared, row_conditions
+
+__all__ = ["GenerationSettings", "PlannedImage", "plan_like", "synthetic_row", "generate_set", "PRIVACY_MODES"]
+
+logger = logging.getLogger(__name__)
+
+PRIVACY_MODES = ("resample", "drop", "off")
+
+
+@dataclass
+class GenerationSettings:
+    """How the synthetic set is sampled.
+
+    Attributes:
+        num_inference_steps, guidance_scale: passed to the pipeline.
+        batch_size: images per pipeline call.
+        seed: base seed; image ``j`` attempt ``a`` uses ``seed + 64 * j + a``.
+        copies: synthetic images per real row (×k the split).
+        privacy: ``"resample"`` flagged images, ``"drop"`` them, or ``"off"`` (no gate; the
+            set is then marked ungated in its metadata).
+        max_resamples: resampling attempts per image before it is dropped (< 64).
+        limit: make only the first ``limit`` planned images (quick runs).
+    """
+
+    num_inference_steps: int = 50
+    guidance_scale: float = 2.0
+    batch_size: int = 8
+    seed: int = 0
+    copies: int = 1
+    privacy: str = "resample"
+    max_resamples: int = 3
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.privacy not in PRIVACY_MODES:
+            raise ValueError(f"privacy must be one of {PRIVACY_MODES}, got {self.privacy!r}")
+        if self.copies < 1 or self.batch_size < 1:
+            raise ValueError(f"copies and batch_size must be ≥ 1, got {self.copies} and {self.batch_size}")
+        if not 0 <= self.max_resamples < 64:
+            raise ValueError(f"max_resamples must be in 0..63, got {self.max_resamples}")
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image to make: its position, conditions and deterministic ids."""
+
+    position: int
+    conditions: Conditions
+    study_id: str
+    image_id: str
+    split: str
+    source_study_id: str = ""
+    source_image_id: str = ""
+
+
+def _hex(*parts: object) -> str:
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def plan_like(like: PreparedData, split: str | None, copies: int = 1, tag: str = "",
+              as_split: str | None = None) -> list[PlannedImage]:
+    """One planned image per row of ``split`` (× ``copies``), with that row's conditions.
+
+    Ids are hashes of ``tag`` (e.g. checkpoint name and seed), the row's pseudonymous ids and
+    the copy number: deterministic (for resuming) and distinct from the real ids.
+    """
+    rows = like.split(split)
+    if not len(rows):
+        raise ValueError(f"split {split!r} of {like.root} has no images to imitate")
+    plan = []
+    for k in range(copies):
+        for _, row in rows.iterrows():
+            conditions = row_conditions(row, like.height, like.width)
+            plan.append(PlannedImage(
+                position=len(plan), conditions=conditions,
+                study_id=_hex(tag, "study", row["study_id"], k), image_id=_hex(tag, "image", row["image_id"], k),
+                split=as_split or str(row["split"]),
+                source_study_id=str(row["study_id"]), source_image_id=str(row["image_id"]),
+            ))
+    return plan
+
+
+def synthetic_row(item: PlannedImage, height: int, width: int, seed: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """The manifest row of a synthetic image: labels = requested conditions (canonical box)."""
+    c = item.conditions
+    lesion = c.lesion.value if c.lesion is not None else ""
+    box = c.canonical_box()
+    findings = [{"category": "No Finding", "lesion": "none", "birads": None, "box": None}] if lesion in ("", "none") else [
+        {"category": lesion, "lesion": lesion, "birads": c.birads,
+         "box": None if box is None else list(box.to_pixels(height, width))}]
+    return {
+        "study_id": item.study_id, "image_id": item.image_id, "split": item.split,
+        "laterality": c.laterality.value if c.laterality else "", "view": c.view.value if c.view else "",
+        "birads": c.birads, "density": c.density.value if c.density else "", "lesion": lesion,
+        "cancer": None if c.cancer is None else int(c.cancer), "findings": findings, "source": "synthetic",
+        "extra": {"seed": seed, "conditions": c.to_dict(), "source_study_id": item.source_study_id,
+                  "source_image_id": item.source_image_id, **extra},
+    }
+
+
+def _to_canonical(image: np.ndarray, conditions: Conditions) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint16 or image.ndim != 2:
+        raise ValueError(f"the pipeline must return uint16 (H, W) images, got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(np.fliplr(image)) if conditions.laterality is Laterality.R else image
+
+
+def _call_pipe(pipe: Any, conditions: Sequence[Conditions], seeds: Sequence[int],
+               settings: GenerationSettings) -> tuple[list[np.ndarray], list[Any]]:
+    import torch
+
+    device = getattr(pipe, "device", torch.device("cpu"))
+    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    out = pipe(conditions=list(conditions), num_images=len(conditions),
+               num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
+               generator=generators)
+    images = list(out.images)
+    privacy = list(out.privacy) if getattr(out, "privacy", None) is not None else [None] * len(images)
+    if len(images) != len(conditions) or len(privacy) != len(images):
+        raise ValueError(f"the pipeline returned {len(images)} images / {len(privacy)} verdicts for {len(conditions)} requests")
+    return images, privacy
+
+
+def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | os.PathLike, split: str | None = "training",
+                 settings: GenerationSettings | None = None, as_split: str | None = None,
+                 checkpoint: str | None = None, progress: bool = True,
+                 on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Make a synthetic prepared dataset imitating ``split`` of ``like``; resumable.
+
+    Args:
+        pipe: a ``MammoLDMPipeline`` (or anything with its ``__call__`` contract).
+        like: the real prepared dataset whose label distribution is copied.
+        out: output folder (a prepared dataset; an unfinished one is resumed).
+        split: split of ``like`` to imitate (``None`` = all rows).
+        settings: sampling settings.
+        as_split: split name written to the synthetic rows (default: the source split's name).
+        checkpoint: checkpoint path/name recorded in the metadata and id tag.
+        progress: show a tqdm progress bar.
+        on_batch: called with ``(done, total)`` after each batch.
+
+    Returns:
+        the generation report (also written to ``out/generation_report.json``).
+    """
+    from tqdm.auto import tqdm
+
+    settings = settings or GenerationSettings()
+    like = like if isinstance(like, PreparedData) else load_prepared(like)
+    tag = f"{Path(checkpoint).name if checkpoint else 'pipeline'}:{settings.seed}"
+    plan = plan_like(like, split, settings.copies, tag=tag, as_split=as_split)
+    if settings.limit is not None:
+        plan = plan[: settings.limit]
+    out = Path(out)
+    height, width = like.height, like.width
+    meta = {"source": "synthetic", "checkpoint": checkpoint, "like": str(like.root), "like_split": split,
+            "generation": asdict(settings), "privacy_gated": settings.privacy != "off"}
+    started = time.perf_counter()
+    counts = {"planned": len(plan), "written": 0, "already_done": 0, "flagged": 0, "resampled": 0, "dropped": 0}
+    dropped: list[dict[str, Any]] = []
+    similarities: list[float] = []
+    writer: PreparedWriter | None = None
+    state_path = out / ".writer.json"
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        writer = PreparedWriter(out, state["height"], state["width"], meta=meta)
+    pending = [(item, 0) for item in plan if writer is None or item.image_id not in writer.done_ids]
+    counts["already_done"] = len(plan) - len(pending)
+    bar = tqdm(total=len(plan), initial=counts["already_done"], desc="generate-set", unit="img", disable=not progress)
+    try:
+        while pending:
+            batch, pending = pending[: settings.batch_size], pending[settings.batch_size:]
+            seeds = [settings.seed + 64 * item.position + attempt for item, attempt in batch]
+            images, verdicts = _call_pipe(pipe, [item.conditions for item, _ in batch], seeds, settings)
+            for (item, attempt), seed, image, verdict in zip(batch, seeds, images, verdicts):
+                if settings.privacy != "off" and verdict is None:
+                    raise ValueError("the pipeline returned no privacy verdict: load it with its privacy checker, "
+                                     "or pass --privacy off to make an ungated set")
+                flagged = bool(getattr(verdict, "flagged", False)) if settings.privacy != "off" else False
+                if verdict is not None and getattr(verdict, "similarity", None) is not None:
+                    similarities.append(float(verdict.similarity))
+                if flagged:
+                    counts["flagged"] += 1
+                    if settings.privacy == "resample" and attempt < settings.max_resamples:
+                        counts["resampled"] += 1
+                        pending.append((item, attempt + 1))
+                        continue
+                    counts["dropped"] += 1
+                    dropped.append({"image_id": item.image_id, "attempts": attempt + 1,
+                                    "similarity": float(getattr(verdict, "similarity", float("nan")))})
+                    bar.update(1)
+                    continue
+                frame = _to_canonical(image, item.conditions)
+                if writer is None:
+                    writer = PreparedWriter(out, frame.shape[0], frame.shape[1], meta=meta)
+                extra = {"checkpoint": checkpoint, "attempt": attempt,
+                         "num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale,
+                         "privacy_similarity": None if verdict is None else getattr(verdict, "similarity", None)}
+                writer.add(frame, synthetic_row(item, frame.shape[0], frame.shape[1], seed, extra))
+                counts["written"] += 1
+                bar.update(1)
+            if on_batch is not None:
+                on_batch(bar.n, len(plan))
+        if writer is None:
+            raise ValueError(f"no synthetic image was kept ({counts['dropped']} dropped by the privacy gate)")
+        report = {**counts, "seconds": round(time.perf_counter() - started, 1), "dropped_images": dropped,
+                  "similarity_max": max(similarities) if similarities else None,
+                  "similarity_mean": float(np.mean(similarities)) if similarities else None,
+                  "settings": asdict(settings), "like": str(like.root), "split": split, "checkpoint": checkpoint,
+                  "total_in_set": len(writer)}
+        writer.finalize({"generation_report": {k: v for k, v in report.items() if k != "dropped_images"}})
+        atomic_write_text(out / "generation_report.json", json.dumps(report, indent=2, default=str))
+        return report
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()

@@ -1,0 +1,217 @@
+"""Writing an evaluation report: ``metrics.json``, PNG plots and ``summary.md``.
+
+``metrics.json`` is strict JSON (``NaN`` becomes ``null``). Plots: ``roc.png`` (utility ROC
+curves), ``fidelity.png`` (each metric beside its real-vs-real floor), ``adherence.png``
+(synthetic vs real scores of the real-trained classifiers), ``samples.png`` (real and
+synthetic images side by side). ``summary.md`` is a short human summary with the issue's
+targets marked met or missed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.prepared import PreparedData, atomic_write_text
+
+__all__ = ["to_json", "write_report", "summary_markdown", "load_metrics"]
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def to_json(metrics: dict[str, Any]) -> str:
+    """Strict JSON text (NaN/inf → null, numpy scalars → Python)."""
+    return json.dumps(_clean(metrics), indent=2, allow_nan=False, default=str)
+
+
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    """Read a ``metrics.json`` (or the folder holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `mammosynth evaluate` first")
+    return json.loads(path.read_text())
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _auc_text(block: dict[str, Any] | None) -> str:
+    if not block:
+        return "n/a"
+    return f"{_fmt(block.get('auc'))} ({_fmt(block.get('ci_low'))}–{_fmt(block.get('ci_high'))})"
+
+
+def summary_markdown(metrics: dict[str, Any]) -> str:
+    """A short Markdown summary of a metrics dict."""
+    real = metrics.get("real", {})
+    lines = [
+        "# Evaluation summary",
+        "",
+        f"Real data: `{real.get('path')}` (source: {real.get('source')}{', PHANTOM data' if real.get('is_phantom') else ''}), "
+        f"test split `{real.get('test_split')}` with {real.get('n_test')} images; "
+        f"synthetic set: `{metrics.get('synthetic', {}).get('path')}` with {metrics.get('synthetic', {}).get('n')} images.",
+        "",
+    ]
+    fidelity = metrics.get("fidelity")
+    if fidelity:
+        extractor = fidelity.get("extractor", {})
+        lines += [
+            "## Fidelity",
+            f"Features: {extractor.get('kind')}" + (f" ({extractor.get('path')})" if extractor.get("path") else ""),
+            "",
+            "| metric | synthetic vs real (all) | synthetic vs real (floor size) | real vs real floor | better |",
+            "|---|---|---|---|---|",
+        ]
+        for key, better in (("fid", "lower"), ("kid", "lower"), ("precision", "higher"), ("recall", "higher"),
+                            ("density", "higher"), ("coverage", "higher"), ("c2st_features_auc", "0.5")):
+            lines.append(f"| {key} | {_fmt(fidelity['synthetic_vs_real'].get(key), 4)} | "
+                         f"{_fmt(fidelity['synthetic_vs_real_at_floor_size'].get(key), 4)} | "
+                         f"{_fmt(fidelity['real_vs_real_floor'].get(key), 4)} | {better} |")
+        lines.append("")
+    utility = metrics.get("utility")
+    if utility:
+        lines += ["## Utility (cancer = BI-RADS ≥ 4, tested on real test images)", "",
+                  "| trained on | ROC-AUC (95% CI) | density accuracy | training images |", "|---|---|---|---|"]
+        for regime, label in (("trtr", "real (TRTR)"), ("tstr", "synthetic only (TSTR)"),
+                              ("real_plus_synthetic", "real + synthetic")):
+            if regime in utility:
+                block = utility[regime]
+                lines.append(f"| {label} | {_auc_text(block.get('cancer_auc'))} | "
+                             f"{_fmt(block.get('density_accuracy'))} | {block.get('n_train')} |")
+        lines += ["", f"TSTR / TRTR AUC ratio: {_fmt(utility.get('tstr_over_trtr'))} "
+                      f"(seeds: {utility.get('seeds')})", ""]
+    adherence = metrics.get("adherence")
+    if adherence:
+        lines += ["## Condition adherence (classifiers trained on real data)", "",
+                  "| score | synthetic | real test | ratio |", "|---|---|---|---|"]
+        for key in ("lesion_accuracy", "density_accuracy", "view_accuracy"):
+            lines.append(f"| {key} | {_fmt(adherence['synthetic'].get(key))} | {_fmt(adherence['real'].get(key))} | "
+                         f"{_fmt(adherence.get('ratio', {}).get(key))} |")
+        for key in ("hit_rate", "mean_iou"):
+            lines.append(f"| box {key} | {_fmt(adherence['synthetic'].get('localisation', {}).get(key))} | "
+                         f"{_fmt(adherence['real'].get('localisation', {}).get(key))} | "
+                         f"{_fmt(adherence.get('ratio', {}).get('localisation_' + key))} |")
+        lines.append("")
+    realism = metrics.get("realism")
+    if realism:
+        lines += ["## Realism", "",
+                  f"Classifier two-sample test (CNN, held-out halves): ROC-AUC {_auc_text(realism.get('c2st_images'))} "
+                  "(0.5 = indistinguishable).", ""]
+    privacy = metrics.get("privacy")
+    if privacy:
+        lines += ["## Privacy", "", f"Privacy audit merged from `{privacy.get('path')}`.", ""]
+    if metrics.get("targets"):
+        lines += ["## Targets", "", "| target | value | bound | met |", "|---|---|---|---|"]
+        for row in metrics["targets"]:
+            lines.append(f"| {row['target']} | {_fmt(row['value'])} | {_fmt(row['bound'])} | "
+                         f"{'yes' if row['met'] else '**no**'} |")
+        lines.append("")
+    if metrics.get("timings_s"):
+        lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in metrics["timings_s"].items()), ""]
+    return "\n".join(lines)
+
+
+def _plots(metrics: dict[str, Any], out_dir: Path, real_data: PreparedData | None, real_rows: Any,
+           synth_data: PreparedData | None, synth_rows: Any) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    utility = metrics.get("utility")
+    if utility and utility.get("roc"):
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        for regime, (fpr, tpr) in utility["roc"].items():
+            auc = utility[regime]["cancer_auc"]["auc"]
+            ax.plot(fpr, tpr, label=f"{regime} (AUC {_fmt(auc)})")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Cancer (BI-RADS ≥ 4), real test")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "roc.png", dpi=120)
+        plt.close(fig)
+        written.append("roc.png")
+    fidelity = metrics.get("fidelity")
+    if fidelity:
+        keys = ["fid", "kid", "precision", "recall", "density", "coverage"]
+        fig, axes = plt.subplots(1, len(keys), figsize=(2.2 * len(keys), 3))
+        for ax, key in zip(axes, keys):
+            values = [fidelity["synthetic_vs_real_at_floor_size"].get(key), fidelity["real_vs_real_floor"].get(key)]
+            ax.bar(["synthetic", "real floor"], [0 if v is None or not np.isfinite(v) else v for v in values],
+                   color=["tab:orange", "tab:blue"])
+            ax.set_title(key)
+            ax.tick_params(axis="x", labelsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "fidelity.png", dpi=120)
+        plt.close(fig)
+        written.append("fidelity.png")
+    adherence = metrics.get("adherence")
+    if adherence:
+        keys = ["lesion_accuracy", "density_accuracy", "view_accuracy"]
+        synth = [adherence["synthetic"].get(k) for k in keys] + [adherence["synthetic"].get("localisation", {}).get("hit_rate")]
+        real = [adherence["real"].get(k) for k in keys] + [adherence["real"].get("localisation", {}).get("hit_rate")]
+        labels = ["lesion", "density", "view", "box hit"]
+        x = np.arange(len(labels))
+        fig, ax = plt.subplots(figsize=(5, 3))
+        safe = lambda vs: [0 if v is None or not np.isfinite(v) else v for v in vs]  # noqa: E731
+        ax.bar(x - 0.2, safe(synth), 0.4, label="synthetic", color="tab:orange")
+        ax.bar(x + 0.2, safe(real), 0.4, label="real test", color="tab:blue")
+        ax.set_xticks(x, labels)
+        ax.set(ylim=(0, 1), ylabel="score", title="Condition adherence")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "adherence.png", dpi=120)
+        plt.close(fig)
+        written.append("adherence.png")
+    if real_data is not None and synth_data is not None and len(real_rows) and len(synth_rows):
+        n = min(6, len(real_rows), len(synth_rows))
+        fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
+        for row_axes, data, rows, label in ((axes[0], real_data, real_rows, "real"),
+                                            (axes[1], synth_data, synth_rows, "synthetic")):
+            frames = data.frames(rows["index"].to_numpy()[:n])
+            for ax, frame in zip(row_axes, frames):
+                ax.imshow(frame, cmap="gray", vmin=0, vmax=65535)
+                ax.axis("off")
+            row_axes[0].set_title(label, fontsize=9, loc="left")
+        fig.tight_layout()
+        fig.savefig(out_dir / "samples.png", dpi=100)
+        plt.close(fig)
+        written.append("samples.png")
+    return written
+
+
+def write_report(metrics: dict[str, Any], out_dir: str | Path, real_data: PreparedData | None = None,
+                 real_rows: Any = None, synth_data: PreparedData | None = None, synth_rows: Any = None) -> Path:
+    """Write ``metrics.json``, the PNG plots and ``summary.md`` into ``out_dir``; return it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics["plots"] = _plots(metrics, out_dir, real_data, real_rows, synth_data, synth_rows)
+    atomic_write_text(out_dir / "metrics.json", to_json(metrics))
+    atomic_write_text(out_dir / "summary.md", summary_markdown(_clean(metrics)))
+    return out_dir

@@ -1,0 +1,466 @@
+"""``MammoLDMPipeline``: conditional latent diffusion for synthetic mammograms (DESIGN §8).
+
+Components (a diffusers folder: ``model_index.json``, ``vae/``, ``unet/``,
+``condition_encoder/``, ``scheduler/``, optionally ``privacy_checker/``):
+
+* ``vae`` – 1-channel ``AutoencoderKL`` (f = 8), ``config.scaling_factor`` measured from data
+* ``unet`` – ``UNet2DModel`` over ``latents ⊕ lesion mask`` with ``class_embed_type="identity"``
+* ``condition_encoder`` – :class:`~mammosynth.models.conditioning.ConditionEncoder`
+* ``scheduler`` – any diffusers scheduler (DPM-Solver++ by default)
+* ``privacy_checker`` – optional :class:`mammosynth.privacy.checker.PrivacyChecker`; like
+  diffusers' safety checker it is on by default and leaving it out logs a loud warning.
+
+The model works in the canonical orientation (chest wall left). Boxes are given in the
+displayed frame and moved to the canonical frame here; right-breast images are mirrored
+back for display before they are returned.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..conditions import ConditionError, Conditions, Laterality, Lesion
+from ..models.conditioning import CONDITION_FIELDS, unconditional_codes
+from ..models.unet import latent_mask
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MammoLDMPipeline", "MammoLDMPipelineOutput", "CheckpointError", "default_scheduler", "SCHEDULERS"]
+
+OUTPUT_TYPES = ("uint16", "float", "pil", "latent")
+
+#: Short names of the schedulers the CLI and app offer → diffusers class names.
+SCHEDULERS: dict[str, str] = {
+    "dpm": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "ddpm": "DDPMScheduler",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing files or its components do not fit together."""
+
+
+def default_scheduler(num_train_timesteps: int = 1000) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2M) over the noise schedule the LDM is trained with."""
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+    )
+
+
+def scheduler_from_name(name: str, config: Any):
+    """Build scheduler ``name`` (a key of :data:`SCHEDULERS` or a diffusers class name) from ``config``."""
+    import diffusers
+
+    class_name = SCHEDULERS.get(name.lower(), name)
+    cls = getattr(diffusers, class_name, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}")
+    return cls.from_config(config)
+
+
+@dataclass
+class MammoLDMPipelineOutput(BaseOutput):
+    """Output of :class:`MammoLDMPipeline`.
+
+    Args:
+        images: one array per image: ``uint16`` ``(H, W)`` in the display orientation
+            (``output_type="uint16"``); float32 in [0, 1] for ``"float"``; PIL ``I;16``
+            images for ``"pil"``; a latent tensor ``(N, C, h, w)`` for ``"latent"``.
+        conditions: the validated conditions of each image.
+        privacy: one ``PrivacyVerdict`` per image when a privacy checker ran, else ``None``.
+    """
+
+    images: Any
+    conditions: list[Conditions]
+    privacy: list | None = None
+
+
+class MammoLDMPipeline(DiffusionPipeline):
+    """Generate 16-bit mammograms from §7 conditions with classifier-free guidance.
+
+    Args:
+        vae: 1-channel ``AutoencoderKL``.
+        unet: ``UNet2DModel`` taking ``latent_channels + 1`` channels (latents + lesion mask).
+        condition_encoder: :class:`~mammosynth.models.conditioning.ConditionEncoder`.
+        scheduler: a diffusers scheduler.
+        privacy_checker: optional privacy gate (``check(frames) -> list[PrivacyVerdict]``).
+        requires_privacy_checker: warn loudly when ``privacy_checker`` is missing.
+    """
+
+    model_cpu_offload_seq = "condition_encoder->unet->vae"
+    _optional_components = ["privacy_checker"]
+
+    def __init__(self, vae, unet, condition_encoder, scheduler, privacy_checker=None,
+                 requires_privacy_checker: bool = True):
+        super().__init__()
+        check_components(vae, unet, condition_encoder)
+        self.register_modules(vae=vae, unet=unet, condition_encoder=condition_encoder, scheduler=scheduler,
+                              privacy_checker=privacy_checker)
+        self.register_to_config(requires_privacy_checker=requires_privacy_checker)
+        for module in (vae, unet, condition_encoder):
+            module.eval()  # sampling is deterministic only in eval mode
+        if privacy_checker is None and requires_privacy_checker:
+            logger.warning(
+                "You have disabled the privacy checker for %s. Generated images will NOT be checked against "
+                "the training set for re-identification risk, and `out.privacy` will be None. Do not share "
+                "such images outside your institution. Add a `privacy_checker` (see `mammosynth build-index`) "
+                "or pass `requires_privacy_checker=False` to silence this warning.",
+                self.__class__.__name__,
+            )
+
+    # ---- geometry -----------------------------------------------------------------------
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this (VAE factor × UNet down-sampling)."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """``(height, width)`` the model was trained at."""
+        size = self.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else size
+        return h * self.vae_scale_factor, w * self.vae_scale_factor
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    def check_inputs(self, conditions: Sequence[Conditions], num_images: int, num_inference_steps: int,
+                     guidance_scale: float, height: int, width: int, output_type: str,
+                     resample_flagged: int = 0) -> None:
+        """Raise ``ValueError`` with a message saying what was expected and what came."""
+        if not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"`num_images` has to be a positive integer but is {num_images!r}.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
+            raise ValueError(f"`num_inference_steps` has to be a positive integer but is {num_inference_steps!r}.")
+        if guidance_scale < 1:
+            raise ValueError(
+                f"`guidance_scale` has to be >= 1 (1 = no guidance) but is {guidance_scale}."
+            )
+        multiple = self.size_multiple
+        if height % multiple or width % multiple or height <= 0 or width <= 0:
+            raise ValueError(
+                f"`height` and `width` have to be positive multiples of {multiple} but are {height} and {width}."
+            )
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` has to be one of {OUTPUT_TYPES} but is {output_type!r}.")
+        if not isinstance(resample_flagged, int) or resample_flagged < 0:
+            raise ValueError(f"`resample_flagged` has to be an integer >= 0 but is {resample_flagged!r}.")
+        for c in conditions:
+            if not isinstance(c, Conditions):
+                raise ValueError(f"`conditions` must hold Conditions objects, got {type(c).__name__}")
+
+    def resolve_conditions(self, birads=None, density=None, view=None, laterality=None, lesion=None, box=None,
+                           conditions: Conditions | Sequence[Conditions] | None = None,
+                           num_images: int = 1) -> list[Conditions]:
+        """One validated :class:`Conditions` per image (raises ``ConditionError`` naming the field)."""
+        fields = dict(birads=birads, density=density, view=view, laterality=laterality, lesion=lesion, box=box)
+        if conditions is not None:
+            given = [k for k, v in fields.items() if v is not None]
+            if given:
+                raise ConditionError(f"pass either `conditions` or the fields {given}, not both")
+            if isinstance(conditions, Conditions):
+                return [conditions] * num_images
+            conditions = list(conditions)
+            if not conditions:
+                raise ConditionError("`conditions` is an empty list")
+            if num_images not in (1, len(conditions)):
+                raise ConditionError(
+                    f"`conditions` has {len(conditions)} entries (one image each) but num_images={num_images}"
+                )
+            return [c if isinstance(c, Conditions) else Conditions.from_dict(c) for c in conditions]
+        return [Conditions.create(**fields)] * num_images
+
+    def prepare_conditions(self, conditions: Sequence[Conditions], height: int, width: int,
+                           device: torch.device | str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Codes ``{field: LongTensor (N,)}`` and lesion masks ``(N, 1, H, W)`` (canonical frame)."""
+        device = device or self._execution_device
+        encoded = [c.encode() for c in conditions]
+        codes = {f: torch.tensor([e[f] for e in encoded], dtype=torch.long, device=device) for f in CONDITION_FIELDS}
+        masks = torch.from_numpy(np.stack([c.mask(height, width) for c in conditions])[:, None]).to(device)
+        return codes, masks
+
+    # ---- model helpers (used by training, privacy audit and evaluation) -------------------
+
+    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor | int,
+                      codes: dict[str, torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction for scaled latents, given codes and image-size masks."""
+        latent_masks = latent_mask(masks.to(noisy_latents.device, noisy_latents.dtype), noisy_latents.shape[-2:])
+        class_labels = self.condition_encoder(codes).to(self.unet.dtype)
+        model_input = torch.cat([noisy_latents, latent_masks], dim=1).to(self.unet.dtype)
+        if not torch.is_tensor(timesteps) or timesteps.dim() == 0:
+            timesteps = torch.full((noisy_latents.shape[0],), int(timesteps), device=noisy_latents.device)
+        return self.unet(model_input, timesteps, class_labels=class_labels).sample
+
+    @torch.no_grad()
+    def encode_images(self, frames: np.ndarray) -> torch.Tensor:
+        """uint16 frames ``(N, H, W)`` (canonical) → scaled latents (posterior mean)."""
+        from ..data.dataset import to_unit_range
+
+        frames = np.asarray(frames)
+        if frames.ndim != 3 or frames.dtype != np.uint16:
+            raise ValueError(f"frames must be uint16 (N, H, W), got {frames.dtype} {frames.shape}")
+        x = to_unit_range(frames[:, None]).to(self._execution_device, self.vae.dtype)
+        return self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → float images ``(N, H, W)`` in [0, 1] (canonical)."""
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return ((images.float()[:, 0] + 1) / 2).clamp(0, 1)
+
+    def _step_kwargs(self, generator, eta: float = 0.0) -> dict[str, Any]:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {}
+        if "generator" in params:
+            kwargs["generator"] = generator
+        if "eta" in params:
+            kwargs["eta"] = eta
+        return kwargs
+
+    # ---- sampling -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        birads: int | str | None = None,
+        density: str | None = None,
+        view: str | None = None,
+        laterality: str | None = None,
+        lesion: str | None = None,
+        box: Sequence[float] | str | None = None,
+        conditions: Conditions | Sequence[Conditions] | None = None,
+        num_images: int = 1,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        callback: Callable[[int, int], None] | None = None,
+        callback_on_step_end: Callable[[Any, int, Any, dict], dict] | None = None,
+        output_type: str = "uint16",
+        return_dict: bool = True,
+        resample_flagged: int = 0,
+    ) -> MammoLDMPipelineOutput | tuple:
+        """Generate images.
+
+        Args:
+            birads, density, view, laterality, lesion, box: §7 conditions (``None`` =
+                unspecified); ``box`` is ``(x0, y0, x1, y1)`` in [0, 1] in the displayed image.
+            conditions: instead of the fields, one :class:`Conditions` (for all images) or a
+                list (one image each).
+            num_images: images to generate (per :class:`Conditions` if one was given).
+            num_inference_steps: denoising steps.
+            guidance_scale: classifier-free guidance weight; 1 disables guidance.
+            height, width: output size (default: the training size).
+            generator: ``torch.Generator`` (or one per image) for determinism.
+            latents: optional initial noise ``(N, C, h, w)``.
+            callback: ``callback(step, total)`` after every step (progress bars).
+            callback_on_step_end: diffusers-style ``fn(pipe, i, t, {"latents": ...}) -> dict``;
+                a returned ``"latents"`` replaces the current latents.
+            output_type: ``"uint16"``, ``"float"``, ``"pil"`` or ``"latent"``.
+            return_dict: return a :class:`MammoLDMPipelineOutput` (else a tuple).
+            resample_flagged: regenerate images the privacy checker flags, up to this many times.
+
+        Returns:
+            :class:`MammoLDMPipelineOutput` ``(images, conditions, privacy)``.
+        """
+        height = height or self.default_size[0]
+        width = width or self.default_size[1]
+        conds = self.resolve_conditions(birads, density, view, laterality, lesion, box, conditions, num_images)
+        self.check_inputs(conds, num_images, num_inference_steps, guidance_scale, height, width, output_type,
+                          resample_flagged)
+        if isinstance(generator, list) and len(generator) != len(conds):
+            raise ValueError(f"got {len(generator)} generators for {len(conds)} images; pass one per image or one")
+        if latents is not None and latents.shape[0] != len(conds):
+            raise ValueError(f"`latents` has batch size {latents.shape[0]} but {len(conds)} images were asked for")
+
+        latents = self._sample(conds, num_inference_steps, guidance_scale, height, width, generator, latents,
+                               callback, callback_on_step_end)
+        if output_type == "latent":
+            return MammoLDMPipelineOutput(images=latents, conditions=conds) if return_dict else (latents, conds, None)
+
+        # 5. latents -> canonical uint16 frames
+        images = self.decode_latents(latents)
+        frames = np.rint(images.cpu().numpy() * 65535).astype(np.uint16)
+
+        # 6. privacy gate on canonical frames; regenerate flagged images if asked
+        privacy = None
+        if self.privacy_checker is not None:
+            privacy = list(self.privacy_checker.check(frames))
+            for _ in range(resample_flagged):
+                flagged = [i for i, v in enumerate(privacy) if v.flagged]
+                if not flagged:
+                    break
+                logger.info("privacy checker flagged %d image(s); regenerating them", len(flagged))
+                gens = [generator[i] for i in flagged] if isinstance(generator, list) else generator
+                redo = self._sample([conds[i] for i in flagged], num_inference_steps, guidance_scale, height, width,
+                                    gens, None, None, None)
+                redo_frames = np.rint(self.decode_latents(redo).cpu().numpy() * 65535).astype(np.uint16)
+                for j, verdict in zip(flagged, self.privacy_checker.check(redo_frames)):
+                    frames[j] = redo_frames[flagged.index(j)]
+                    privacy[j] = verdict
+
+        # 7. canonical -> display orientation (mirror right breasts back)
+        shown = [np.ascontiguousarray(f[:, ::-1]) if c.laterality is Laterality.R else f for f, c in zip(frames, conds)]
+        if output_type == "float":
+            shown = [f.astype(np.float32) / 65535.0 for f in shown]
+        elif output_type == "pil":
+            from PIL import Image
+
+            shown = [Image.fromarray(f) for f in shown]
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return shown, conds, privacy
+        return MammoLDMPipelineOutput(images=shown, conditions=conds, privacy=privacy)
+
+    def _sample(self, conds, num_inference_steps, guidance_scale, height, width, generator, latents,
+                callback, callback_on_step_end) -> torch.Tensor:
+        device = self._execution_device
+        n = len(conds)
+        do_cfg = guidance_scale > 1.0
+
+        # 1. conditions -> codes and lesion masks (canonical frame); CFG adds an unconditional copy
+        codes, masks = self.prepare_conditions(conds, height, width, device)
+        if do_cfg:
+            uncond = unconditional_codes(n, device)
+            codes = {f: torch.cat([uncond[f], codes[f]]) for f in CONDITION_FIELDS}
+            masks = torch.cat([torch.zeros_like(masks), masks])
+
+        # 2. timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 3. initial noise
+        shape = (n, self.unet.config.out_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        latents = latents.to(device) * self.scheduler.init_noise_sigma
+        extra = self._step_kwargs(generator if not isinstance(generator, list) else None)
+
+        # 4. denoising loop
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                # 4a. duplicate the latents for the unconditional and conditional branch
+                model_input = torch.cat([latents] * 2) if do_cfg else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                # 4b. predict the noise
+                noise = self.predict_noise(model_input, t, codes, masks)
+                # 4c. classifier-free guidance
+                if do_cfg:
+                    uncond_noise, cond_noise = noise.chunk(2)
+                    noise = uncond_noise + guidance_scale * (cond_noise - uncond_noise)
+                # 4d. x_t -> x_t-1
+                latents = self.scheduler.step(noise, t, latents, **extra).prev_sample
+                # 4e. hooks
+                if callback_on_step_end is not None:
+                    result = callback_on_step_end(self, i, t, {"latents": latents}) or {}
+                    latents = result.get("latents", latents)
+                if callback is not None:
+                    callback(i + 1, len(timesteps))
+                bar.update()
+        return latents
+
+    # ---- loading ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> MammoLDMPipeline:
+        """Load a local checkpoint folder; raises :class:`CheckpointError` saying what to do.
+
+        Weights load as float32 unless ``torch_dtype`` is given (fp16 on CPU is slow).
+        """
+        path = Path(pretrained_model_name_or_path)
+        check_checkpoint_folder(path)
+        kwargs.setdefault("torch_dtype", torch.float32)
+        kwargs.setdefault("local_files_only", True)
+        try:
+            pipe = super().from_pretrained(str(path), **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, ImportError) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise CheckpointError(
+                f"could not load the checkpoint {path}: {error}. The folder must be a complete "
+                "MammoLDMPipeline checkpoint (written by `pipe.save_pretrained` or `mammosynth train-ldm`); "
+                "re-copy or re-train it"
+            ) from error
+        if not isinstance(pipe, cls):
+            raise CheckpointError(f"{path} holds a {type(pipe).__name__}, not a {cls.__name__}")
+        return pipe
+
+
+REQUIRED_COMPONENTS = ("vae", "unet", "condition_encoder", "scheduler")
+
+
+def check_checkpoint_folder(path: Path) -> None:
+    """Fail early, in words, when a checkpoint folder is missing files."""
+    if not path.is_dir():
+        raise CheckpointError(
+            f"checkpoint folder {path} does not exist; pass a folder made by `mammosynth train-ldm` "
+            "(e.g. checkpoints/mammosynth-phantom-256)"
+        )
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise CheckpointError(f"{path} has no model_index.json: it is not a pipeline checkpoint folder")
+    try:
+        entries = json.loads(index.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{index} is not valid JSON ({error}); re-copy the checkpoint") from None
+    if entries.get("_class_name") != "MammoLDMPipeline":
+        raise CheckpointError(f"{index} describes a {entries.get('_class_name')!r}, not a MammoLDMPipeline")
+    for name in REQUIRED_COMPONENTS:
+        if name not in entries or entries[name] in (None, [None, None]):
+            raise CheckpointError(f"{index} lists no {name!r}; the checkpoint is incomplete")
+        folder = path / name
+        config = folder / ("scheduler_config.json" if name == "scheduler" else "config.json")
+        if not config.is_file():
+            raise CheckpointError(f"{path} is missing {config.relative_to(path)}; re-copy or re-train the checkpoint")
+        if name != "scheduler" and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+            raise CheckpointError(
+                f"{path / name} has no weights (*.safetensors); re-copy or re-train the checkpoint"
+            )
+
+
+def check_components(vae, unet, condition_encoder) -> None:
+    """The components must fit together; raise :class:`CheckpointError` saying how they don't."""
+    latent = vae.config.latent_channels
+    if vae.config.in_channels != 1 or vae.config.out_channels != 1:
+        raise CheckpointError(f"the VAE must have 1 input and 1 output channel, has {vae.config.in_channels}/"
+                              f"{vae.config.out_channels}")
+    if unet.config.in_channels != latent + 1 or unet.config.out_channels != latent:
+        raise CheckpointError(
+            f"the UNet must take {latent} latent channels + 1 mask channel and return {latent}; it has "
+            f"in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}"
+        )
+    if getattr(unet.config, "class_embed_type", None) != "identity":
+        raise CheckpointError(f"the UNet must have class_embed_type='identity', has {unet.config.class_embed_type!r}")
+    needed = unet.config.block_out_channels[0] * 4
+    if condition_encoder.config.out_dim != needed:
+        raise CheckpointError(
+            f"condition_encoder.out_dim is {condition_encoder.config.out_dim} but the UNet's time embedding "
+            f"has {needed} dimensions"
+        )

@@ -1,0 +1,381 @@
+"""The privacy audit of a synthetic set (``mammosynth privacy-audit``, DESIGN §9).
+
+:func:`run_audit` measures, against the training set the model saw:
+
+1. **the re-ID network itself** on held-out real studies (P@1, R-precision, mAP@R,
+   verification AUC): privacy claims rest on it, so it is reported first;
+2. **re-identification of the synthetic set**: each synthetic image's nearest-training
+   similarity beside the same for unseen real patients (real test → train), the share
+   above the gate's threshold, and — when synthetic rows name the training study whose
+   conditions they were made from (``extra.source_study_id`` / ``source_image_id``) —
+   P@1 and mAP@R of synthetic queries against the training set;
+3. **planted copies**: training images disguised with :mod:`~mammosynth.privacy.augment`
+   and mixed into the synthetic set; the gate's recall on them (target ≥ 99 %), and its
+   false-flag rate on the fresh synthetic images and on unseen real images;
+4. **membership inference** (:mod:`~mammosynth.privacy.membership`), when a pipeline is given;
+5. **pixel-space nearest-neighbour distances**, a model-free second view of copying.
+
+The report is a JSON-serialisable dict; :func:`write_report` writes it with PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .calibration import clopper_pearson
+from .checker import PrivacyChecker
+from .index import IndexMismatchError
+from .membership import AttackConfig, plot_roc, run_membership
+from .reid import evaluate_embeddings, retrieval_metrics
+
+__all__ = ["AuditConfig", "EmptySyntheticSetError", "run_audit", "write_report", "pixel_nn_distances"]
+
+logger = logging.getLogger(__name__)
+
+TARGETS = {"gate_recall_min": 0.99, "false_flag_unseen_real_max": 0.01, "siamese_map_at_r_min": 0.9}
+
+
+class EmptySyntheticSetError(ValueError):
+    """The synthetic folder holds no images."""
+
+
+@dataclass
+class AuditConfig:
+    """What the audit does.
+
+    Attributes:
+        planted_copies: disguised training images mixed into the synthetic set.
+        membership: run the membership-inference attacks (needs a pipeline).
+        mia_members, mia_nonmembers: images per group for the attacks (``None`` = all).
+        attack: attack settings.
+        mia_bootstrap: bootstrap resamples for the attack CIs.
+        pixel_size: ``(h, w)`` the pixel-space comparison downsamples to.
+        seed: seed of the copies and samples.
+    """
+
+    planted_copies: int = 200
+    membership: bool = True
+    mia_members: int | None = 200
+    mia_nonmembers: int | None = 200
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    mia_bootstrap: int = 1000
+    pixel_size: tuple[int, int] = (64, 48)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return {}
+    qs = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+    return {"mean": float(values.mean()), **{f"q{q:g}": float(np.quantile(values, q)) for q in qs}, "n": int(len(values))}
+
+
+def _rate(flags: np.ndarray) -> dict[str, Any]:
+    flags = np.asarray(flags, dtype=bool)
+    low, high = clopper_pearson(int(flags.sum()), len(flags))
+    return {"rate": float(flags.mean()) if len(flags) else float("nan"), "flagged": int(flags.sum()),
+            "n": int(len(flags)), "ci95": [low, high]}
+
+
+def _closer_auc(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """P(candidate similarity > reference similarity): 0.5 = synthetic no closer than unseen real."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(candidate) == 0 or len(reference) == 0:
+        return float("nan")
+    y = np.r_[np.ones(len(candidate)), np.zeros(len(reference))]
+    return float(roc_auc_score(y, np.r_[candidate, reference]))
+
+
+def _pixel_vectors(frames: np.ndarray, size: tuple[int, int], batch: int = 256) -> np.ndarray:
+    """Downsampled frames as zero-mean unit-norm vectors (so L2 distance² = 2 − 2·correlation)."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for start in range(0, len(frames), batch):
+        x = torch.from_numpy(np.asarray(frames[start : start + batch], dtype=np.float32)[:, None] / 65535.0)
+        x = F.interpolate(x, size=size, mode="area").flatten(1)
+        x = x - x.mean(1, keepdim=True)
+        out.append(F.normalize(x, dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, size[0] * size[1]), np.float32)
+
+
+def pixel_nn_distances(queries: np.ndarray, reference: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-reference L2 distance of each query vector and the reference position (exact)."""
+    dists = np.empty(len(queries), np.float32)
+    where = np.empty(len(queries), np.int64)
+    for start in range(0, len(queries), chunk):
+        sims = queries[start : start + chunk] @ reference.T
+        best = sims.argmax(1)
+        where[start : start + chunk] = best
+        dists[start : start + chunk] = np.sqrt(np.clip(2.0 - 2.0 * sims[np.arange(len(best)), best], 0, None))
+    return dists, where
+
+
+def _source_studies(rows: Any, train_rows: Any) -> list[str] | None:
+    """The training study each synthetic row was conditioned on, when its ``extra`` says so."""
+    image_to_study = dict(zip(train_rows["image_id"], train_rows["study_id"]))
+    out = []
+    for extra in rows["extra"]:
+        try:
+            info = json.loads(extra) if extra else {}
+        except ValueError:
+            info = {}
+        study = info.get("source_study_id") or image_to_study.get(info.get("source_image_id"))
+        if study is None:
+            return None
+        out.append(str(study))
+    return out
+
+
+def _check_inputs(checker: PrivacyChecker, data: Any, synthetic: Any) -> None:
+    if synthetic is None or len(synthetic.manifest) == 0:
+        where = getattr(synthetic, "root", "the synthetic set")
+        raise EmptySyntheticSetError(f"{where} holds no images: generate a set first (mammosynth generate-set)")
+    for name, d in (("--data", data), ("--synthetic", synthetic)):
+        try:
+            checker.check_image_size(d.height, d.width)
+        except IndexMismatchError as error:
+            raise IndexMismatchError(f"{name} {d.root}: {error}") from None
+    train_ids = set(data.split("training")["image_id"])
+    index_ids = set(checker.config.index_image_ids)
+    if train_ids != index_ids:
+        raise IndexMismatchError(
+            f"the privacy checker's index covers {len(index_ids)} images, {len(index_ids & train_ids)} of "
+            f"which are among the {len(train_ids)} training images of {data.root}: it was built from "
+            "other data; rebuild it with `mammosynth build-index --data` on this dataset"
+        )
+
+
+def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = None,
+              config: AuditConfig = AuditConfig()) -> dict[str, Any]:
+    """Run the whole audit (see the module docstring) and return the report.
+
+    Args:
+        checker: the privacy checker whose index covers ``data``'s training split.
+        data: the real prepared dataset (training and test splits).
+        synthetic: the synthetic prepared dataset (same image size).
+        pipe: the diffusion pipeline for membership inference (``None`` skips it).
+        config: what to run.
+    """
+    from .augment import augment_frames
+
+    _check_inputs(checker, data, synthetic)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    train_rows = data.split("training")
+    test_rows = data.split("test")
+    index = checker.index
+    threshold = checker.threshold
+    # training rows in index order
+    position = {image_id: k for k, image_id in enumerate(index.image_ids)}
+    train_rows = train_rows.iloc[np.argsort([position[i] for i in train_rows["image_id"]])]
+    train_emb = index.embeddings
+
+    # 1. embeddings of unseen real, synthetic and planted copies
+    test_frames = data.frames(test_rows["index"].to_numpy())
+    synth_frames = synthetic.frames(synthetic.manifest["index"].to_numpy())
+    n_copies = min(int(config.planted_copies), len(train_rows))
+    copy_rows = train_rows.iloc[np.sort(rng.choice(len(train_rows), n_copies, replace=False))]
+    copies = augment_frames(data.frames(copy_rows["index"].to_numpy()), seed=config.seed)
+    test_emb = checker.embed(test_frames)
+    synth_emb = checker.embed(synth_frames)
+    copy_emb = checker.embed(copies) if n_copies else np.zeros((0, index.dim), np.float32)
+    timings["embedding_s"] = time.perf_counter() - clock
+
+    # 2. nearest training neighbours
+    clock = time.perf_counter()
+    test_sim, _ = index.search(test_emb, 1)
+    synth_sim, synth_nn = index.search(synth_emb, 1)
+    copy_sim, copy_nn = index.search(copy_emb, 1) if n_copies else (np.zeros((0, 1)), np.zeros((0, 1), int))
+    test_sim, synth_sim, copy_sim = test_sim[:, 0], synth_sim[:, 0], copy_sim[:, 0]
+    timings["search_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    report: dict[str, Any] = {
+        "threshold": threshold,
+        "calibration": checker.config.calibration,
+        "embedder_fingerprint": checker.config.embedder_fingerprint,
+        "counts": {"training": len(train_rows), "test": len(test_rows), "synthetic": len(synth_frames),
+                   "planted_copies": n_copies},
+        "config": config.to_dict(),
+    }
+    report["siamese_verification"] = {"split": "test", **evaluate_embeddings(test_emb, test_rows["study_id"].tolist())}
+
+    source = _source_studies(synthetic.manifest, train_rows)
+    if source is not None:
+        synth_reid = retrieval_metrics(synth_emb, source, train_emb, train_rows["study_id"].tolist())
+    else:
+        synth_reid = {"note": "synthetic rows name no source training study (extra.source_study_id); "
+                              "mAP@R/P@1 are undefined, see the similarity distributions"}
+    report["reid"] = {
+        "synthetic_to_train_similarity": _quantiles(synth_sim),
+        "real_test_to_train_similarity": _quantiles(test_sim),
+        "synthetic_closer_than_real_auc": _closer_auc(synth_sim, test_sim),
+        "synthetic_flagged": _rate(synth_sim > threshold),
+        "synthetic_vs_train_retrieval": synth_reid,
+        "nearest_training_ids_of_most_similar": [
+            {"synthetic_id": str(synthetic.manifest["image_id"].iloc[k]),
+             "training_id": index.image_ids[int(synth_nn[k, 0])], "similarity": float(synth_sim[k])}
+            for k in np.argsort(-synth_sim)[:10]
+        ],
+    }
+
+    # 3. planted copies mixed into the synthetic set
+    if n_copies:
+        mixed_flags = np.r_[synth_sim > threshold, copy_sim > threshold]
+        is_copy = np.r_[np.zeros(len(synth_sim), bool), np.ones(n_copies, bool)]
+        report["planted_copies"] = {
+            "n": n_copies,
+            "gate_recall": _rate(copy_sim > threshold),
+            "source_found_at_rank1": float(np.mean(
+                np.array([index.image_ids[int(j)] for j in copy_nn[:, 0]]) == copy_rows["image_id"].to_numpy())),
+            "copy_to_train_similarity": _quantiles(copy_sim),
+            "copies_vs_train_retrieval": retrieval_metrics(copy_emb, copy_rows["study_id"].tolist(), train_emb,
+                                                           train_rows["study_id"].tolist()),
+            "mixed_set": {"n": int(len(mixed_flags)), "flagged": int(mixed_flags.sum()),
+                          "flag_precision": float(is_copy[mixed_flags].mean()) if mixed_flags.any() else float("nan")},
+        }
+    report["false_flags"] = {
+        "fresh_synthetic": _rate(synth_sim > threshold),
+        "unseen_real_test": _rate(test_sim > threshold),
+        "unseen_real_cross_validated": (checker.config.calibration or {}).get("cv_false_flag_rate"),
+        "note": "the test split is also the calibration set, so its rate is in-sample (≤ target by "
+                "construction); the cross-validated rate is the out-of-sample estimate",
+    }
+    timings["reid_s"] = time.perf_counter() - clock
+
+    # 4. pixel-space nearest neighbours
+    clock = time.perf_counter()
+    size = tuple(config.pixel_size)
+    train_px = _pixel_vectors(data.frames(train_rows["index"].to_numpy()), size)
+    synth_d, _ = pixel_nn_distances(_pixel_vectors(synth_frames, size), train_px)
+    test_d, _ = pixel_nn_distances(_pixel_vectors(test_frames, size), train_px)
+    copy_d, _ = pixel_nn_distances(_pixel_vectors(copies, size), train_px) if n_copies else (np.zeros(0), None)
+    real_q01 = float(np.quantile(test_d, 0.01)) if len(test_d) else float("nan")
+    report["pixel_nn"] = {
+        "space": f"{size[0]}x{size[1]} area-downsampled, zero-mean unit-norm (distance² = 2 − 2·correlation)",
+        "synthetic_to_train": _quantiles(synth_d),
+        "real_test_to_train": _quantiles(test_d),
+        "planted_copies_to_train": _quantiles(copy_d),
+        "synthetic_below_real_q01": _rate(synth_d < real_q01) if len(test_d) else None,
+    }
+    timings["pixel_s"] = time.perf_counter() - clock
+
+    # 5. membership inference
+    clock = time.perf_counter()
+    if config.membership and pipe is not None:
+        report["membership"] = run_membership(pipe, data, config.mia_members, config.mia_nonmembers, config.attack,
+                                              n_bootstrap=config.mia_bootstrap, seed=config.seed)
+    else:
+        report["membership"] = {"skipped": "no pipeline given" if config.membership else "disabled"}
+    timings["membership_s"] = time.perf_counter() - clock
+
+    report["targets"] = _targets(report)
+    report["timings"] = timings
+    report["_arrays"] = {"test_sim": test_sim, "synth_sim": synth_sim, "copy_sim": copy_sim,
+                         "test_pixel": test_d, "synth_pixel": synth_d, "copy_pixel": copy_d}
+    return report
+
+
+def _targets(report: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "planted_copies" in report:
+        recall = report["planted_copies"]["gate_recall"]["rate"]
+        out["gate_recall"] = {"value": recall, "target": f">= {TARGETS['gate_recall_min']}",
+                              "met": bool(recall >= TARGETS["gate_recall_min"])}
+    ff = report["false_flags"]["unseen_real_cross_validated"]
+    if ff is not None and ff == ff:
+        out["false_flag_unseen_real"] = {"value": ff, "target": f"<= {TARGETS['false_flag_unseen_real_max']}",
+                                         "met": bool(ff <= TARGETS["false_flag_unseen_real_max"])}
+    m = report["siamese_verification"].get("mean_average_precision_at_r")
+    if m == m and m is not None:
+        out["siamese_map_at_r"] = {"value": m, "target": f">= {TARGETS['siamese_map_at_r_min']}",
+                                   "met": bool(m >= TARGETS["siamese_map_at_r_min"])}
+    return out
+
+
+def _plot_similarities(arrays: dict[str, np.ndarray], threshold: float, path: Path, pixel: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("test_pixel", "synth_pixel", "copy_pixel") if pixel else ("test_sim", "synth_sim", "copy_sim")
+    labels = ("unseen real (test) → train", "synthetic → train", "planted copies → train")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    values = [arrays[k] for k in keys if len(arrays[k])]
+    lo, hi = (min(v.min() for v in values), max(v.max() for v in values)) if values else (0, 1)
+    bins = np.linspace(lo, hi + 1e-6, 60)
+    for key, label in zip(keys, labels):
+        if len(arrays[key]):
+            ax.hist(arrays[key], bins=bins, alpha=0.5, density=True, label=f"{label} (n={len(arrays[key])})")
+    if not pixel:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"gate threshold {threshold:.3f}")
+    ax.set(xlabel="pixel-space NN distance (lower = closer)" if pixel else "cosine similarity to nearest training image",
+           ylabel="density", title="pixel-space nearest neighbours" if pixel else "re-identification similarity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write the report JSON to ``out`` and its plots next to it; returns the files written."""
+    from ..data.prepared import atomic_write_text
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arrays = report.get("_arrays", {})
+    stem = out.with_suffix("")
+    written = []
+    plots: dict[str, str] = {}
+    if arrays:
+        path = Path(f"{stem}_similarity.png")
+        _plot_similarities(arrays, report["threshold"], path)
+        plots["similarity"] = path.name
+        path = Path(f"{stem}_pixel_nn.png")
+        _plot_similarities(arrays, report["threshold"], path, pixel=True)
+        plots["pixel_nn"] = path.name
+    if "attacks" in report.get("membership", {}):
+        path = Path(f"{stem}_membership_roc.png")
+        plot_roc(report["membership"], path)
+        plots["membership_roc"] = path.name
+    body = {k: v for k, v in report.items() if k != "_arrays"}
+    body["plots"] = plots
+    atomic_write_text(out, json.dumps(_finite(body), indent=2, default=_json_default, allow_nan=False))
+    written.append(out)
+    written.extend(out.parent / name for name in plots.values())
+    return written
+
+
+def _finite(value: Any) -> Any:
+    """Replace nan/inf by None (strict JSON) in nested dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

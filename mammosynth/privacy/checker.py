@@ -1,0 +1,339 @@
+"""The privacy gate: is a generated image too close to a training image? (DESIGN §9)
+
+:class:`PrivacyChecker` is a diffusers model (``ModelMixin, ConfigMixin``) so it lives in a
+checkpoint folder as ``privacy_checker/`` and loads with ``from_pretrained`` like any other
+pipeline component. It holds
+
+* the Siamese embedder (a submodule, its config nested in the checker's config),
+* the embeddings of every training image (the registered buffer ``index_embeddings``),
+* in its config: the ids those embeddings cover, the embedder's fingerprint, the image
+  size the index was built at, the calibrated threshold and the calibration evidence.
+
+``check(frames)`` embeds uint16 canonical frames, finds their nearest training images and
+returns one :class:`PrivacyVerdict` each: ``flagged`` when the best similarity is above the
+threshold. Mismatches are refused, never worked around: an embedder whose weights are not
+the ones the index was built with, or frames of another size, raise an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from ..models.siamese import SiameseEmbedder
+from .calibration import Calibration
+from .index import EmbeddingIndex, IndexMismatchError
+
+__all__ = [
+    "CHECKER_FOLDER",
+    "PrivacyVerdict",
+    "PrivacyChecker",
+    "PrivacyFilesMissingError",
+    "load_privacy_checker",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The folder of a pipeline checkpoint that holds the checker.
+CHECKER_FOLDER = "privacy_checker"
+
+
+class PrivacyFilesMissingError(FileNotFoundError):
+    """A checkpoint has no privacy checker; the pipeline must not run silently without it."""
+
+
+@dataclass
+class PrivacyVerdict:
+    """The gate's verdict on one generated image.
+
+    Attributes:
+        flagged: ``similarity > threshold``: the image is too close to a training image.
+        similarity: cosine similarity to the nearest training image (higher = closer).
+        threshold: the calibrated threshold it was compared with.
+        neighbours: ``(image_id, similarity)`` of the nearest training images, closest first.
+    """
+
+    flagged: bool
+    similarity: float
+    threshold: float
+    neighbours: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flagged": self.flagged, "similarity": self.similarity, "threshold": self.threshold,
+                "neighbours": [[i, s] for i, s in self.neighbours]}
+
+
+def _plain_config(config: Any) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(config).items() if not k.startswith("_")}
+
+
+class PrivacyChecker(ModelMixin, ConfigMixin):
+    """Siamese embedder + training-set index + calibrated threshold.
+
+    Build one with :meth:`from_index` (what ``mammosynth build-index`` does); load one with
+    ``PrivacyChecker.from_pretrained(folder)``.
+
+    Args:
+        embedder_config: the :class:`SiameseEmbedder` config.
+        image_size: ``(height, width)`` of the frames the index was built from; ``check``
+            only accepts frames of this size.
+        index_image_ids, index_study_ids: ids of the indexed training images.
+        embedder_fingerprint: fingerprint of the embedder the index was built with.
+        threshold: flag when the nearest similarity is above it.
+        calibration: :meth:`Calibration.to_dict` of how the threshold was chosen.
+        num_neighbours: neighbours reported per verdict.
+        index_meta: provenance of the index (data folder, split, ...).
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        embedder_config: dict[str, Any] | None = None,
+        image_size: Sequence[int] = (256, 192),
+        index_image_ids: Sequence[str] = (),
+        index_study_ids: Sequence[str] = (),
+        embedder_fingerprint: str = "",
+        threshold: float = 1.0,
+        calibration: dict[str, Any] | None = None,
+        num_neighbours: int = 3,
+        index_meta: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.embedder = SiameseEmbedder(**(embedder_config or {}))
+        if len(index_image_ids) != len(index_study_ids):
+            raise ValueError(
+                f"index_image_ids ({len(index_image_ids)}) and index_study_ids ({len(index_study_ids)}) "
+                "have to be the same length"
+            )
+        dim = int(self.embedder.config.embedding_dim)
+        self.register_buffer("index_embeddings", torch.zeros(len(index_image_ids), dim))
+        self._index: EmbeddingIndex | None = None
+        self._index_key: tuple | None = None
+
+    # -- building and loading -------------------------------------------------------------
+
+    @classmethod
+    def from_index(cls, embedder: SiameseEmbedder, index: EmbeddingIndex, calibration: Calibration,
+                   num_neighbours: int = 3) -> PrivacyChecker:
+        """A checker from a trained embedder, its index over a training split and a calibration.
+
+        Raises:
+            IndexMismatchError: the index was built with another embedder.
+        """
+        index.check_compatible(embedder.fingerprint(), index.image_size)
+        checker = cls(
+            embedder_config=_plain_config(embedder.config),
+            image_size=list(index.image_size),
+            index_image_ids=list(index.image_ids),
+            index_study_ids=list(index.study_ids),
+            embedder_fingerprint=index.embedder_fingerprint,
+            threshold=float(calibration.threshold),
+            calibration=calibration.to_dict(),
+            num_neighbours=int(num_neighbours),
+            index_meta=dict(index.meta),
+        )
+        checker.embedder.load_state_dict(embedder.state_dict())
+        with torch.no_grad():
+            checker.index_embeddings.copy_(torch.from_numpy(index.embeddings))
+        checker.eval()
+        checker.verify()
+        return checker
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> PrivacyChecker:
+        """Load with diffusers' ``ModelMixin.from_pretrained``, then :meth:`verify` the parts agree."""
+        checker = super().from_pretrained(*args, **kwargs)
+        checker.eval()
+        checker.verify()
+        return checker
+
+    def verify(self) -> None:
+        """Raise :class:`IndexMismatchError` if the embedder is not the one the index was built with."""
+        found = self.embedder.fingerprint()
+        if found != self.config.embedder_fingerprint:
+            raise IndexMismatchError(
+                f"the privacy checker's index was built with the Siamese network "
+                f"{self.config.embedder_fingerprint}, but its embedder weights are {found}: the "
+                f"folder was altered or mixed; rebuild it with `mammosynth build-index`"
+            )
+
+    # -- the index ----------------------------------------------------------------------
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.config.image_size[0]), int(self.config.image_size[1])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.threshold)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return Calibration.from_dict(self.config.calibration) if self.config.calibration else None
+
+    @property
+    def index(self) -> EmbeddingIndex:
+        """The buffer as an :class:`EmbeddingIndex` (rebuilt when the buffer changes)."""
+        buffer = self.index_embeddings
+        key = (buffer.data_ptr(), buffer._version, tuple(buffer.shape))
+        if self._index is None or self._index_key != key:
+            self._index = EmbeddingIndex(
+                embeddings=buffer.detach().float().cpu().numpy(),
+                image_ids=list(self.config.index_image_ids),
+                study_ids=list(self.config.index_study_ids),
+                embedder_fingerprint=self.config.embedder_fingerprint,
+                image_size=self.image_size,
+                meta=dict(self.config.index_meta or {}),
+            )
+            self._index_key = key
+        return self._index
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """Raise :class:`IndexMismatchError` unless images of ``height x width`` can be checked."""
+        if (int(height), int(width)) != self.image_size:
+            raise IndexMismatchError(
+                f"images are {height}x{width} but the privacy checker's index was built from "
+                f"{self.image_size[0]}x{self.image_size[1]} images: use a checker built at that "
+                f"resolution (`mammosynth build-index --data <prepared data at {height}x{width}>`)"
+            )
+
+    def _check_frames(self, frames: Any) -> np.ndarray:
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint16 or frames.ndim != 3:
+            got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+            raise ValueError(f"frames have to be a uint16 numpy array (N, H, W) in canonical orientation, got {got}")
+        self.check_image_size(*frames.shape[1:])
+        return frames
+
+    # -- the gate -----------------------------------------------------------------------
+
+    def embed(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Embeddings ``(N, D)`` of uint16 frames ``(N, H, W)`` of the checker's size."""
+        return self.embedder.embed_frames(self._check_frames(frames), batch_size=batch_size)
+
+    def nearest(self, embeddings: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities, indices)`` ``(N, k)`` of the nearest indexed training images."""
+        return self.index.search(embeddings, k or int(self.config.num_neighbours))
+
+    def verdicts(self, similarities: np.ndarray, indices: np.ndarray) -> list[PrivacyVerdict]:
+        """Verdicts from a search result (:meth:`nearest`)."""
+        ids = self.config.index_image_ids
+        threshold = self.threshold
+        return [
+            PrivacyVerdict(flagged=bool(s[0] > threshold), similarity=float(s[0]), threshold=threshold,
+                           neighbours=[(str(ids[j]), float(v)) for v, j in zip(s, i)])
+            for s, i in zip(similarities, indices)
+        ]
+
+    def check(self, frames: np.ndarray) -> list[PrivacyVerdict]:
+        """The verdict on each generated frame.
+
+        Args:
+            frames: uint16 ``(N, H, W)`` in canonical orientation, ``(H, W)`` = :attr:`image_size`.
+
+        Returns:
+            One :class:`PrivacyVerdict` per frame.
+        """
+        embeddings = self.embed(frames)
+        return self.verdicts(*self.nearest(embeddings))
+
+
+def _is_checker_folder(path: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((path / "config.json").read_text()).get("_class_name") == "PrivacyChecker"
+    except (OSError, ValueError):
+        return False
+
+
+def load_privacy_checker(checkpoint: str | os.PathLike, **kwargs: Any) -> PrivacyChecker:
+    """The checker of a pipeline checkpoint (``<checkpoint>/privacy_checker``), or of a checker folder.
+
+    Raises:
+        PrivacyFilesMissingError: the folder has no privacy checker. The pipeline must not
+            silently run without its gate: build one or opt out explicitly.
+    """
+    path = Path(checkpoint)
+    folder = path if _is_checker_folder(path) else path / CHECKER_FOLDER
+    if not (folder / "config.json").exists():
+        raise PrivacyFilesMissingError(
+            f"{path} has no privacy checker ({CHECKER_FOLDER}/ with config.json and weights): build one "
+            f"with `mammosynth build-index --siamese <siamese run> --data <prepared data> --out "
+            f"{path / CHECKER_FOLDER}`, or disable the gate explicitly (privacy_checker=None)"
+        )
+    return PrivacyChecker.from_pretrained(folder, **kwargs)
+
+
+def load_embedder(path: str | os.PathLike) -> SiameseEmbedder:
+    """A trained :class:`SiameseEmbedder` from a model folder or a ``train-siamese`` run folder."""
+    path = Path(path)
+    for folder in (path, path / "siamese"):
+        if (folder / "config.json").exists():
+            return SiameseEmbedder.from_pretrained(folder).eval()
+    raise FileNotFoundError(
+        f"{path} holds no Siamese network (config.json + weights, or a run folder with siamese/): "
+        "train one with `mammosynth train-siamese`"
+    )
+
+
+def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "training",
+                          calibration_split: str = "test", target: float = 0.01, num_neighbours: int = 3,
+                          backend: str = "auto") -> tuple[PrivacyChecker, dict[str, Any]]:
+    """Index a split, calibrate the threshold on another, and make the checker.
+
+    Args:
+        embedder: the trained Siamese network.
+        data: a :class:`~mammosynth.data.prepared.PreparedData`.
+        split: the split to index (the images the generator was trained on).
+        calibration_split: unseen real patients for the threshold (must share no study with ``split``).
+        target: false-flag rate allowed on unseen patients.
+        num_neighbours: neighbours per verdict.
+        backend: index search backend.
+
+    Returns:
+        ``(checker, report)``; the report holds the calibration and the re-ID metrics of the
+        embedder on the calibration split.
+    """
+    from .calibration import calibrate_threshold
+    from .index import build_index
+    from .reid import evaluate_embeddings
+
+    rows = data.split(split)
+    held = data.split(calibration_split)
+    if len(rows) == 0:
+        raise ValueError(f"split {split!r} of {data.root} has no images to index")
+    if len(held) == 0:
+        raise ValueError(f"split {calibration_split!r} of {data.root} has no images to calibrate on")
+    shared = set(rows["study_id"]) & set(held["study_id"])
+    if shared:
+        raise ValueError(
+            f"{len(shared)} studies are in both {split!r} and {calibration_split!r}: the calibration "
+            "images have to be patients the index does not contain"
+        )
+    meta = {"data": str(data.root), "split": split, "data_meta_count": int(data.meta.get("count", len(data.manifest)))}
+    index = build_index(embedder, data.frames(rows["index"].to_numpy()), rows["image_id"].tolist(),
+                        rows["study_id"].tolist(), backend=backend, meta=meta)
+    held_emb = embedder.embed_frames(data.frames(held["index"].to_numpy()))
+    held_sim = index.max_similarity(held_emb)
+    calibration = calibrate_threshold(held_sim, target, groups=held["study_id"].tolist(),
+                                      source=f"{calibration_split} split of {data.root}")
+    checker = PrivacyChecker.from_index(embedder, index, calibration, num_neighbours=num_neighbours)
+    report = {
+        "index": {"images": len(index), "studies": len(set(index.study_ids)), "split": split,
+                  "image_size": list(index.image_size), "embedder_fingerprint": index.embedder_fingerprint,
+                  "backend": index.active_backend},
+        "calibration": calibration.to_dict(),
+        "siamese_verification": {"split": calibration_split,
+                                 **evaluate_embeddings(held_emb, held["study_id"].tolist())},
+    }
+    return checker, report

@@ -1,0 +1,191 @@
+"""The embedding index over a training split (DESIGN §9).
+
+An :class:`EmbeddingIndex` holds the unit-length Siamese embeddings of every training image
+with the ids they cover (``image_ids``, ``study_ids``) and where they came from (the
+embedder's fingerprint and the image size), so an index can never be used with another
+network or another resolution by mistake.
+
+Search is exact cosine similarity. The default backend is scikit-learn's
+``NearestNeighbors(metric="cosine")``; with ``backend="auto"`` faiss (``IndexFlatIP``) is used
+when it is installed and the index holds at least :data:`FAISS_MIN_SIZE` rows.
+
+On disk (:meth:`EmbeddingIndex.save`): ``index.json`` (ids + provenance) and
+``embeddings.npy`` (float32 ``(N, D)``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["FAISS_MIN_SIZE", "IndexMismatchError", "EmbeddingIndex", "build_index", "faiss_available"]
+
+#: With ``backend="auto"``, faiss is used from this many rows on (when installed).
+FAISS_MIN_SIZE = 100_000
+INDEX_FILE = "index.json"
+EMBEDDINGS_FILE = "embeddings.npy"
+
+
+class IndexMismatchError(ValueError):
+    """An index does not belong to the network or the images it is used with."""
+
+
+def faiss_available() -> bool:
+    """Whether the optional ``faiss`` package (``pip install faiss-cpu``) is importable."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+@dataclass
+class EmbeddingIndex:
+    """Unit-length embeddings with the ids they cover and their provenance.
+
+    Attributes:
+        embeddings: float32 ``(N, D)``, rows of L2 norm 1.
+        image_ids, study_ids: one per row.
+        embedder_fingerprint: :meth:`SiameseEmbedder.fingerprint` of the network that made them.
+        image_size: ``(height, width)`` of the frames that were embedded.
+        backend: ``"sklearn"``, ``"faiss"`` or ``"auto"``.
+        meta: free provenance (data folder, split, ...).
+    """
+
+    embeddings: np.ndarray
+    image_ids: list[str]
+    study_ids: list[str]
+    embedder_fingerprint: str
+    image_size: tuple[int, int]
+    backend: str = "auto"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.embeddings = np.ascontiguousarray(self.embeddings, dtype=np.float32)
+        self.image_ids = [str(i) for i in self.image_ids]
+        self.study_ids = [str(s) for s in self.study_ids]
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        n = len(self.embeddings)
+        if self.embeddings.ndim != 2 or len(self.image_ids) != n or len(self.study_ids) != n:
+            raise ValueError(
+                f"an index needs (N, D) embeddings with N image ids and N study ids; got "
+                f"{self.embeddings.shape}, {len(self.image_ids)} and {len(self.study_ids)}"
+            )
+        if self.backend not in ("auto", "sklearn", "faiss"):
+            raise ValueError(f"backend has to be 'auto', 'sklearn' or 'faiss', not {self.backend!r}")
+        if self.backend == "faiss" and not faiss_available():
+            raise ValueError("backend 'faiss' needs the faiss package: pip install faiss-cpu")
+        self._searcher: Any = None
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @property
+    def active_backend(self) -> str:
+        """The backend a search uses now."""
+        if self.backend == "auto":
+            return "faiss" if len(self) >= FAISS_MIN_SIZE and faiss_available() else "sklearn"
+        return self.backend
+
+    def _build_searcher(self) -> Any:
+        if self.active_backend == "faiss":
+            import faiss
+
+            searcher = faiss.IndexFlatIP(self.dim)
+            searcher.add(self.embeddings)
+            return searcher
+        from sklearn.neighbors import NearestNeighbors
+
+        return NearestNeighbors(metric="cosine", algorithm="brute").fit(self.embeddings)
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most similar rows of each query.
+
+        Args:
+            queries: float ``(M, D)`` embeddings (unit length).
+            k: neighbours per query (at most ``len(self)``).
+
+        Returns:
+            ``(similarities, indices)``, both ``(M, k)``, most similar first; similarity is
+            the cosine similarity in [-1, 1].
+        """
+        if len(self) == 0:
+            raise ValueError("the index is empty: build it from a split that has images")
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries have to be (M, {self.dim}) embeddings but are {queries.shape}")
+        k = int(min(max(k, 1), len(self)))
+        if self._searcher is None:
+            self._searcher = self._build_searcher()
+        if len(queries) == 0:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        if self.active_backend == "faiss":
+            sims, idx = self._searcher.search(queries, k)
+            return sims.astype(np.float32), idx.astype(np.int64)
+        dist, idx = self._searcher.kneighbors(queries, n_neighbors=k)
+        return (1.0 - dist).astype(np.float32), idx.astype(np.int64)
+
+    def max_similarity(self, queries: np.ndarray) -> np.ndarray:
+        """Similarity of each query to its nearest index row, ``(M,)``."""
+        return self.search(queries, 1)[0][:, 0]
+
+    def check_compatible(self, embedder_fingerprint: str, image_size: Sequence[int]) -> None:
+        """Raise :class:`IndexMismatchError` unless the index was made by this network at this size."""
+        if embedder_fingerprint != self.embedder_fingerprint:
+            raise IndexMismatchError(
+                f"the index was built with the Siamese network {self.embedder_fingerprint}, not with "
+                f"the one given ({embedder_fingerprint}): rebuild it with `mammosynth build-index`"
+            )
+        if tuple(int(s) for s in image_size) != self.image_size:
+            raise IndexMismatchError(
+                f"the index was built from {self.image_size[0]}x{self.image_size[1]} images, not "
+                f"{image_size[0]}x{image_size[1]}: rebuild it from data at that resolution"
+            )
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``index.json`` and ``embeddings.npy`` into ``folder``."""
+        from ..data.prepared import atomic_write_text
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / EMBEDDINGS_FILE, self.embeddings)
+        info = {
+            "image_ids": self.image_ids,
+            "study_ids": self.study_ids,
+            "embedder_fingerprint": self.embedder_fingerprint,
+            "image_size": list(self.image_size),
+            "backend": self.backend,
+            "meta": self.meta,
+        }
+        atomic_write_text(folder / INDEX_FILE, json.dumps(info, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> EmbeddingIndex:
+        """Read an index written by :meth:`save`."""
+        folder = Path(folder)
+        for name in (INDEX_FILE, EMBEDDINGS_FILE):
+            if not (folder / name).exists():
+                raise FileNotFoundError(f"{folder} has no {name}: it is not an embedding index")
+        info = json.loads((folder / INDEX_FILE).read_text())
+        return cls(embeddings=np.load(folder / EMBEDDINGS_FILE), image_ids=info["image_ids"],
+                   study_ids=info["study_ids"], embedder_fingerprint=info["embedder_fingerprint"],
+                   image_size=tuple(info["image_size"]), backend=info.get("backend", "auto"),
+                   meta=info.get("meta", {}))
+
+
+def build_index(embedder: Any, frames: np.ndarray, image_ids: Sequence[str], study_ids: Sequence[str],
+                backend: str = "auto", batch_size: int = 64, meta: dict[str, Any] | None = None) -> EmbeddingIndex:
+    """Embed uint16 frames ``(N, H, W)`` with a :class:`SiameseEmbedder` into an index."""
+    if len(frames) == 0:
+        raise ValueError("no images to index: the split is empty")
+    embeddings = embedder.embed_frames(frames, batch_size=batch_size)
+    return EmbeddingIndex(embeddings=embeddings, image_ids=list(image_ids), study_ids=list(study_ids),
+                          embedder_fingerprint=embedder.fingerprint(), image_size=tuple(frames.shape[1:]),
+                          backend=backend, meta=dict(meta or {}))

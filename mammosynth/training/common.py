@@ -1,0 +1,459 @@
+"""What the VAE and LDM training scripts share: run folders, schedules, logs and resume.
+
+A *run folder* holds everything a run made and what made it::
+
+    run.json          config (all arguments), git sha, data manifest sha256, package versions
+    log.csv           one row per logged step (step, loss, lr, sec/step, ...)
+    checkpoints/      checkpoint-<step>/ from ``accelerator.save_state`` (pruned)
+    validation/       images written every ``--validation_steps``
+    <final model>     ``save_pretrained`` output (``vae/`` or the pipeline folder)
+
+Resume is exact: batches and noise are drawn from generators seeded by ``(seed, step)``
+(:func:`step_generator`, :func:`batch_indices`), so a run stopped at a checkpoint and
+resumed produces the same steps as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TrainState",
+    "add_common_arguments",
+    "batch_indices",
+    "step_generator",
+    "write_run_info",
+    "manifest_sha256",
+    "git_sha",
+    "package_versions",
+    "CsvLogger",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "prune_checkpoints",
+    "make_lr_scheduler",
+    "make_accelerator",
+    "StopClock",
+]
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments every training script takes (data, schedule, precision, checkpoints)."""
+    parser.add_argument("--data", required=True, help="prepared dataset folder (from `mammosynth ingest`)")
+    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="run folder (created; re-use it to resume)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train_batch_size", type=int, default=8, help="per device")
+    parser.add_argument("--max_train_steps", type=int, default=None,
+                        help="optimiser steps; if omitted, --max_minutes picks it from a measured sec/step")
+    parser.add_argument("--max_minutes", type=float, default=None,
+                        help="wall-clock budget for the whole run (all resumes together); the run stops "
+                        "and saves when it is spent")
+    parser.add_argument("--learning_rate", type=float, default=2e-4)
+    parser.add_argument("--lr_scheduler", default="cosine",
+                        help="diffusers.optimization.get_scheduler name (cosine, linear, constant_with_warmup, ...)")
+    parser.add_argument("--lr_warmup_steps", type=int, default=100)
+    parser.add_argument("--adam_weight_decay", type=float, default=1e-4)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--ema_decay", type=float, default=0.999)
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
+    parser.add_argument("--resume_from_checkpoint", default="latest",
+                        help="'latest', a checkpoint folder, or 'none' to start fresh (fails if the run folder has checkpoints)")
+    parser.add_argument("--validation_steps", type=int, default=500)
+    parser.add_argument("--logging_steps", type=int, default=10)
+    parser.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bar")
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint (``accelerator.register_for_checkpointing``)."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    max_train_steps: int = 0
+    done: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "elapsed_s": self.elapsed_s, "max_train_steps": self.max_train_steps,
+                "done": self.done, "extra": dict(self.extra)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.elapsed_s = float(state["elapsed_s"])
+        self.max_train_steps = int(state["max_train_steps"])
+        self.done = bool(state.get("done", False))
+        self.extra = dict(state.get("extra", {}))
+
+
+class StopClock:
+    """Wall-clock time of a run across resumes (``state.elapsed_s`` + this session)."""
+
+    def __init__(self, state: TrainState):
+        self.state = state
+        self._start = time.monotonic()
+        self._base = state.elapsed_s
+
+    def update(self) -> float:
+        self.state.elapsed_s = self._base + (time.monotonic() - self._start)
+        return self.state.elapsed_s
+
+
+def step_generator(seed: int, step: int, stream: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded by ``(seed, step, stream)``: the same step draws the same numbers."""
+    g = torch.Generator(device=device)
+    g.manual_seed((seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1))
+    return g
+
+
+def batch_indices(num_items: int, batch_size: int, micro_step: int, seed: int,
+                  process_index: int = 0, num_processes: int = 1) -> np.ndarray:
+    """Indices of the batch for one micro-step and one process (epoch-wise shuffled, no repeats).
+
+    The whole run's order is a function of ``(seed, epoch)`` only, so resuming at any step
+    gives the batches an uninterrupted run would have seen.
+    """
+    if num_items <= 0:
+        raise ValueError("the training split is empty")
+    global_batch = batch_size * num_processes
+    start = micro_step * global_batch + process_index * batch_size
+    out = np.empty(batch_size, dtype=np.int64)
+    for j in range(batch_size):
+        position = start + j
+        epoch, offset = divmod(position, num_items)
+        order = np.random.default_rng([seed, epoch]).permutation(num_items)
+        out[j] = order[offset]
+    return out
+
+
+def manifest_sha256(data_root: str | os.PathLike) -> str:
+    """sha256 of ``manifest.csv`` of a prepared dataset (identifies the training data)."""
+    digest = hashlib.sha256()
+    with open(Path(data_root) / "manifest.csv", "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_sha() -> str | None:
+    """The commit of the source tree (``+dirty`` if it has changes), or ``None`` outside git."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide what a run produces."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("mammosynth", "torch", "diffusers", "accelerate", "numpy", "safetensors", "pytorch-msssim"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def write_run_info(out: Path, args: argparse.Namespace, kind: str, extra: Mapping[str, Any] | None = None) -> dict:
+    """Write ``run.json`` (config, git sha, data hash, versions); returns what it wrote.
+
+    On a resume the previous file is kept as ``run.json`` and the new invocation is
+    appended to its ``invocations`` list, so the history of a run stays in one place.
+    """
+    path = out / "run.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    invocation = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "config": {k: v for k, v in vars(args).items() if k != "handler"},
+        "git_sha": git_sha(),
+        "versions": package_versions(),
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                 "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+    }
+    info.setdefault("kind", kind)
+    info.setdefault("data", {"root": str(args.data), "manifest_sha256": manifest_sha256(args.data)})
+    current = manifest_sha256(args.data)
+    if info["data"]["manifest_sha256"] != current:
+        raise ValueError(
+            f"{out} was trained on a prepared dataset with manifest sha256 {info['data']['manifest_sha256'][:12]}…, "
+            f"but {args.data} has {current[:12]}…: use a new --out for new data"
+        )
+    info.update(dict(extra or {}))
+    info.setdefault("invocations", []).append(invocation)
+    info["config"] = invocation["config"]
+    info["git_sha"] = invocation["git_sha"]
+    info["versions"] = invocation["versions"]
+    out.mkdir(parents=True, exist_ok=True)
+    from ..data.prepared import atomic_write_text
+
+    atomic_write_text(path, json.dumps(info, indent=2, default=str))
+    return info
+
+
+def update_run_info(out: Path, **values: Any) -> None:
+    """Merge ``values`` into ``run.json`` (e.g. final metrics)."""
+    from ..data.prepared import atomic_write_text
+
+    path = out / "run.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    info.update(values)
+    atomic_write_text(path, json.dumps(info, indent=2, default=str))
+
+
+class CsvLogger:
+    """Append rows to ``log.csv`` (and to tensorboard if it is installed)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+        self._writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(str(path.parent / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self._writer = None
+
+    def log(self, step: int, values: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}}
+        new = not self.path.exists()
+        if not new:
+            with open(self.path, encoding="utf-8") as handle:
+                header = handle.readline().strip().split(",")
+            if header != list(row):  # keep the file's columns (a resume may log other keys)
+                row = {k: row.get(k, "") for k in header}
+        with open(self.path, "a", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self._writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)):
+                    self._writer.add_scalar(key, value, step)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step`` (they belong to steps a resume will redo)."""
+        if not (self.enabled and self.path.exists()):
+            return
+        with open(self.path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows:
+            return
+        kept = [r for r in rows if int(float(r["step"])) <= step]
+        with open(self.path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    """``checkpoint-<step>`` folders of a run, oldest first."""
+    folder = out / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    checkpoints = list_checkpoints(out)
+    return checkpoints[-1] if checkpoints else None
+
+
+def resolve_resume(out: Path, resume: str | None) -> Path | None:
+    """The checkpoint to resume from for ``--resume_from_checkpoint``.
+
+    Raises:
+        FileNotFoundError: a named checkpoint does not exist.
+        FileExistsError: ``none`` was asked but the run folder already has checkpoints.
+    """
+    if resume is None or str(resume).lower() == "latest":
+        return latest_checkpoint(out)
+    if str(resume).lower() == "none":
+        if list_checkpoints(out):
+            raise FileExistsError(
+                f"{out} already has checkpoints; pass --resume_from_checkpoint latest to continue, "
+                "or choose a new --out"
+            )
+        return None
+    path = Path(resume)
+    if not path.is_dir():
+        path = out / "checkpoints" / str(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {resume} not found (looked for {path}); use 'latest' or a checkpoint-<step> folder")
+    return path
+
+
+def prune_checkpoints(out: Path, keep: int | None) -> None:
+    """Delete the oldest checkpoints so that at most ``keep`` remain (``None``/≤0: keep all)."""
+    if not keep or keep <= 0:
+        return
+    for path in list_checkpoints(out)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup_steps: int, total_steps: int,
+                      num_processes: int = 1):
+    """diffusers' ``get_scheduler`` (cosine with warm-up by default), scaled for accelerate.
+
+    Accelerate steps a prepared scheduler once per process, hence the multiplication.
+    """
+    from diffusers.optimization import get_scheduler
+
+    warmup = min(warmup_steps, max(total_steps // 10, 1))
+    return get_scheduler(name, optimizer=optimizer, num_warmup_steps=warmup * num_processes,
+                         num_training_steps=max(total_steps, 1) * num_processes)
+
+
+def make_accelerator(args: argparse.Namespace, out: Path):
+    """An ``Accelerator`` for the run folder with the precision and accumulation asked for."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    mixed = args.mixed_precision
+    if mixed == "fp16" and not torch.cuda.is_available():
+        raise ValueError("--mixed_precision fp16 needs a GPU; on CPU use bf16 or no")
+    return Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=mixed,
+        project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),
+    )
+
+
+def measure_sec_per_step(step_fn, warmup: int = 1, steps: int = 3) -> float:
+    """Seconds per call of ``step_fn(i)`` after ``warmup`` calls (for --max_minutes)."""
+    for i in range(warmup):
+        step_fn(i)
+    start = time.perf_counter()
+    for i in range(steps):
+        step_fn(warmup + i)
+    return (time.perf_counter() - start) / steps
+
+
+def steps_for_budget(minutes: float, sec_per_step: float, reserve_fraction: float = 0.1) -> int:
+    """How many steps fit in ``minutes`` keeping ``reserve_fraction`` for validation/saving."""
+    return max(int(minutes * 60 * (1 - reserve_fraction) / max(sec_per_step, 1e-6)), 1)
+
+
+def save_checkpoint(accelerator, out: Path, step: int, keep: int | None) -> Path:
+    """``accelerator.save_state`` to ``checkpoints/checkpoint-<step>`` and prune old ones."""
+    path = out / "checkpoints" / f"checkpoint-{step}"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        tmp = out / "checkpoints" / f".tmp-checkpoint-{step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.save_state(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)  # a checkpoint folder exists only once it is complete
+        prune_checkpoints(out, keep)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def save_image_grid(images: np.ndarray, path: Path, ncols: int = 4) -> None:
+    """Save uint16 frames ``(N,H,W)`` as one 16-bit grayscale PNG grid."""
+    from PIL import Image
+
+    n, h, w = images.shape
+    ncols = max(1, min(ncols, n))
+    nrows = (n + ncols - 1) // ncols
+    grid = np.zeros((nrows * h, ncols * w), dtype=np.uint16)
+    for i, frame in enumerate(images):
+        r, c = divmod(i, ncols)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = frame
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+
+
+def write_toy_dataset(root: str | os.PathLike, num_images: int = 16, height: int = 64, width: int = 48,
+                      seed: int = 0, test_fraction: float = 0.25) -> Path:
+    """Write a tiny prepared dataset of blob "breasts" for tests and tiny notebook runs.
+
+    Each frame is a half ellipse against the left edge (canonical orientation) whose
+    brightness follows the density; lesion images get a bright blob (mass) or dots
+    (calcification) inside their box. It is *not* a phantom, just enough structure for
+    the training code to have something to learn.
+    """
+    from ..conditions import Box, Density, Lesion
+    from .. data.prepared import PreparedWriter
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    densities = list(Density)
+    lesions = [Lesion.NONE, Lesion.MASS, Lesion.CALCIFICATION]
+    with PreparedWriter(root, height, width, meta={"source": "toy", "seed": seed}) as writer:
+        for i in range(num_images):
+            if f"toy{i:04d}" in writer.done_ids:
+                continue
+            density = densities[i % 4]
+            lesion = lesions[(i // 4) % 3] if i % 2 else Lesion.NONE
+            laterality = "L" if (i // 2) % 2 == 0 else "R"
+            view = "CC" if i % 3 else "MLO"
+            a, b = width * rng.uniform(0.65, 0.85), height * rng.uniform(0.35, 0.45)
+            inside = (xx / a) ** 2 + ((yy - height / 2) / b) ** 2 <= 1
+            level = 0.35 + 0.12 * densities.index(density)
+            frame = np.where(inside, level + 0.05 * rng.standard_normal((height, width)), 0.0)
+            findings = []
+            birads = 1
+            if lesion is not Lesion.NONE:
+                cx, cy = rng.uniform(0.25, 0.45) * width, rng.uniform(0.35, 0.65) * height
+                r = 0.08 * width
+                box = Box.from_pixels((cx - 2 * r, cy - 2 * r, cx + 2 * r, cy + 2 * r), height, width)
+                if lesion is Lesion.MASS:
+                    frame += 0.45 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+                else:
+                    for _ in range(6):
+                        px, py = cx + rng.normal(0, r / 2), cy + rng.normal(0, r / 2)
+                        frame += 0.5 * np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / 1.0)
+                birads = 4 if lesion is Lesion.MASS else 3
+                x0, y0, x1, y1 = box.to_pixels(height, width)
+                findings.append({"category": lesion.value, "lesion": lesion.value, "birads": birads,
+                                 "box": [x0, y0, x1, y1]})
+            pixels = np.clip(frame, 0, 1) * 65535
+            writer.add(pixels.astype(np.uint16), {
+                "study_id": f"study{i // 4:04d}", "image_id": f"toy{i:04d}",
+                "split": "test" if (i // 4) < max(1, round(num_images / 4 * test_fraction)) else "training",
+                "laterality": laterality, "view": view, "birads": birads, "density": density.value,
+                "lesion": lesion.value, "cancer": int(birads >= 4), "findings": findings, "source": "toy",
+                "extra": {},
+            })
+        return writer.finalize()

@@ -1,0 +1,356 @@
+"""Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE.
+
+The training split is encoded once with the frozen VAE (posterior mean and std, cached
+in ``<out>/latents.pt`` and re-used on resume); each step samples ``z = mean + std·ε``,
+adds noise at a random timestep, drops condition fields at random for classifier-free
+guidance (the lesion mask goes with the lesion field) and regresses the noise.
+
+Validation builds the real :class:`~mammosynth.pipelines.pipeline_mammo_ldm.MammoLDMPipeline`
+(EMA weights) and writes a grid; the last step saves the whole pipeline folder to
+``<out>/pipeline`` (``--save_fp16`` for fp16 safetensors).
+
+Run::
+
+    mammosynth train-ldm --data data/prepared-256 --vae runs/vae --out runs/ldm
+    accelerate launch -m mammosynth.training.train_ldm --data ... --vae ... --out ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import common
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["parse_args", "main", "Denoiser", "VALIDATION_CONDITIONS", "resolve_vae_folder"]
+
+#: Conditions of the validation grid (one image each; boxes in the displayed frame).
+VALIDATION_CONDITIONS: list[dict] = [
+    {"birads": 1, "density": "A", "view": "CC", "laterality": "L", "lesion": "none"},
+    {"birads": 1, "density": "D", "view": "MLO", "laterality": "R", "lesion": "none"},
+    {"birads": 4, "density": "B", "view": "MLO", "laterality": "L", "lesion": "mass", "box": (0.35, 0.40, 0.55, 0.55)},
+    {"birads": 4, "density": "C", "view": "CC", "laterality": "R", "lesion": "calcification",
+     "box": (0.45, 0.30, 0.60, 0.42)},
+]
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="train_ldm", description=__doc__.split("\n\n")[0])
+    common.add_common_arguments(parser)
+    parser.add_argument("--vae", required=True, help="VAE run folder (from train-vae) or a VAE model folder")
+    parser.add_argument("--preset", default="bundled", help="UNet size preset (bundled, tiny)")
+    parser.add_argument("--block_out_channels", default=None, help="override, e.g. 64,128,256")
+    parser.add_argument("--layers_per_block", type=int, default=None, help="override the preset")
+    parser.add_argument("--embed_dim", type=int, default=128, help="condition embedding width per field")
+    parser.add_argument("--cond_dropout", type=float, default=0.1, help="per-field dropout for CFG")
+    parser.add_argument("--cond_drop_all", type=float, default=0.1, help="probability to drop every field")
+    parser.add_argument("--num_train_timesteps", type=int, default=1000)
+    parser.add_argument("--num_validation_images", type=int, default=4)
+    parser.add_argument("--validation_inference_steps", type=int, default=20)
+    parser.add_argument("--guidance_scale", type=float, default=3.0, help="for validation images")
+    parser.add_argument("--save_fp16", action="store_true", help="save the final pipeline as fp16 safetensors")
+    parser.set_defaults(learning_rate=3e-4, train_batch_size=16, lr_warmup_steps=100)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def resolve_vae_folder(path: str | Path) -> Path:
+    """A VAE model folder from a train-vae run folder (``<run>/vae``) or the folder itself."""
+    path = Path(path)
+    for candidate in (path / "vae", path):
+        if (candidate / "config.json").is_file() and any(candidate.glob("*.safetensors")):
+            return candidate
+    raise FileNotFoundError(
+        f"no trained VAE in {path} (looked for {path / 'vae' / 'config.json'}); run `mammosynth train-vae` first"
+    )
+
+
+class Denoiser(torch.nn.Module):
+    """UNet + condition encoder as one module (what accelerate/DDP prepares)."""
+
+    def __init__(self, unet, condition_encoder):
+        super().__init__()
+        self.unet = unet
+        self.condition_encoder = condition_encoder
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, codes: dict[str, torch.Tensor],
+                latent_masks: torch.Tensor) -> torch.Tensor:
+        class_labels = self.condition_encoder(codes)
+        return self.unet(torch.cat([noisy, latent_masks], dim=1), timesteps, class_labels=class_labels).sample
+
+
+def _file_sha(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")) + [folder / "config.json"]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def encode_dataset(vae, dataset, device, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Posterior mean/std (unscaled), latent-size masks and codes for every item."""
+    from ..models.conditioning import CONDITION_FIELDS
+    from ..models.unet import latent_mask
+
+    means, stds, masks = [], [], []
+    codes = {f: [] for f in CONDITION_FIELDS}
+    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        images = torch.stack([it["image"] for it in items]).to(device, vae.dtype)
+        dist = vae.encode(images).latent_dist
+        means.append(dist.mean.float().cpu())
+        stds.append(dist.std.float().cpu())
+        m = torch.stack([it["mask"] for it in items])
+        masks.append(latent_mask(m, (m.shape[-2] // f, m.shape[-1] // f)))
+        for field in CONDITION_FIELDS:
+            codes[field].extend(int(it[field]) for it in items)
+    return {"mean": torch.cat(means), "std": torch.cat(stds), "masks": torch.cat(masks),
+            **{k: torch.tensor(v, dtype=torch.long) for k, v in codes.items()}}
+
+
+def _latent_cache(accelerator, vae, dataset, out: Path, key: str) -> dict[str, torch.Tensor]:
+    path = out / "latents.pt"
+    if accelerator.is_main_process:
+        cached = torch.load(path, weights_only=True) if path.exists() else None
+        if cached is None or cached.get("key") != key:
+            logger.info("encoding %d training images with the frozen VAE", len(dataset))
+            cache = encode_dataset(vae, dataset, accelerator.device)
+            cache["key"] = key
+            tmp = path.with_suffix(".tmp")
+            torch.save(cache, tmp)
+            tmp.replace(path)
+    accelerator.wait_for_everyone()
+    return torch.load(path, weights_only=True)
+
+
+def _training_step(denoiser, noise_scheduler, cache, idx, scaling: float, generator, args, device):
+    from ..models.conditioning import CONDITION_FIELDS, drop_conditions
+
+    idx_t = torch.from_numpy(idx)
+    mean, std = cache["mean"][idx_t], cache["std"][idx_t]
+    latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=generator)
+    codes = {f: cache[f][idx_t] for f in CONDITION_FIELDS}
+    codes, masks = drop_conditions(codes, cache["masks"][idx_t], args.cond_dropout, args.cond_drop_all, generator)
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    codes = {k: v.to(device) for k, v in codes.items()}
+    pred = denoiser(noisy.to(device), timesteps.to(device), codes, masks.to(device))
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    return F.mse_loss(pred.float(), target.to(device).float())
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train (or resume) an LDM run; returns final info."""
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from ..data.dataset import PreparedDataset
+    from ..data.prepared import load_prepared
+    from ..models.conditioning import ConditionEncoder
+    from ..models.unet import UNET_PRESETS, build_unet, time_embed_dim
+    from ..pipelines.pipeline_mammo_ldm import default_scheduler
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = common.make_accelerator(args, out)
+    data = load_prepared(args.data)
+    train = PreparedDataset(data, split="training")
+    vae_folder = resolve_vae_folder(args.vae)
+    vae = AutoencoderKL.from_pretrained(vae_folder, torch_dtype=torch.float32).to(accelerator.device)
+    vae.requires_grad_(False).eval()
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if data.height % factor or data.width % factor:
+        raise ValueError(f"frames {data.height}x{data.width} are not divisible by the VAE factor {factor}")
+    latent_size = (data.height // factor, data.width // factor)
+
+    if args.preset not in UNET_PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(UNET_PRESETS)}, got {args.preset!r}")
+    preset = dict(UNET_PRESETS[args.preset])
+    if args.block_out_channels:
+        preset["block_out_channels"] = tuple(int(v) for v in args.block_out_channels.split(","))
+        preset["attention_levels"] = (False,) + (True,) * (len(preset["block_out_channels"]) - 1)
+    if args.layers_per_block:
+        preset["layers_per_block"] = args.layers_per_block
+    torch.manual_seed(args.seed)
+    unet = build_unet(sample_size=latent_size, latent_channels=vae.config.latent_channels, **preset)
+    encoder = ConditionEncoder(embed_dim=args.embed_dim, out_dim=time_embed_dim(unet))
+    base = default_scheduler(args.num_train_timesteps)
+    noise_scheduler = DDPMScheduler.from_config(base.config)
+    if accelerator.is_main_process:
+        common.write_run_info(out, args, "ldm", {"vae": {"folder": str(vae_folder), "sha256": _file_sha(vae_folder)},
+                                                 "model": {"unet": dict(unet.config), "condition_encoder": dict(encoder.config)}})
+    cache = _latent_cache(accelerator, vae, train, out, key=f"{_file_sha(vae_folder)}:{common.manifest_sha256(args.data)}")
+    scaling = float(vae.config.scaling_factor)
+
+    denoiser = Denoiser(unet, encoder)
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    state = common.TrainState()
+    resume = common.resolve_resume(out, args.resume_from_checkpoint)
+    if resume is not None:
+        state.load_state_dict(json.loads((resume / "train_state.json").read_text()))
+    if args.max_train_steps is not None:
+        state.max_train_steps = args.max_train_steps
+    elif state.max_train_steps == 0:
+        if not args.max_minutes:
+            raise ValueError("give --max_train_steps or --max_minutes (or both)")
+        state.max_train_steps = _calibrate(denoiser, noise_scheduler, cache, scaling, train, args)
+        logger.info("--max_minutes %.1f → %d steps", args.max_minutes, state.max_train_steps)
+
+    lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
+                                            state.max_train_steps, accelerator.num_processes)
+    prepared, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(denoiser.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=3 / 4)
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        logger.info("resumed from %s at step %d", resume, state.step)
+    log = common.CsvLogger(out / "log.csv", enabled=accelerator.is_main_process)
+    log.truncate_after(state.step)
+    clock = common.StopClock(state)
+    n_items = len(cache["mean"])
+
+    progress = tqdm(total=state.max_train_steps, initial=state.step, desc="train-ldm",
+                    disable=args.no_progress or not accelerator.is_local_main_process)
+    prepared.train()
+    window: list[float] = []
+    tic = clock.update()
+    while state.step < state.max_train_steps and not state.done:
+        for micro in range(args.gradient_accumulation_steps):
+            micro_step = state.step * args.gradient_accumulation_steps + micro
+            idx = common.batch_indices(n_items, args.train_batch_size, micro_step, args.seed,
+                                       accelerator.process_index, accelerator.num_processes)
+            g = common.step_generator(args.seed, micro_step, accelerator.process_index)
+            with accelerator.accumulate(prepared):
+                loss = _training_step(prepared, noise_scheduler, cache, idx, scaling, g, args, accelerator.device)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(prepared.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(denoiser.parameters())
+        state.step += 1
+        progress.update(1)
+        elapsed = clock.update()
+        window.append(loss.item())
+        if state.step % args.logging_steps == 0 or state.step == state.max_train_steps:
+            sec = (elapsed - tic) / max(len(window), 1)
+            log.log(state.step, {"loss": float(np.mean(window)), "lr": lr_scheduler.get_last_lr()[0],
+                                 "sec_per_step": sec, "elapsed_min": elapsed / 60})
+            progress.set_postfix(loss=f"{np.mean(window):.4f}")
+            window, tic = [], elapsed
+        out_of_time = bool(args.max_minutes) and elapsed >= args.max_minutes * 60
+        if out_of_time:
+            logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
+                           state.step, state.max_train_steps)
+            state.done = True
+        if state.step % args.validation_steps == 0 and accelerator.is_main_process:
+            pipe = build_pipeline(vae, denoiser, ema, base)
+            _validate(pipe, args, out / "validation" / f"step-{state.step:06d}.png")
+        if state.step % args.checkpointing_steps == 0 or out_of_time or state.step == state.max_train_steps:
+            common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit)
+            if accelerator.is_main_process:
+                from ..data.prepared import atomic_write_text
+
+                atomic_write_text(out / "checkpoints" / f"checkpoint-{state.step}" / "train_state.json",
+                                  json.dumps(state.state_dict()))
+    progress.close()
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return {}
+    pipe = build_pipeline(vae, denoiser, ema, base)
+    final = _validate(pipe, args, out / "validation" / "final.png")
+    if args.save_fp16:
+        pipe.to(torch.float16)
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    losses = _loss_summary(out / "log.csv")
+    info = {"steps": state.step, "elapsed_min": state.elapsed_s / 60, "fp16": bool(args.save_fp16), **losses}
+    common.update_run_info(out, metrics=info, finished=True)
+    print(f"LDM trained {state.step} steps in {state.elapsed_s / 60:.1f} min; final loss {losses.get('final_loss')}; "
+          f"saved {out / 'pipeline'} (validation grid {final})")
+    return info
+
+
+def build_pipeline(vae, denoiser: Denoiser, ema, scheduler):
+    """A :class:`MammoLDMPipeline` from copies of the training modules (EMA weights if any)."""
+    from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
+
+    copy_ = copy.deepcopy(denoiser)
+    if ema is not None:
+        ema.copy_to(copy_.parameters())
+    pipe = MammoLDMPipeline(vae=copy.deepcopy(vae), unet=copy_.unet, condition_encoder=copy_.condition_encoder,
+                            scheduler=copy.deepcopy(scheduler), requires_privacy_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _validate(pipe, args, path: Path) -> Path:
+    from ..conditions import Conditions
+
+    conds = [Conditions.create(**c) for c in VALIDATION_CONDITIONS][: max(args.num_validation_images, 1)]
+    gens = [torch.Generator().manual_seed(args.seed + i) for i in range(len(conds))]
+    images = pipe(conditions=conds, num_inference_steps=args.validation_inference_steps,
+                  guidance_scale=args.guidance_scale, generator=gens).images
+    common.save_image_grid(np.stack(images), path, ncols=len(images))
+    return path
+
+
+def _calibrate(denoiser, noise_scheduler, cache, scaling, train, args) -> int:
+    probe = copy.deepcopy(denoiser)
+    opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
+    n = len(cache["mean"])
+
+    def step(i: int) -> None:
+        for _ in range(args.gradient_accumulation_steps):
+            idx = common.batch_indices(n, args.train_batch_size, i, args.seed + 1)
+            loss = _training_step(probe, noise_scheduler, cache, idx, scaling, common.step_generator(args.seed, i, 99),
+                                  args, "cpu")
+            loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    sec = common.measure_sec_per_step(step, warmup=1, steps=3)
+    logger.info("measured %.2f s/step", sec)
+    return common.steps_for_budget(args.max_minutes, sec, reserve_fraction=0.1)
+
+
+def _loss_summary(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    import pandas as pd
+
+    log = pd.read_csv(path)
+    if log.empty:
+        return {}
+    tail = log["loss"].tail(max(len(log) // 10, 1))
+    return {"first_loss": float(log["loss"].iloc[0]), "final_loss": float(tail.mean())}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(parse_args())
+    sys.exit(0)

@@ -1,0 +1,322 @@
+"""Train the 1-channel ``AutoencoderKL`` (f = 8) on a prepared dataset.
+
+Loss: L1 + ``ssim_weight`` · (1 − SSIM) (pytorch-msssim) + ``kl_weight`` · KL, on random
+crops (``--crop``) of the canonical frames: a fully convolutional VAE learns the same
+from crops at a fraction of the cost, which is what makes CPU training possible.
+
+At the end: the latent ``scaling_factor`` (1 / std of the latents of training images) is
+measured and written into the VAE config, the VAE (EMA weights) is saved to
+``<out>/vae``, and reconstruction PSNR / SSIM on the test split go to
+``<out>/metrics.json`` and are printed.
+
+Run::
+
+    mammosynth train-vae --data data/prepared-256 --out runs/vae
+    accelerate launch -m mammosynth.training.train_vae --data ... --out ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import common
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["parse_args", "main", "reconstruction_metrics", "vae_loss"]
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="train_vae", description=__doc__.split("\n\n")[0])
+    common.add_common_arguments(parser)
+    parser.add_argument("--preset", default="bundled", help="VAE size preset (bundled, tiny)")
+    parser.add_argument("--block_out_channels", default=None, help="override, e.g. 32,64,128,128")
+    parser.add_argument("--crop", default="128x96", help="training crop HxW ('full' for whole frames)")
+    parser.add_argument("--ssim_weight", type=float, default=0.5)
+    parser.add_argument("--kl_weight", type=float, default=1e-6, help="weight of KL (summed per image / pixels)")
+    parser.add_argument("--eval_images", type=int, default=200, help="test images for PSNR/SSIM (0 = all)")
+    parser.add_argument("--scaling_images", type=int, default=256, help="training images to measure the scaling factor")
+    parser.set_defaults(learning_rate=4e-4, train_batch_size=8, lr_warmup_steps=50)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def _parse_crop(text: str, height: int, width: int) -> tuple[int, int] | None:
+    if text in ("full", "none", ""):
+        return None
+    try:
+        ch, cw = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--crop must be HxW (e.g. 128x96) or 'full', got {text!r}") from None
+    if ch % 8 or cw % 8 or ch > height or cw > width or ch <= 0 or cw <= 0:
+        raise ValueError(f"--crop {text} must be multiples of 8 no larger than the frames ({height}x{width})")
+    return None if (ch, cw) == (height, width) else (ch, cw)
+
+
+def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 + ssim_weight·(1−SSIM) + kl_weight·KL for one batch in [-1, 1]."""
+    from pytorch_msssim import ssim
+
+    posterior = vae.encode(images).latent_dist
+    latents = posterior.sample(generator)
+    recon = vae.decode(latents).sample
+    l1 = (recon - images).abs().mean()
+    ssim_value = ssim((recon.float().clamp(-1, 1) + 1) / 2, (images.float() + 1) / 2, data_range=1.0, size_average=True)
+    kl = posterior.kl().mean() / images[0].numel()
+    loss = l1 + ssim_weight * (1 - ssim_value) + kl_weight * kl
+    return loss, {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
+
+
+@torch.no_grad()
+def reconstruction_metrics(vae, frames: np.ndarray, batch_size: int = 8) -> dict[str, float]:
+    """PSNR (dB, data range [0,1]) and SSIM of VAE reconstructions of uint16 frames (N,H,W).
+
+    Higher is better for both. Reconstruction uses the posterior mean.
+    """
+    from pytorch_msssim import ssim
+
+    from ..data.dataset import to_unit_range
+
+    if len(frames) == 0:
+        return {"psnr": float("nan"), "ssim": float("nan"), "images": 0}
+    psnrs, ssims = [], []
+    for start in range(0, len(frames), batch_size):
+        x = to_unit_range(frames[start:start + batch_size][:, None]).to(vae.device)
+        recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
+        a, b = (x + 1) / 2, (recon + 1) / 2
+        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+        psnrs.extend((10 * torch.log10(1.0 / mse)).tolist())
+        ssims.extend(ssim(b, a, data_range=1.0, size_average=False).tolist())
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "images": len(frames)}
+
+
+class VAEWithLoss(torch.nn.Module):
+    """Wraps the VAE so that one ``forward`` returns the loss (what DDP needs to sync)."""
+
+    def __init__(self, vae, ssim_weight: float, kl_weight: float):
+        super().__init__()
+        self.vae = vae
+        self.ssim_weight = ssim_weight
+        self.kl_weight = kl_weight
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
+        return vae_loss(self.vae, images, self.ssim_weight, self.kl_weight, generator)
+
+
+def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: torch.Generator) -> torch.Tensor:
+    if crop is None:
+        return images
+    n, _, h, w = images.shape
+    ch, cw = crop
+    ys = torch.randint(0, (h - ch) // 8 + 1, (n,), generator=generator) * 8
+    xs = torch.randint(0, (w - cw) // 8 + 1, (n,), generator=generator) * 8
+    return torch.stack([images[i, :, y:y + ch, x:x + cw] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))])
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train (or resume) a VAE run; returns the final metrics."""
+    from diffusers import AutoencoderKL
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from ..data.dataset import PreparedDataset, from_unit_range
+    from ..data.prepared import load_prepared
+    from ..models.autoencoder import VAE_PRESETS, build_vae, measure_scaling_factor
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = common.make_accelerator(args, out)
+    data = load_prepared(args.data)
+    train = PreparedDataset(data, split="training")
+    crop = _parse_crop(args.crop, data.height, data.width)
+    if args.preset not in VAE_PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(VAE_PRESETS)}, got {args.preset!r}")
+    preset = dict(VAE_PRESETS[args.preset])
+    if args.block_out_channels:
+        preset["block_out_channels"] = tuple(int(v) for v in args.block_out_channels.split(","))
+    if len(preset["block_out_channels"]) != 4:
+        raise ValueError("the VAE needs 4 blocks (f = 8); got block_out_channels "
+                         f"{tuple(preset['block_out_channels'])}")
+    torch.manual_seed(args.seed)
+    vae = build_vae(sample_size=data.height, **preset)
+    if accelerator.is_main_process:
+        common.write_run_info(out, args, "vae", {"model": {"vae": dict(vae.config)}})
+
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    state = common.TrainState()
+    resume = common.resolve_resume(out, args.resume_from_checkpoint)
+    if resume is not None:
+        state.load_state_dict(json.loads((resume / "train_state.json").read_text()))
+    if args.max_train_steps is not None:
+        state.max_train_steps = args.max_train_steps
+    elif state.max_train_steps == 0:
+        if not args.max_minutes:
+            raise ValueError("give --max_train_steps or --max_minutes (or both)")
+        state.max_train_steps = _calibrate(vae, train, args, crop)
+        logger.info("--max_minutes %.1f → %d steps", args.max_minutes, state.max_train_steps)
+
+    lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
+                                            state.max_train_steps, accelerator.num_processes)
+    wrapper = VAEWithLoss(vae, args.ssim_weight, args.kl_weight)
+    wrapper, optimizer, lr_scheduler = accelerator.prepare(wrapper, optimizer, lr_scheduler)
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(vae.parameters(), decay=args.ema_decay, use_ema_warmup=True,
+                       power=3 / 4, model_cls=AutoencoderKL, model_config=vae.config)
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        logger.info("resumed from %s at step %d", resume, state.step)
+    log = common.CsvLogger(out / "log.csv", enabled=accelerator.is_main_process)
+    log.truncate_after(state.step)
+    clock = common.StopClock(state)
+    val_frames = _validation_frames(data, 4)
+
+    progress = tqdm(total=state.max_train_steps, initial=state.step, desc="train-vae",
+                    disable=args.no_progress or not accelerator.is_local_main_process)
+    wrapper.train()
+    window: list[float] = []
+    tic = clock.update()
+    while state.step < state.max_train_steps and not state.done:
+        for micro in range(args.gradient_accumulation_steps):
+            micro_step = state.step * args.gradient_accumulation_steps + micro
+            idx = common.batch_indices(len(train), args.train_batch_size, micro_step, args.seed,
+                                       accelerator.process_index, accelerator.num_processes)
+            g = common.step_generator(args.seed, micro_step, accelerator.process_index)
+            images = torch.stack([train[int(i)]["image"] for i in idx])
+            images = _crop_batch(images, crop, g).to(accelerator.device)
+            with accelerator.accumulate(wrapper):
+                loss, parts = wrapper(images, generator=g)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(wrapper.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(vae.parameters())
+        state.step += 1
+        progress.update(1)
+        elapsed = clock.update()
+        window.append(loss.item())
+        if state.step % args.logging_steps == 0 or state.step == state.max_train_steps:
+            sec = (elapsed - tic) / max(len(window), 1)
+            log.log(state.step, {"loss": float(np.mean(window)), **parts, "lr": lr_scheduler.get_last_lr()[0],
+                                 "sec_per_step": sec, "elapsed_min": elapsed / 60})
+            progress.set_postfix(loss=f"{np.mean(window):.4f}", ssim=f"{parts['ssim']:.3f}")
+            window, tic = [], elapsed
+        out_of_time = bool(args.max_minutes) and elapsed >= args.max_minutes * 60
+        if out_of_time:
+            logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
+                           state.step, state.max_train_steps)
+            state.done = True
+        if (state.step % args.validation_steps == 0) and accelerator.is_main_process:
+            _validate(vae, ema, val_frames, out / "validation" / f"step-{state.step:06d}.png",
+                      from_unit_range)
+        if state.step % args.checkpointing_steps == 0 or out_of_time or state.step == state.max_train_steps:
+            _save(accelerator, out, state, args.checkpoints_total_limit)
+    progress.close()
+    state.done = True
+    return _finish(accelerator, vae, ema, data, train, out, args, state, measure_scaling_factor)
+
+
+def _save(accelerator, out: Path, state: common.TrainState, keep: int | None) -> None:
+    from ..data.prepared import atomic_write_text
+
+    path = common.save_checkpoint(accelerator, out, state.step, keep)
+    if accelerator.is_main_process:
+        atomic_write_text(path / "train_state.json", json.dumps(state.state_dict()))
+
+
+def _validation_frames(data, n: int) -> np.ndarray:
+    rows = data.split("test") if "test" in set(data.manifest["split"]) else data.manifest
+    return data.frames(rows["index"].to_numpy()[:n])
+
+
+@torch.no_grad()
+def _validate(vae, ema, frames: np.ndarray, path: Path, from_unit_range) -> None:
+    from ..data.dataset import to_unit_range
+
+    model = vae
+    if ema is not None:
+        model = copy.deepcopy(vae)
+        ema.copy_to(model.parameters())
+    model.eval()
+    x = to_unit_range(frames[:, None]).to(model.device)
+    recon = model.decode(model.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    pairs = np.concatenate([frames, from_unit_range(recon[:, 0])], axis=0)
+    common.save_image_grid(pairs, path, ncols=len(frames))
+    vae.train()
+
+
+def _calibrate(vae, train, args, crop) -> int:
+    """Steps that fit --max_minutes, from a measured sec/step on a throwaway copy."""
+    probe = copy.deepcopy(vae)
+    opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
+
+    def step(i: int) -> None:
+        g = common.step_generator(args.seed, i, 99)
+        idx = common.batch_indices(len(train), args.train_batch_size, i, args.seed + 1)
+        images = _crop_batch(torch.stack([train[int(j)]["image"] for j in idx]), crop, g)
+        for _ in range(args.gradient_accumulation_steps):
+            loss, _ = vae_loss(probe, images, args.ssim_weight, args.kl_weight, generator=g)
+            loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    sec = common.measure_sec_per_step(step, warmup=1, steps=3)
+    logger.info("measured %.2f s/step", sec)
+    return common.steps_for_budget(args.max_minutes, sec, reserve_fraction=0.12)
+
+
+def _finish(accelerator, vae, ema, data, train, out: Path, args, state, measure_scaling_factor) -> dict:
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return {}
+    model = vae
+    if ema is not None:
+        model = copy.deepcopy(model)
+        ema.copy_to(model.parameters())
+    model.eval()
+    n = min(args.scaling_images, len(train)) if args.scaling_images else len(train)
+    frames = data.frames(train.rows["index"].to_numpy()[:n])
+    from ..data.dataset import to_unit_range
+
+    batches = (to_unit_range(frames[i:i + 16][:, None]) for i in range(0, len(frames), 16))
+    scaling = measure_scaling_factor(model, batches)
+    model.register_to_config(scaling_factor=float(scaling))
+    model.save_pretrained(out / "vae")
+    rows = data.split("test") if "test" in set(data.manifest["split"]) else data.manifest
+    if args.eval_images:
+        rows = rows.iloc[: args.eval_images]
+    metrics = reconstruction_metrics(model, data.frames(rows["index"].to_numpy()))
+    metrics.update({"scaling_factor": float(scaling), "steps": state.step, "elapsed_min": state.elapsed_s / 60,
+                    "split": "test" if "test" in set(data.manifest["split"]) else "all"})
+    from ..data.prepared import atomic_write_text
+
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    common.update_run_info(out, metrics=metrics, finished=True)
+    print(f"VAE reconstruction on {metrics['images']} {metrics['split']} images: "
+          f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}; scaling_factor {scaling:.4f}; "
+          f"saved {out / 'vae'}")
+    return metrics
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(parse_args())
+    sys.exit(0)

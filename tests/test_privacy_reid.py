@@ -1,0 +1,103 @@
+"""Re-ID metrics against hand-computed cases, and the embedder's save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mammosynth.models.siamese import SiameseEmbedder
+from mammosynth.privacy.reid import build_loss, retrieval_metrics, study_labels, verification_auc
+
+
+def _circle(degrees):
+    a = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+    return np.c_[np.cos(a), np.sin(a)].astype(np.float32)
+
+
+# Study A at 0°, 30°, 100°; study B at 50°, 145°, 180°. Cosine similarity falls with the angle.
+ANGLES = [0, 30, 100, 50, 145, 180]
+LABELS = ["A", "A", "A", "B", "B", "B"]
+
+
+def test_map_at_r_matches_hand_computation():
+    # Leave-one-out, R = 2 per query. Ranked neighbours (hit = same study):
+    #   0A: 30A 50B → [1,0]: AP@R 1/2,  P@1 1, R-prec 1/2
+    #  30A: 50B 0A  → [0,1]: AP@R 1/4,  P@1 0, R-prec 1/2
+    # 100A: 145B 50B → [0,0]: 0, 0, 0
+    #  50B: 30A, 0A|100A → [0,0]: 0, 0, 0
+    # 145B: 180B 100A → [1,0]: 1/2, 1, 1/2
+    # 180B: 145B 100A → [1,0]: 1/2, 1, 1/2
+    m = retrieval_metrics(_circle(ANGLES), LABELS)
+    assert m["mean_average_precision_at_r"] == pytest.approx(1.75 / 6)
+    assert m["precision_at_1"] == pytest.approx(0.5)
+    assert m["r_precision"] == pytest.approx(2 / 6)
+    assert m["n_queries"] == 6
+
+
+def test_retrieval_perfect_and_cross_set():
+    emb = _circle([0, 1, 2, 90, 91, 92])
+    labels = ["a", "a", "a", "b", "b", "b"]
+    perfect = retrieval_metrics(emb, labels)
+    assert perfect["mean_average_precision_at_r"] == pytest.approx(1.0)
+    # Queries against a separate reference set: query at 0.5° finds study a's 3 images first.
+    cross = retrieval_metrics(_circle([0.5, 91.5]), ["a", "b"], emb, labels)
+    assert cross["mean_average_precision_at_r"] == pytest.approx(1.0)
+    swapped = retrieval_metrics(_circle([0.5, 91.5]), ["b", "a"], emb, labels)
+    assert swapped["mean_average_precision_at_r"] == pytest.approx(0.0)
+
+
+def test_singletons_are_not_queries_but_stay_references():
+    # "c" has one image: it cannot be a query, but it sits closest to the "a" queries.
+    emb = _circle([0, 20, 10, 90, 100])
+    m = retrieval_metrics(emb, ["a", "a", "c", "b", "b"])
+    assert m["n_queries"] == 4
+    # a-queries (0°, 20°) retrieve c (10°) first → AP@R 0; b-queries are perfect.
+    assert m["mean_average_precision_at_r"] == pytest.approx(0.5)
+    with pytest.warns(UserWarning, match="no query has a relevant reference"):
+        empty = retrieval_metrics(emb[:2], ["x", "y"])
+    assert np.isnan(empty["mean_average_precision_at_r"])
+
+
+def test_retrieval_rejects_mismatched_labels():
+    with pytest.raises(ValueError, match="labels"):
+        retrieval_metrics(_circle([0, 1]), ["a"])
+
+
+def test_verification_auc_matches_hand_computation():
+    # Positive-pair angles 30,100,70,95,130,35 vs negative 50,145,180,20,115,150,50,45,80:
+    # pairs where the positive is closer: 8+4+5+4+3+8 = 32 of 54.
+    assert verification_auc(_circle(ANGLES), LABELS) == pytest.approx(32 / 54)
+    with pytest.warns(UserWarning):
+        assert np.isnan(verification_auc(_circle([0, 1]), ["a", "b"]))
+
+
+def test_study_labels_and_losses():
+    assert study_labels(["x", "y", "x", "z"]).tolist() == [0, 1, 0, 2]
+    for name in ("multi-similarity", "triplet"):
+        loss, miner = build_loss(name)
+        emb = torch.nn.functional.normalize(torch.randn(8, 4, requires_grad=True), dim=1)
+        labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+        value = loss(emb, labels, miner(emb, labels))
+        assert value.ndim == 0 and torch.isfinite(value)
+    with pytest.raises(ValueError, match="unknown loss"):
+        build_loss("contrastive-magic")
+
+
+def test_embedder_unit_norm_and_save_load(tmp_path):
+    torch.manual_seed(0)
+    model = SiameseEmbedder(embedding_dim=16, input_size=(32, 32), block_inplanes=(4, 8, 8, 16)).eval()
+    frames = np.random.default_rng(0).integers(0, 65535, (3, 64, 48), dtype=np.uint16)
+    emb = model.embed_frames(frames)
+    assert emb.shape == (3, 16)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    model.save_pretrained(tmp_path / "s")
+    loaded = SiameseEmbedder.from_pretrained(tmp_path / "s")
+    assert loaded.fingerprint() == model.fingerprint()
+    np.testing.assert_allclose(loaded.embed_frames(frames), emb, atol=1e-6)
+    other = SiameseEmbedder(embedding_dim=16, input_size=(32, 32), block_inplanes=(4, 8, 8, 16))
+    assert other.fingerprint() != model.fingerprint()
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        model.embed_frames(frames[0])
+    with pytest.raises(ValueError, match="input_size"):
+        SiameseEmbedder(input_size=(8, 8))
