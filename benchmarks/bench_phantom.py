@@ -31,6 +31,21 @@ def measure(studies: int, height: int, workers: int, jpeg2000_fraction: float) -
             "jpeg2000_fraction": jpeg2000_fraction}
 
 
+def cpu_seconds_per_image(studies: int, height: int) -> float:
+    """CPU time per image of one in-process worker (independent of other load on the box)."""
+    from pathlib import Path
+
+    from mammosynth.data.phantom.generator import PhantomConfig, generate_study
+
+    config = PhantomConfig(studies=studies + 1, seed=0, height=height)
+    with tempfile.TemporaryDirectory(prefix="bench-phantom-cpu-") as tmp:
+        generate_study(config, 0, Path(tmp))  # warm-up (imports, caches)
+        start = time.process_time()
+        for index in range(1, studies + 1):
+            generate_study(config, index, Path(tmp))
+        return (time.process_time() - start) / (4 * studies)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,6 +63,9 @@ def main() -> None:
     for studies, height in runs:
         result = measure(studies, height, args.workers, args.jpeg2000_fraction)
         print("phantom " + " ".join(f"{k}={v}" for k, v in result.items()))
+        cpu = cpu_seconds_per_image(max(1, min(studies, 10)), height)
+        print(f"  cpu_seconds_per_image={cpu:.3f} -> {args.workers / cpu:.1f} images/s on "
+              f"{args.workers} idle cores")
         if height == args.height:
             minutes = 4000 / result["images_per_second"] / 60
             print(f"  -> 1,000 studies at {height} px would take {minutes:.1f} min "

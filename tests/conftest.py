@@ -155,8 +155,9 @@ def write_mini_vindr(
     """A tiny VinDr-layout dataset with exactly known lesions.
 
     Each study has L/R × CC/MLO images; right breasts are stored with the chest wall on the
-    right (as displayed). The first image of every study with ``lesion_box`` (stored-pixel
-    ``x0, y0, x1, y1``; default a box in the left breast) carries a bright 'mass' there.
+    right (as displayed). L-CC and R-MLO carry a bright 'mass' (stored value 4000, the
+    tissue is below 2700) in ``lesion_box`` (stored-pixel ``x0, y0, x1, y1`` of a left
+    breast, mirrored for the right one; default near the middle of the breast).
 
     Returns:
         ``{"root", "images": [{study_id, image_id, laterality, view, path, box}], ...}``.
@@ -174,9 +175,11 @@ def write_mini_vindr(
                 image_id = uid_hex("image", seed, s, laterality, view)
                 image = breast_image(height, width, "left" if laterality == "L" else "right", rng)
                 box = None
-                if laterality == "L" and view == "CC":
-                    box = lesion_box or box_default
-                    x0, y0, x1, y1 = box
+                if (laterality, view) in (("L", "CC"), ("R", "MLO")):
+                    x0, y0, x1, y1 = lesion_box or box_default
+                    if laterality == "R":  # stored with the chest wall on the right
+                        x0, x1 = width - x1, width - x0
+                    box = (x0, y0, x1, y1)
                     image[y0:y1, x0:x1] = 4000
                 path = root / "images" / study_id / f"{image_id}.dicom"
                 write_mg_dicom(path, image, laterality=laterality, view=view, window=(2048, 4096),

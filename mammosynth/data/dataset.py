@@ -50,8 +50,10 @@ class PreparedDataset(torch.utils.data.Dataset):
         self.split = split
         self.transform = transform
         h, w = self.data.height, self.data.width
-        self._codes = [row_conditions(row, h, w).encode() for _, row in self.rows.iterrows()]
-        self._boxes = [row_boxes(row, h, w) for _, row in self.rows.iterrows()]
+        # Plain per-row records: pandas row access is far too slow for a training loop.
+        self._records = self.rows.to_dict("records")
+        self._codes = [row_conditions(row, h, w).encode() for row in self._records]
+        self._boxes = [row_boxes(row, h, w) for row in self._records]
 
     @property
     def height(self) -> int:
@@ -65,7 +67,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        row = self.rows.iloc[i]
+        row = self._records[i]
         frame = np.asarray(self.data.images[int(row["index"])])
         item: dict[str, Any] = {
             "image": to_unit_range(frame[None]),

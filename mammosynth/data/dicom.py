@@ -229,6 +229,64 @@ def _dcmread(path: Path, stop_before_pixels: bool):
         raise CorruptDicomError(path, f"the header cannot be parsed ({type(error).__name__}: {error})") from None
 
 
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_UNDEFINED = 0xFFFFFFFF
+
+
+def _is_truncated(path: Path, ds) -> bool:
+    """Whether the file ends inside a data element (or before a sequence is closed).
+
+    pydicom stops quietly at a cut-off element; this walks the element headers of a
+    little-endian file (explicit or implicit VR) and checks every length against the
+    bytes that are there. Other encodings are not checked (``False``).
+    """
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    data = path.read_bytes()
+    size = len(data)
+    if size < 144 or data[132:136] != b"\x02\x00\x00\x00":
+        return True  # the file ends before the (0002,0000) group length
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]
+    if meta_end > size or ts is None:
+        return meta_end > size
+    try:
+        explicit = not ts.is_implicit_VR
+        if not ts.is_little_endian or ts.is_deflated:
+            return False
+    except ValueError:  # a private transfer syntax pydicom does not know
+        return False
+    pos, depth = meta_end, 0
+    while pos < size:
+        if size - pos < 8:
+            return True
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group == 0xFFFE:  # item, item delimiter, sequence delimiter: tag + 4-byte length
+            length = struct.unpack_from("<I", data, pos + 4)[0]
+            pos += 8
+            if element == 0xE0DD:
+                depth -= 1
+            elif element == 0xE000 and length != _UNDEFINED:
+                if pos + length > size:
+                    return True
+                pos += length
+            continue
+        vr = data[pos + 4: pos + 6]
+        if explicit and vr in _LONG_VRS:
+            if size - pos < 12:
+                return True
+            length, pos = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+        elif explicit:
+            length, pos = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        else:
+            length, pos = struct.unpack_from("<I", data, pos + 4)[0], pos + 8
+        if length == _UNDEFINED:
+            depth += 1  # a sequence or encapsulated pixel data: walk into it
+        elif pos + length > size:
+            return True
+        else:
+            pos += length
+    return depth > 0
+
+
 def _text(ds, keyword: str) -> str | None:
     value = ds.get(keyword)
     if value is None or value == "":
@@ -322,13 +380,18 @@ def read_header(path: str | os.PathLike) -> MammogramHeader:
     """Read and check a mammogram's header without decoding its pixels.
 
     Raises the same :class:`DicomReadError` subclasses as :func:`read_mammogram` for
-    everything that can be told from the header (not DICOM, not MG, FOR PROCESSING, RGB,
-    0 rows, no pixel data).
+    everything that can be told from the header (not DICOM, truncated header, not MG,
+    FOR PROCESSING, RGB, 0 rows); pixel data is checked by :func:`read_mammogram`.
     """
     path = Path(path)
     _check_file(path)
     ds = _dcmread(path, stop_before_pixels=True)
-    _check_dataset(path, ds)
+    try:
+        _check_dataset(path, ds)
+    except DicomReadError:
+        if _is_truncated(path, ds):
+            raise TruncatedDicomError(path, "the file ends inside a data element: it is truncated") from None
+        raise
     return _header(ds)
 
 
@@ -354,16 +417,28 @@ def _pixel_array(path: Path, ds) -> np.ndarray:
             raise UnsupportedTransferSyntaxError(
                 path, f"pixel data in transfer syntax {getattr(ts, 'name', ts)} ({ts}) cannot be decoded here{hint}"
             )
-    expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("BitsAllocated", 16)) // 8
+    rows, columns, allocated = int(ds.Rows), int(ds.Columns), int(ds.get("BitsAllocated", 16))
+    expected = rows * columns * allocated // 8
     if not ts.is_compressed and len(ds.PixelData) < expected:
         raise TruncatedDicomError(
             path, f"pixel data has {len(ds.PixelData)} bytes, {expected} expected: the file is truncated"
         )
+    if (not ts.is_compressed and ts.is_little_endian and not ts.is_deflated and allocated == 16
+            and int(ds.get("PixelRepresentation", 0)) == 0):
+        # Native 16-bit unsigned: a zero-copy view (pydicom would copy twice); bits above
+        # (0028,0101) Bits Stored are masked as pydicom does.
+        arr = np.frombuffer(ds.PixelData, dtype="<u2", count=rows * columns).reshape(rows, columns)
+        bits = int(ds.BitsStored)
+        if bits < 16 and int(arr.max()) >> bits:
+            arr = arr & np.uint16((1 << bits) - 1)
+        return arr
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
     except Exception as error:
+        if _is_truncated(path, ds):
+            raise TruncatedDicomError(path, f"the file is truncated: pixel data cannot be decoded ({error})") from None
         raise CorruptDicomError(
             path, f"pixel data cannot be decoded ({type(error).__name__}: {error}); the file may be truncated or damaged"
         ) from None
@@ -449,6 +524,18 @@ def display_lut(ds, lo: int, hi: int, present: tuple[int, int] | None = None) ->
     return np.rint(unit * 65535.0).astype(np.uint16), voi
 
 
+def _apply_lut(lut: np.ndarray, arr: np.ndarray, start: int) -> np.ndarray:
+    """``lut[arr - start]`` in row blocks (intp indices in cache: ~2x faster on 10 MP)."""
+    out = np.empty(arr.shape, dtype=np.uint16)
+    step = max(1, (1 << 20) // max(arr.shape[1], 1))
+    for y in range(0, arr.shape[0], step):
+        index = arr[y: y + step].astype(np.intp)
+        if start:
+            index -= start
+        np.take(lut, index, out=out[y: y + step])
+    return out
+
+
 def read_mammogram(path: str | os.PathLike) -> MammogramImage:
     """Read a mammogram and return display pixels (uint16) plus a non-identifying header.
 
@@ -463,6 +550,8 @@ def read_mammogram(path: str | os.PathLike) -> MammogramImage:
     _check_file(path)
     ds = _dcmread(path, stop_before_pixels=False)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if _is_truncated(path, ds):
+            raise TruncatedDicomError(path, "the file ends inside a data element: it is truncated")
         raise NoPixelDataError(path, "has no (7FE0,0010) Pixel Data element")
     _check_dataset(path, ds)
     arr = _pixel_array(path, ds)
@@ -473,5 +562,5 @@ def read_mammogram(path: str | os.PathLike) -> MammogramImage:
         lut, voi = display_lut(ds, start, hi, present=(lo, hi))
     except (ValueError, NotImplementedError, AttributeError, KeyError, IndexError, TypeError) as error:
         raise UnsupportedImageError(path, f"the VOI LUT / window cannot be applied ({error})") from None
-    pixels = lut[arr] if start == 0 else lut[arr.astype(np.int32) - start]
+    pixels = _apply_lut(lut, arr, start)
     return MammogramImage(pixels=pixels, header=_header(ds), voi=voi)

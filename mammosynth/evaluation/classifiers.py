@@ -169,8 +169,32 @@ def fit(inputs: torch.Tensor, targets: Mapping[str, np.ndarray | torch.Tensor], 
             loss.backward()
             optimiser.step()
             schedule.step()
+    _recalibrate_batchnorm(model, inputs[index], recipe.batch_size)
     logger.debug("trained %s on %d images in %.1fs", list(classes), len(index), time.perf_counter() - started)
     return model.eval()
+
+
+@torch.no_grad()
+def _recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> None:
+    """Recompute BatchNorm running statistics with the final weights (exact averages).
+
+    Short trainings leave the running averages close to their initial values, which makes
+    eval-mode outputs wrong; one pass over the training images fixes that.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches of this pass
+    model.train()
+    for start in range(0, len(inputs), max(batch_size, 2)):
+        batch = inputs[start:start + max(batch_size, 2)]
+        if len(batch) > 1:
+            model(batch)
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()
 
 
 @torch.no_grad()

@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -232,7 +232,7 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
                 counts["written"] += 1
                 bar.update(1)
             if on_batch is not None:
-                on_batch(bar.n, len(plan))
+                on_batch(counts["already_done"] + counts["written"] + counts["dropped"], len(plan))
         if writer is None:
             raise ValueError(f"no synthetic image was kept ({counts['dropped']} dropped by the privacy gate)")
         report = {**counts, "seconds": round(time.perf_counter() - started, 1), "dropped_images": dropped,

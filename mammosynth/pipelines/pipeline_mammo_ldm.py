@@ -396,7 +396,8 @@ class MammoLDMPipeline(DiffusionPipeline):
         """
         path = Path(pretrained_model_name_or_path)
         check_checkpoint_folder(path)
-        kwargs.setdefault("torch_dtype", torch.float32)
+        if "torch_dtype" not in kwargs:
+            kwargs.setdefault("dtype", torch.float32)
         kwargs.setdefault("local_files_only", True)
         try:
             pipe = super().from_pretrained(str(path), **kwargs)

@@ -72,7 +72,10 @@ def clopper_pearson(flagged: int, total: int, confidence: float = 0.95) -> tuple
 
 
 def _threshold(similarities: np.ndarray, target: float) -> float:
-    return float(np.quantile(similarities, 1.0 - target, method="higher"))
+    """The lowest calibration value with at most ``floor(target · n)`` values above it."""
+    ordered = np.sort(similarities)
+    allowed = int(np.floor(target * len(ordered) + 1e-9))
+    return float(ordered[len(ordered) - 1 - allowed])
 
 
 def calibrate_threshold(

@@ -34,11 +34,13 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .options import add_common_arguments  # noqa: F401  (re-exported: other training scripts use it)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "TrainState",
     "add_common_arguments",
+    "TrainState",
     "batch_indices",
     "step_generator",
     "write_run_info",
@@ -55,37 +57,6 @@ __all__ = [
 ]
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments every training script takes (data, schedule, precision, checkpoints)."""
-    parser.add_argument("--data", required=True, help="prepared dataset folder (from `mammosynth ingest`)")
-    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="run folder (created; re-use it to resume)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train_batch_size", type=int, default=8, help="per device")
-    parser.add_argument("--max_train_steps", type=int, default=None,
-                        help="optimiser steps; if omitted, --max_minutes picks it from a measured sec/step")
-    parser.add_argument("--max_minutes", type=float, default=None,
-                        help="wall-clock budget for the whole run (all resumes together); the run stops "
-                        "and saves when it is spent")
-    parser.add_argument("--learning_rate", type=float, default=2e-4)
-    parser.add_argument("--lr_scheduler", default="cosine",
-                        help="diffusers.optimization.get_scheduler name (cosine, linear, constant_with_warmup, ...)")
-    parser.add_argument("--lr_warmup_steps", type=int, default=100)
-    parser.add_argument("--adam_weight_decay", type=float, default=1e-4)
-    parser.add_argument("--max_grad_norm", type=float, default=1.0)
-    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
-    parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--ema_decay", type=float, default=0.999)
-    parser.add_argument("--checkpointing_steps", type=int, default=500)
-    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
-    parser.add_argument("--resume_from_checkpoint", default="latest",
-                        help="'latest', a checkpoint folder, or 'none' to start fresh (fails if the run folder has checkpoints)")
-    parser.add_argument("--validation_steps", type=int, default=500)
-    parser.add_argument("--logging_steps", type=int, default=10)
-    parser.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bar")
 
 
 @dataclass

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import common
+from . import common, options
 
 logger = logging.getLogger(__name__)
 
@@ -45,27 +45,8 @@ VALIDATION_CONDITIONS: list[dict] = [
 ]
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="train_ldm", description=__doc__.split("\n\n")[0])
-    common.add_common_arguments(parser)
-    parser.add_argument("--vae", required=True, help="VAE run folder (from train-vae) or a VAE model folder")
-    parser.add_argument("--preset", default="bundled", help="UNet size preset (bundled, tiny)")
-    parser.add_argument("--block_out_channels", default=None, help="override, e.g. 64,128,256")
-    parser.add_argument("--layers_per_block", type=int, default=None, help="override the preset")
-    parser.add_argument("--embed_dim", type=int, default=128, help="condition embedding width per field")
-    parser.add_argument("--cond_dropout", type=float, default=0.1, help="per-field dropout for CFG")
-    parser.add_argument("--cond_drop_all", type=float, default=0.1, help="probability to drop every field")
-    parser.add_argument("--num_train_timesteps", type=int, default=1000)
-    parser.add_argument("--num_validation_images", type=int, default=4)
-    parser.add_argument("--validation_inference_steps", type=int, default=20)
-    parser.add_argument("--guidance_scale", type=float, default=3.0, help="for validation images")
-    parser.add_argument("--save_fp16", action="store_true", help="save the final pipeline as fp16 safetensors")
-    parser.set_defaults(learning_rate=3e-4, train_batch_size=16, lr_warmup_steps=100)
-    return parser
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    return options.ldm_parser().parse_args(argv)
 
 
 def resolve_vae_folder(path: str | Path) -> Path:
@@ -176,7 +157,7 @@ def main(args: argparse.Namespace) -> dict:
     data = load_prepared(args.data)
     train = PreparedDataset(data, split="training")
     vae_folder = resolve_vae_folder(args.vae)
-    vae = AutoencoderKL.from_pretrained(vae_folder, torch_dtype=torch.float32).to(accelerator.device)
+    vae = AutoencoderKL.from_pretrained(vae_folder, dtype=torch.float32).to(accelerator.device)
     vae.requires_grad_(False).eval()
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if data.height % factor or data.width % factor:

@@ -28,29 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import common
+from . import common, options
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["parse_args", "main", "reconstruction_metrics", "vae_loss"]
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="train_vae", description=__doc__.split("\n\n")[0])
-    common.add_common_arguments(parser)
-    parser.add_argument("--preset", default="bundled", help="VAE size preset (bundled, tiny)")
-    parser.add_argument("--block_out_channels", default=None, help="override, e.g. 32,64,128,128")
-    parser.add_argument("--crop", default="128x96", help="training crop HxW ('full' for whole frames)")
-    parser.add_argument("--ssim_weight", type=float, default=0.5)
-    parser.add_argument("--kl_weight", type=float, default=1e-6, help="weight of KL (summed per image / pixels)")
-    parser.add_argument("--eval_images", type=int, default=200, help="test images for PSNR/SSIM (0 = all)")
-    parser.add_argument("--scaling_images", type=int, default=256, help="training images to measure the scaling factor")
-    parser.set_defaults(learning_rate=4e-4, train_batch_size=8, lr_warmup_steps=50)
-    return parser
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    return options.vae_parser().parse_args(argv)
 
 
 def _parse_crop(text: str, height: int, width: int) -> tuple[int, int] | None:

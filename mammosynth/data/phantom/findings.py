@@ -287,8 +287,8 @@ def render_finding(rng: np.random.Generator, finding: Finding, lesion_map: np.nd
         value, ex, ey = _calcification_cluster(rng, finding, patch)
     elif finding.category == "Architectural Distortion":
         spicules = _spicules(rng, int(rng.integers(14, 26)), 0.08 * R, (0.55 * R, 1.0 * R))
-        lines = ndimage.gaussian_filter(patch.draw_lines(spicules, line_width), 0.7)
-        value = 0.36 * lines + 0.10 * np.exp(-((rho / (0.25 * R)) ** 2))
+        lines = ndimage.gaussian_filter(patch.draw_lines(spicules, max(2, round(size / 320))), 0.7)
+        value = 0.45 * lines + 0.18 * np.exp(-((rho / (0.25 * R)) ** 2))
         tips = np.array([(p[-1], q[-1]) for p, q in spicules])
         ex, ey = 0.95 * tips[:, 0], 0.95 * tips[:, 1]
     else:  # Focal Asymmetry / Asymmetry: a patch of extra glandular-looking density

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import logging
-import math
 import os
 import shutil
 import time

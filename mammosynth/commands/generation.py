@@ -1,0 +1,70 @@
+"""``mammosynth train-vae``, ``mammosynth train-ldm`` and ``mammosynth sample``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..training.options import ldm_parser, vae_parser
+
+    vae = subparsers.add_parser("train-vae", help="train the 1-channel VAE (f=8) on a prepared dataset",
+                                description="Train the 1-channel AutoencoderKL; resumes from the run folder.")
+    vae_parser(vae)
+    vae.set_defaults(handler=_train_vae)
+
+    ldm = subparsers.add_parser("train-ldm", help="train the conditional latent diffusion model",
+                                description="Train the conditional UNet on a frozen VAE; saves <out>/pipeline.")
+    ldm_parser(ldm)
+    ldm.set_defaults(handler=_train_ldm)
+
+    sample = subparsers.add_parser(
+        "sample", help="generate images from a checkpoint (16-bit PNG + JSON recipe each)",
+        description="Generate synthetic mammograms. Each image gets a 16-bit PNG and a JSON recipe "
+        "(conditions, seed, checkpoint, sampler) that makes it again with --recipe.")
+    sample.add_argument("--checkpoint", default="checkpoints/mammosynth-phantom-256", help="pipeline folder")
+    sample.add_argument("--out", required=True, help="output folder")
+    sample.add_argument("--num", type=int, default=1, help="number of images")
+    sample.add_argument("--birads", default=None, help="1..5 (default: unspecified)")
+    sample.add_argument("--density", default=None, help="A, B, C or D")
+    sample.add_argument("--view", default=None, help="CC or MLO")
+    sample.add_argument("--laterality", default=None, help="L or R")
+    sample.add_argument("--lesion", default=None,
+                        help="none, mass, calcification, architectural_distortion or asymmetry")
+    sample.add_argument("--box", default=None, help="x0,y0,x1,y1 in [0,1] of the displayed image")
+    sample.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    sample.add_argument("--steps", type=int, default=20, help="denoising steps")
+    sample.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (>= 1)")
+    sample.add_argument("--scheduler", default="dpm", help="dpm, ddim, unipc, euler or ddpm")
+    sample.add_argument("--batch_size", type=int, default=1,
+                        help="images per forward pass (1 gives bit-exact recipes; larger is faster per image)")
+    sample.add_argument("--recipe", default=None, help="a JSON recipe written by this command: make that image again")
+    sample.add_argument("--dicom", action="store_true", help="also write a synthetic-marked DICOM per image")
+    sample.add_argument("--num_threads", type=int, default=None, help="torch CPU threads")
+    sample.set_defaults(handler=_sample)
+
+
+def _train_vae(args: argparse.Namespace) -> int:
+    from ..training import train_vae
+
+    train_vae.main(args)
+    return 0
+
+
+def _train_ldm(args: argparse.Namespace) -> int:
+    from ..training import train_ldm
+
+    train_ldm.main(args)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from ..pipelines.sampling import sample_to_folder
+
+    written = sample_to_folder(args)
+    print(f"wrote {len(written)} image(s) to {args.out}")
+    return 0

@@ -1,0 +1,278 @@
+"""Sample grids, a conditioning check and the model card (``README.md``) of a checkpoint.
+
+``python -m mammosynth.training.model_card --checkpoint CKPT --vae_run RUN --ldm_run RUN``
+writes into ``CKPT``:
+
+* ``samples.png`` – density (rows A–D) × lesion type (columns) grid, MLO, left;
+* ``samples_views.png`` – view × laterality grid (CC/MLO × L/R), BI-RADS 4 mass;
+* ``conditioning.json`` – the lesion-location check (see :func:`lesion_contrast`);
+* ``README.md`` – the model card, from the run folders' metrics and the numbers above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "render_model_card", "main"]
+
+LESIONS = ("none", "mass", "calcification", "architectural_distortion", "asymmetry")
+DENSITIES = ("A", "B", "C", "D")
+#: Box (displayed frame, left breast) used for the grids and the conditioning check.
+CHECK_BOX = (0.35, 0.35, 0.55, 0.50)
+
+
+def lesion_contrast(image: np.ndarray, box: Sequence[float], ring: float = 0.5) -> float:
+    """Local contrast of a box: (mean inside − mean of a surrounding ring) / std of the ring.
+
+    ``box`` is normalised ``(x0, y0, x1, y1)`` in the frame of ``image``; the ring is the
+    box grown by ``ring`` × its size on every side, minus the box. Higher means the box is
+    brighter than its surroundings (masses, calcifications and asymmetries are dense).
+    """
+    h, w = image.shape
+    img = image.astype(np.float64) / 65535.0
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    inner = _pixels((x0, y0, x1, y1), h, w)
+    outer = _pixels((max(x0 - ring * bw, 0), max(y0 - ring * bh, 0), min(x1 + ring * bw, 1), min(y1 + ring * bh, 1)), h, w)
+    mask = np.zeros((h, w), bool)
+    mask[outer[1]:outer[3], outer[0]:outer[2]] = True
+    mask[inner[1]:inner[3], inner[0]:inner[2]] = False
+    inside = img[inner[1]:inner[3], inner[0]:inner[2]]
+    around = img[mask]
+    if around.size == 0 or inside.size == 0:
+        return float("nan")
+    return float((inside.mean() - around.mean()) / (around.std() + 1e-3))
+
+
+def _pixels(box, h, w):
+    x0, y0, x1, y1 = box
+    return int(x0 * w), int(y0 * h), max(int(np.ceil(x1 * w)), int(x0 * w) + 1), max(int(np.ceil(y1 * h)), int(y0 * h) + 1)
+
+
+def conditioning_check(pipe, num_seeds: int = 6, steps: int = 20, guidance: float = 3.0,
+                       box: Sequence[float] = CHECK_BOX) -> dict[str, Any]:
+    """Does "lesion X at box B" put something at B? A simple, stated measure.
+
+    For each lesion type and seed, generate the image with the lesion at ``box`` and the
+    *same seed* with lesion ``none`` (BI-RADS 1). Report the mean :func:`lesion_contrast`
+    at the box for both, and the *localisation ratio*: mean absolute pixel change between
+    the pair inside the box / outside it (> 1: the lesion condition changes the image
+    where the box is, more than elsewhere).
+    """
+    results: dict[str, Any] = {"box": list(box), "seeds": num_seeds, "steps": steps, "guidance": guidance,
+                               "measure": "lesion_contrast = (mean inside box - mean of ring around it) / std(ring); "
+                                          "localisation = mean|lesion - control| inside box / outside box, same seed",
+                               "lesions": {}}
+    base = dict(density="C", view="MLO", laterality="L")
+    controls = []
+    for s in range(num_seeds):
+        controls.append(pipe(birads=1, lesion="none", num_inference_steps=steps, guidance_scale=guidance,
+                             generator=torch.Generator().manual_seed(s), **base).images[0])
+    control_contrast = [lesion_contrast(c, box) for c in controls]
+    results["control_contrast"] = float(np.mean(control_contrast))
+    h, w = controls[0].shape
+    x0, y0, x1, y1 = _pixels(box, h, w)
+    inside = np.zeros((h, w), bool)
+    inside[y0:y1, x0:x1] = True
+    for lesion in LESIONS[1:]:
+        contrasts, ratios = [], []
+        for s in range(num_seeds):
+            img = pipe(birads=4, lesion=lesion, box=box, num_inference_steps=steps, guidance_scale=guidance,
+                       generator=torch.Generator().manual_seed(s), **base).images[0]
+            contrasts.append(lesion_contrast(img, box))
+            diff = np.abs(img.astype(np.float64) - controls[s].astype(np.float64))
+            ratios.append(float(diff[inside].mean() / (diff[~inside].mean() + 1e-6)))
+        results["lesions"][lesion] = {
+            "contrast": float(np.mean(contrasts)),
+            "contrast_minus_control": float(np.mean(contrasts) - results["control_contrast"]),
+            "localisation_ratio": float(np.mean(ratios)),
+            "fraction_above_control": float(np.mean([c > k for c, k in zip(contrasts, control_contrast)])),
+        }
+    return results
+
+
+def sample_grids(pipe, out: Path, steps: int = 20, guidance: float = 3.0, seed: int = 0) -> list[Path]:
+    """Write ``samples.png`` (density × lesion) and ``samples_views.png`` (view × laterality)."""
+    from ..conditions import Conditions
+    from .common import save_image_grid
+
+    conds = []
+    for density in DENSITIES:
+        for lesion in LESIONS:
+            conds.append(Conditions.create(birads=1 if lesion == "none" else 4, density=density, view="MLO",
+                                           laterality="L", lesion=lesion, box=None if lesion == "none" else CHECK_BOX))
+    images = _generate(pipe, conds, steps, guidance, seed)
+    save_image_grid(np.stack(images), out / "samples.png", ncols=len(LESIONS))
+    conds = [Conditions.create(birads=4, density="B", view=v, laterality=lat, lesion="mass",
+                               box=CHECK_BOX if lat == "L" else (1 - CHECK_BOX[2], CHECK_BOX[1], 1 - CHECK_BOX[0], CHECK_BOX[3]))
+             for v in ("CC", "MLO") for lat in ("R", "L")]
+    images = _generate(pipe, conds, steps, guidance, seed)
+    save_image_grid(np.stack(images), out / "samples_views.png", ncols=2)
+    return [out / "samples.png", out / "samples_views.png"]
+
+
+def _generate(pipe, conds, steps, guidance, seed) -> list[np.ndarray]:
+    images = []
+    for i in range(0, len(conds), 5):
+        chunk = conds[i:i + 5]
+        gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
+        images += pipe(conditions=chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
+    return images
+
+
+def _folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*.safetensors")) / 1e6 if path.exists() else 0.0
+
+
+def render_model_card(info: dict[str, Any]) -> str:
+    """The model card (Markdown) from collected numbers (see :func:`main` for the keys)."""
+    vae, ldm, data, cond = info["vae"], info["ldm"], info["data"], info.get("conditioning") or {}
+    rows = "\n".join(
+        f"| {name} | {v['contrast']:.2f} | {v['contrast_minus_control']:+.2f} | {v['localisation_ratio']:.2f} | "
+        f"{v['fraction_above_control']:.0%} |" for name, v in cond.get("lesions", {}).items()
+    )
+    return f"""# mammosynth-phantom-256
+
+**Demo model; not for clinical use.** A conditional latent diffusion model that generates
+256×192 16-bit synthetic mammograms of the *procedural phantom* (not of people), conditioned
+on BI-RADS, density, view, laterality, lesion type and lesion box. It was trained on a
+2-core CPU in about {vae.get('elapsed_min', 0) + ldm.get('elapsed_min', 0):.0f} minutes to show the
+whole system working end to end; it is not a model of real mammograms.
+
+## Use
+
+```python
+from mammosynth import MammoLDMPipeline
+import torch
+pipe = MammoLDMPipeline.from_pretrained("checkpoints/mammosynth-phantom-256")
+out = pipe(birads=4, density="C", lesion="mass", box=(0.45, 0.30, 0.60, 0.42), view="MLO",
+           laterality="L", num_images=2, num_inference_steps=20, guidance_scale=3.0,
+           generator=torch.Generator().manual_seed(0))
+out.images  # list of uint16 (256, 192) arrays, display orientation
+```
+or `mammosynth sample --checkpoint checkpoints/mammosynth-phantom-256 --out out/ --num 8 --birads 4 --lesion mass`.
+
+## Data
+
+* Phantom studies from `mammosynth phantom` (seed 0), ingested with `mammosynth ingest --size 256x192`.
+* Prepared dataset: `{data.get('root')}`, manifest sha256 `{data.get('manifest_sha256', '')[:16]}…`,
+  {data.get('training', '?')} training and {data.get('test', '?')} test images.
+
+## Model
+
+| part | what | parameters | fp16 size |
+|---|---|---|---|
+| vae | `AutoencoderKL`, 1 channel, f=8, blocks {tuple(vae.get('block_out_channels', ()))}, scaling_factor {vae.get('scaling_factor', float('nan')):.4f} | {vae.get('params_m', 0):.1f} M | {info['sizes_mb']['vae']:.1f} MB |
+| unet | `UNet2DModel` on 4 latent + 1 lesion-mask channels, blocks {tuple(ldm.get('block_out_channels', ()))}, condition vector added to the time embedding | {ldm.get('params_m', 0):.1f} M | {info['sizes_mb']['unet']:.1f} MB |
+| condition_encoder | per-field embeddings (0 = unspecified) → MLP | {ldm.get('encoder_params_m', 0):.2f} M | {info['sizes_mb']['condition_encoder']:.1f} MB |
+| scheduler | DPM-Solver++ (2M), 1000 training steps, scaled-linear betas | | |
+
+Classifier-free guidance: each condition field dropped with p = 0.1 and all with p = 0.1
+during training (the lesion mask is dropped with the lesion field).
+
+## Training (exact command: `{info.get('command', 'bash scripts/train_bundled.sh')}`)
+
+| stage | steps | minutes | batch | loss first → last |
+|---|---|---|---|---|
+| VAE (L1 + 0.5·(1−SSIM) + 1e-6·KL, 128×96 crops) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
+| LDM (ε-prediction MSE, EMA 0.999) | {ldm.get('steps')} | {ldm.get('elapsed_min', 0):.1f} | {ldm.get('batch')} | {ldm.get('first_loss', float('nan')):.4f} → {ldm.get('final_loss', float('nan')):.4f} |
+
+Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}.
+
+## Measured
+
+* VAE reconstruction on {vae.get('images')} phantom **test** images: PSNR **{vae.get('psnr', float('nan')):.2f} dB**, SSIM **{vae.get('ssim', float('nan')):.4f}** (higher is better).
+* Sampling, one image, {info.get('timing', {}).get('steps', 20)} steps with CFG, {info.get('timing', {}).get('threads')} CPU threads: **{info.get('timing', {}).get('seconds', float('nan')):.2f} s** (model loaded); see `benchmarks/bench_sampling.py`.
+* Conditioning (lesion at box {tuple(cond.get('box', CHECK_BOX))}, density C, MLO, L; {cond.get('seeds')} seeds, each paired with
+  the same seed and lesion "none"; {cond.get('measure', '')}). Control contrast (no lesion): {cond.get('control_contrast', float('nan')):.2f}.
+
+| lesion | contrast at box | − control | localisation ratio | images above their control |
+|---|---|---|---|---|
+{rows}
+
+Grids: `samples.png` (rows density A–D, columns lesion none/mass/calcification/architectural
+distortion/asymmetry; MLO, left) and `samples_views.png` (rows CC/MLO, columns R/L; BI-RADS 4 mass).
+
+## Intended use and limits
+
+Demo, tests and development of the mammosynth system (app, privacy gate, evaluation).
+**Not for clinical use, diagnosis, or as evidence about real mammograms.** It has only
+seen phantoms; fidelity and privacy numbers for real data come from re-training on real
+data (e.g. VinDr-Mammo) with the same commands. No privacy checker is attached to this
+folder until `privacy_checker/` is added by the privacy stage.
+"""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="model_card", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--vae_run", required=True)
+    parser.add_argument("--ldm_run", required=True)
+    parser.add_argument("--data", default=None, help="prepared dataset (for split sizes)")
+    parser.add_argument("--command", default="bash scripts/train_bundled.sh")
+    parser.add_argument("--num_threads", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=6, help="seeds per lesion type in the conditioning check")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--skip_samples", action="store_true")
+    args = parser.parse_args(argv)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
+
+    ckpt, vae_run, ldm_run = Path(args.checkpoint), Path(args.vae_run), Path(args.ldm_run)
+    pipe = MammoLDMPipeline.from_pretrained(ckpt)
+    pipe.set_progress_bar_config(disable=True)
+    vae_info = json.loads((vae_run / "run.json").read_text())
+    ldm_info = json.loads((ldm_run / "run.json").read_text())
+    from .train_ldm import _loss_summary
+
+    n = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+    vae = {**vae_info.get("metrics", {}), **_loss_summary(vae_run / "log.csv"),
+           "block_out_channels": pipe.vae.config.block_out_channels, "params_m": n(pipe.vae),
+           "batch": vae_info.get("config", {}).get("train_batch_size")}
+    ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
+           "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
+           "batch": ldm_info.get("config", {}).get("train_batch_size")}
+    data = dict(ldm_info.get("data", {}))
+    if args.data:
+        from ..data.prepared import load_prepared
+
+        manifest = load_prepared(args.data).manifest
+        data.update({"training": int((manifest["split"] == "training").sum()), "test": int((manifest["split"] == "test").sum())})
+    gen = torch.Generator().manual_seed(0)
+    pipe(birads=3, num_inference_steps=2, generator=gen)  # warm-up
+    start = time.perf_counter()
+    pipe(birads=4, lesion="mass", num_inference_steps=args.steps, guidance_scale=3.0, generator=gen)
+    timing = {"seconds": time.perf_counter() - start, "steps": args.steps, "threads": torch.get_num_threads()}
+    conditioning = None
+    if not args.skip_samples:
+        sample_grids(pipe, ckpt, steps=args.steps)
+        conditioning = conditioning_check(pipe, num_seeds=args.seeds, steps=args.steps)
+        (ckpt / "conditioning.json").write_text(json.dumps(conditioning, indent=2))
+    info = {"vae": vae, "ldm": ldm, "data": data, "conditioning": conditioning, "timing": timing,
+            "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),
+            "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")}}
+    (ckpt / "README.md").write_text(render_model_card(info))
+    (ckpt / "training_summary.json").write_text(json.dumps(info, indent=2, default=str))
+    print(f"wrote {ckpt / 'README.md'}; VAE+UNet fp16 {info['sizes_mb']['vae'] + info['sizes_mb']['unet']:.1f} MB; "
+          f"sampling {timing['seconds']:.2f} s")
+    if conditioning:
+        for lesion, v in conditioning["lesions"].items():
+            print(f"  {lesion:26s} contrast {v['contrast']:+.2f} (control {conditioning['control_contrast']:+.2f}) "
+                  f"localisation {v['localisation_ratio']:.2f}")
+    return info
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,78 @@
+"""Command-line options of the training scripts (no heavy imports: the CLI parses these).
+
+``vae_parser`` / ``ldm_parser`` build (or extend) an ``argparse`` parser; both share
+:func:`add_common_arguments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_common_arguments", "vae_parser", "ldm_parser"]
+
+VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8) on a prepared dataset."
+LDM_DESCRIPTION = "Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE."
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments every training script takes (data, schedule, precision, checkpoints)."""
+    parser.add_argument("--data", required=True, help="prepared dataset folder (from `mammosynth ingest`)")
+    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="run folder (created; re-use it to resume)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train_batch_size", type=int, default=8, help="per device")
+    parser.add_argument("--max_train_steps", type=int, default=None,
+                        help="optimiser steps; if omitted, --max_minutes picks it from a measured sec/step")
+    parser.add_argument("--max_minutes", type=float, default=None,
+                        help="wall-clock budget for the whole run (all resumes together); the run stops "
+                        "and saves when it is spent")
+    parser.add_argument("--learning_rate", type=float, default=2e-4)
+    parser.add_argument("--lr_scheduler", default="cosine",
+                        help="diffusers.optimization.get_scheduler name (cosine, linear, constant_with_warmup, ...)")
+    parser.add_argument("--lr_warmup_steps", type=int, default=100)
+    parser.add_argument("--adam_weight_decay", type=float, default=1e-4)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--ema_decay", type=float, default=0.999)
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=2)
+    parser.add_argument("--resume_from_checkpoint", default="latest",
+                        help="'latest', a checkpoint folder, or 'none' to start fresh (fails if the run folder has checkpoints)")
+    parser.add_argument("--validation_steps", type=int, default=500)
+    parser.add_argument("--logging_steps", type=int, default=10)
+    parser.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the tqdm bar")
+
+
+def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="train_vae", description=VAE_DESCRIPTION)
+    add_common_arguments(parser)
+    parser.add_argument("--preset", default="bundled", help="VAE size preset (bundled, tiny)")
+    parser.add_argument("--block_out_channels", default=None, help="override, e.g. 32,64,128,128")
+    parser.add_argument("--crop", default="128x96", help="training crop HxW ('full' for whole frames)")
+    parser.add_argument("--ssim_weight", type=float, default=0.5)
+    parser.add_argument("--kl_weight", type=float, default=1e-6, help="weight of KL (summed per image / pixels)")
+    parser.add_argument("--eval_images", type=int, default=200, help="test images for PSNR/SSIM (0 = all)")
+    parser.add_argument("--scaling_images", type=int, default=256, help="training images to measure the scaling factor")
+    parser.set_defaults(learning_rate=4e-4, train_batch_size=8, lr_warmup_steps=50)
+    return parser
+
+
+def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="train_ldm", description=LDM_DESCRIPTION)
+    add_common_arguments(parser)
+    parser.add_argument("--vae", required=True, help="VAE run folder (from train-vae) or a VAE model folder")
+    parser.add_argument("--preset", default="bundled", help="UNet size preset (bundled, tiny)")
+    parser.add_argument("--block_out_channels", default=None, help="override, e.g. 64,128,256")
+    parser.add_argument("--layers_per_block", type=int, default=None, help="override the preset")
+    parser.add_argument("--embed_dim", type=int, default=128, help="condition embedding width per field")
+    parser.add_argument("--cond_dropout", type=float, default=0.1, help="per-field dropout for CFG")
+    parser.add_argument("--cond_drop_all", type=float, default=0.1, help="probability to drop every field")
+    parser.add_argument("--num_train_timesteps", type=int, default=1000)
+    parser.add_argument("--num_validation_images", type=int, default=4)
+    parser.add_argument("--validation_inference_steps", type=int, default=20)
+    parser.add_argument("--guidance_scale", type=float, default=3.0, help="for validation images")
+    parser.add_argument("--save_fp16", action="store_true", help="save the final pipeline as fp16 safetensors")
+    parser.set_defaults(learning_rate=3e-4, train_batch_size=16, lr_warmup_steps=100)
+    return parser

@@ -1,0 +1,410 @@
+"""The Generate tab: §7 conditions in, 16-bit images with privacy verdicts and downloads out.
+
+Pure functions first (:func:`check_conditions`, :func:`run_generation`, :func:`render_gallery`,
+:func:`box_from_annotation` ...), then :func:`build_generate_tab`, which lays out the
+components and wires the events. The public endpoint is ``generate``; the helpers behind
+window/level, presets and box drawing are private (browser only).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+
+from ..conditions import ConditionError, Conditions, canonical_box, parse_box
+from .display import Window, apply_window, auto_window, breast_outline, write_png8
+from .services import (
+    GeneratedImage, Services, checkpoint_image_size, new_output_folder, parse_generation_request, write_outputs,
+)
+
+logger = logging.getLogger("mammosynth.app")
+
+__all__ = [
+    "BIRADS_CHOICES", "DENSITY_CHOICES", "VIEW_CHOICES", "LATERALITY_CHOICES", "LESION_CHOICES", "PRESETS",
+    "SAMPLER_CHOICES", "check_conditions", "box_from_annotation", "annotation_value", "run_generation",
+    "render_gallery", "verdict_table", "build_generate_tab",
+]
+
+BIRADS_CHOICES = [("any", "any"), ("1 · negative", "1"), ("2 · benign", "2"), ("3 · probably benign", "3"),
+                  ("4 · suspicious", "4"), ("5 · highly suggestive of malignancy", "5")]
+DENSITY_CHOICES = [("any", "any"), ("A · almost entirely fatty", "A"), ("B · scattered fibroglandular", "B"),
+                   ("C · heterogeneously dense", "C"), ("D · extremely dense", "D")]
+VIEW_CHOICES = [("any", "any"), ("CC (craniocaudal)", "CC"), ("MLO (mediolateral oblique)", "MLO")]
+LATERALITY_CHOICES = [("any", "any"), ("left", "L"), ("right", "R")]
+LESION_CHOICES = [("any", "any"), ("none (normal)", "none"), ("mass", "mass"), ("calcification", "calcification"),
+                  ("architectural distortion", "architectural_distortion"), ("asymmetry", "asymmetry")]
+SAMPLER_CHOICES = [("DPM-Solver++ (fast, default)", "dpm"), ("UniPC", "unipc"), ("DDIM", "ddim"),
+                   ("Euler", "euler"), ("DDPM (slow, needs many steps)", "ddpm")]
+
+#: One-click presets: (label, birads, density, view, laterality, lesion, box).
+PRESETS: list[tuple[str, str, str, str, str, str, str]] = [
+    ("Normal screening · L-CC, density B", "1", "B", "CC", "L", "none", ""),
+    ("Dense breast · R-MLO, density D", "2", "D", "MLO", "R", "none", ""),
+    ("Suspicious mass · L-MLO", "4", "C", "MLO", "L", "mass", "0.30,0.36,0.46,0.50"),
+    ("Calcifications · R-CC", "4", "C", "CC", "R", "calcification", "0.50,0.40,0.64,0.52"),
+    ("Highly suspicious mass · L-CC", "5", "B", "CC", "L", "mass", "0.40,0.42,0.56,0.58"),
+    ("Anything (all unspecified)", "any", "any", "any", "any", "any", ""),
+]
+
+_BOX_COLOUR = (255, 96, 64)
+
+
+# ---- pure helpers ---------------------------------------------------------------------------
+
+
+def check_conditions(birads: Any, density: Any, view: Any, laterality: Any, lesion: Any, box: Any) -> str:
+    """A one-line Markdown verdict on the chosen conditions (never raises)."""
+    try:
+        c = Conditions.create(birads=birads, density=density, view=view, laterality=laterality, lesion=lesion, box=box)
+    except ConditionError as error:
+        return f"⚠ **These conditions cannot be generated:** {error}"
+    note = ""
+    if c.lesion is not None and c.lesion.value != "none" and not str(box or "").strip():
+        note = " The lesion goes to the default place (upper-outer breast); draw a box to choose."
+    return f"✓ Conditions are consistent.{note}"
+
+
+def box_from_annotation(value: dict | None) -> str:
+    """The drawn box as ``"x0,y0,x1,y1"`` in normalised display coordinates (``""`` if none)."""
+    if not value or not value.get("boxes"):
+        return ""
+    image = value.get("image")
+    if isinstance(image, np.ndarray):
+        height, width = image.shape[:2]
+    else:
+        from PIL import Image
+
+        with Image.open(image) as opened:
+            width, height = opened.size
+    box = value["boxes"][-1]
+    coords = [box["xmin"] / width, box["ymin"] / height, box["xmax"] / width, box["ymax"] / height]
+    coords = [min(max(v, 0.0), 1.0) for v in coords]
+    return ",".join(f"{v:.3f}" for v in coords)
+
+
+def annotation_value(outline: np.ndarray, box: str | None) -> dict:
+    """The annotator's value: the outline and the box (if ``box`` parses)."""
+    height, width = outline.shape[:2]
+    boxes = []
+    try:
+        parsed = parse_box(box) if box else None
+    except ConditionError:
+        parsed = None
+    if parsed is not None:
+        boxes.append({"xmin": int(round(parsed.x0 * width)), "ymin": int(round(parsed.y0 * height)),
+                      "xmax": int(round(parsed.x1 * width)), "ymax": int(round(parsed.y1 * height)),
+                      "label": "lesion", "color": _BOX_COLOUR})
+    return {"image": outline, "boxes": boxes}
+
+
+def same_box(drawn: str, typed: str, value: dict | None) -> bool:
+    """True if a drawn box equals the typed one up to the drawing's pixel rounding."""
+    try:
+        a, b = parse_box(drawn), parse_box(typed)
+    except ConditionError:
+        return False
+    if a is None or b is None:
+        return a is b
+    image = (value or {}).get("image")
+    height, width = image.shape[:2] if isinstance(image, np.ndarray) else (100, 100)
+    tolerance = (1.5 / width, 1.5 / height, 1.5 / width, 1.5 / height)
+    return all(abs(p - q) <= t for p, q, t in zip(a.as_tuple(), b.as_tuple(), tolerance))
+
+
+def mirror_box_text(box: str, old_laterality: str, new_laterality: str) -> str:
+    """Keep a drawn box on the same anatomy when the side flips between left and right."""
+    if not box or {old_laterality, new_laterality} != {"L", "R"}:
+        return box
+    try:
+        parsed = parse_box(box)
+    except ConditionError:
+        return box
+    return ",".join(f"{v:.3f}" for v in canonical_box(parsed, "R").as_tuple())
+
+
+def verdict_line(verdict: Any) -> tuple[str, str]:
+    """(short status, similarity text) of a privacy verdict."""
+    if verdict is None:
+        return "— not checked", "no privacy checker in this checkpoint"
+    mark = "⚠ **flagged**" if verdict.flagged else "✓ pass"
+    relation = ">" if verdict.flagged else "≤"
+    return mark, f"{verdict.similarity:.3f} {relation} {verdict.threshold:.3f}"
+
+
+def verdict_table(images: list[GeneratedImage]) -> str:
+    """Markdown table: one row per image with its privacy verdict and nearest training ids."""
+    if not images:
+        return ""
+    lines = ["| # | seed | privacy | similarity vs threshold | nearest training images |", "|---|---|---|---|---|"]
+    for i, image in enumerate(images, start=1):
+        mark, similarity = verdict_line(image.verdict)
+        neighbours = "—"
+        if image.verdict is not None and image.verdict.neighbours:
+            neighbours = ", ".join(f"`{nid[:10]}` ({sim:.2f})" for nid, sim in image.verdict.neighbours)
+        lines.append(f"| {i} | {image.recipe.seed} | {mark} | {similarity} | {neighbours} |")
+    if any(im.verdict is not None and im.verdict.flagged for im in images):
+        lines.append("\n⚠ A flagged image is too similar to a training image: do not share it; generate again "
+                     "with another seed.")
+    if any(im.verdict is None for im in images):
+        lines.append("\n⚠ This checkpoint has no privacy checker: the images were **not** checked against the "
+                     "training set. Do not share them outside your institution.")
+    return "\n".join(lines)
+
+
+def render_gallery(items: list[dict], window: Window, folder: Path) -> list[tuple[str, str]]:
+    """8-bit windowed PNGs for the gallery from the 16-bit PNGs in ``items``."""
+    from ..data.export import read_png16
+
+    out = []
+    for k, item in enumerate(items):
+        frame = read_png16(item["png16"])
+        path = write_png8(apply_window(frame, window), folder / f"view_{k}_{window.centre:g}_{window.width:g}.png")
+        out.append((str(path), item["caption"]))
+    return out
+
+
+@dataclass
+class GenerationOutcome:
+    """What one generation produced, ready for the UI and the API."""
+
+    images: list[GeneratedImage]
+    files: list[str]
+    items: list[dict]  # per image: png16 path, caption
+    details: dict
+    window: Window
+    folder: Path
+
+
+def run_generation(services: Services, birads: Any, density: Any, view: Any, laterality: Any, lesion: Any, box: Any,
+                   seed: Any, steps: Any, guidance: Any, sampler: Any, num_images: Any,
+                   progress: Callable[[int, int], None] | None = None) -> GenerationOutcome:
+    """Validate, generate, write the downloads; raises ``ValueError`` for bad input."""
+    config = services.config
+    request = parse_generation_request(birads, density, view, laterality, lesion, box, seed, steps, guidance, sampler,
+                                       num_images, max_images=config.max_images, max_steps=config.max_steps)
+    images = services.model.generate(request, progress=progress)
+    folder = new_output_folder(config.temp_dir, "generated")
+    files, items, per_image = [], [], []
+    for image in images:
+        paths = write_outputs(image, folder)
+        files += [str(paths["png"]), str(paths["dicom"]), str(paths["json"])]
+        mark, similarity = verdict_line(image.verdict)
+        caption = f"seed {image.recipe.seed} · privacy {mark.replace('*', '')} ({similarity})"
+        items.append({"png16": str(paths["png"]), "caption": caption})
+        per_image.append({"seed": image.recipe.seed, "recipe": image.recipe.to_dict(),
+                          "privacy": image.recipe.privacy, "files": {k: p.name for k, p in paths.items()}})
+    details = {"checkpoint": services.model.checkpoint.name, "fingerprint": services.model.fingerprint,
+               "conditions": request.conditions.to_dict(), "seed": request.seed, "steps": request.num_inference_steps,
+               "guidance": request.guidance_scale, "sampler": request.scheduler, "images": per_image}
+    return GenerationOutcome(images, files, items, details, auto_window(images[0].frame), folder)
+
+
+# ---- the tab --------------------------------------------------------------------------------
+
+
+def _outline_cache(services: Services) -> Callable[[str, str], np.ndarray]:
+    height, width = checkpoint_image_size(services.config.checkpoint)
+    cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def outline(view: str, laterality: str) -> np.ndarray:
+        key = (view if view in ("CC", "MLO") else "CC", laterality if laterality in ("L", "R") else "L")
+        if key not in cache:
+            cache[key] = breast_outline(height, width, key[0], key[1], scale=max(1, round(480 / height)))
+        return cache[key]
+
+    return outline
+
+
+def model_banner(services: Services) -> str:
+    """A one-line description of the loaded (or not yet loaded) model."""
+    info = services.model.info()
+    if not info["exists"]:
+        return (f"⚠ **No checkpoint at `{info['checkpoint']}`.** Train one (`mammosynth train-ldm`) or start the "
+                "app with `--checkpoint DIR`. Generation will fail until then.")
+    if not info["loaded"]:
+        return f"Model **{info['name']}** · loads on first use (a few seconds)."
+    checker = (f"privacy checker on (threshold {info['privacy_threshold']:.3f})" if info.get("privacy_checker")
+               else "⚠ **no privacy checker**")
+    return (f"Model **{info['name']}** · {info['size'][0]}×{info['size'][1]} px · fingerprint `{info['fingerprint']}` · "
+            f"{checker} · synthetic images, trained on phantom data unless the model card says otherwise.")
+
+
+def build_generate_tab(services: Services) -> None:
+    """Lay out the Generate tab inside the current ``gr.Blocks`` and wire its events."""
+    from gradio_image_annotation import image_annotator
+
+    config = services.config
+    outline = _outline_cache(services)
+    banner = gr.Markdown(model_banner(services), label="Model", elem_id="model-banner")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            gr.Markdown("### Conditions")
+            with gr.Row():
+                birads = gr.Dropdown(BIRADS_CHOICES, value="any", label="BI-RADS", elem_id="gen-birads", allow_custom_value=True)
+                density = gr.Dropdown(DENSITY_CHOICES, value="any", label="Breast density", elem_id="gen-density", allow_custom_value=True)
+            with gr.Row():
+                view = gr.Radio(VIEW_CHOICES, value="any", label="View", elem_id="gen-view")
+                laterality = gr.Radio(LATERALITY_CHOICES, value="any", label="Side", elem_id="gen-laterality")
+            lesion = gr.Dropdown(LESION_CHOICES, value="any", label="Lesion type", elem_id="gen-lesion", allow_custom_value=True)
+            annotator = image_annotator(
+                value=annotation_value(outline("CC", "L"), ""), label="Lesion location: drag a box on the breast",
+                image_type="numpy", single_box=True, sources=[], show_download_button=False, show_clear_button=False,
+                show_remove_button=True, disable_edit_boxes=True, label_list=["lesion"], label_colors=[_BOX_COLOUR],
+                use_default_label=True, height=360, elem_id="gen-annotator",
+            )
+            with gr.Row():
+                box = gr.Textbox("", label="Lesion box x0,y0,x1,y1 (0–1, as displayed; empty = default place)",
+                                 placeholder="e.g. 0.30,0.38,0.46,0.52", scale=4, elem_id="gen-box")
+                clear_box = gr.Button("Clear box", size="sm", scale=1, elem_id="gen-clear-box")
+            validity = gr.Markdown(check_conditions("any", "any", "any", "any", "any", ""), elem_id="gen-validity")
+            gr.Markdown("### Sampling")
+            with gr.Row():
+                seed = gr.Number(value=-1, precision=0, label="Seed (−1 = random)", minimum=-1, elem_id="gen-seed")
+                num_images = gr.Slider(1, config.max_images, value=1, step=1, label="Images", elem_id="gen-num")
+            with gr.Row():
+                steps = gr.Slider(1, config.max_steps, value=config.default_steps, step=1, label="Steps",
+                                  elem_id="gen-steps")
+                guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="Guidance (1 = none)", elem_id="gen-guidance")
+            sampler = gr.Dropdown(SAMPLER_CHOICES, value="dpm", label="Sampler", elem_id="gen-sampler", allow_custom_value=True)
+            go = gr.Button("Generate", variant="primary", elem_id="gen-go")
+            gr.Markdown("**Presets** (one click sets the conditions):")
+            with gr.Row():
+                preset_buttons = [gr.Button(p[0], size="sm", elem_classes=["preset"]) for p in PRESETS]
+        with gr.Column(scale=3, min_width=360):
+            gallery = gr.Gallery(label="Generated images (8-bit view through the window below; downloads are 16-bit)",
+                                 format="png", columns=2, height=560, object_fit="contain", preview=False,
+                                 buttons=["fullscreen"], elem_id="gen-gallery", interactive=False)
+            with gr.Row():
+                centre = gr.Slider(0, 100, value=50, step=0.5, label="Window centre (%)", elem_id="gen-wl-centre")
+                width = gr.Slider(0.5, 200, value=100, step=0.5, label="Window width (%)", elem_id="gen-wl-width")
+                auto = gr.Button("Auto window", size="sm", elem_id="gen-wl-auto")
+            verdicts = gr.Markdown(label="Privacy verdicts", elem_id="gen-verdicts")
+            neighbours = gr.Gallery(label="Nearest training images (shown because the server allows it)",
+                                    format="png", columns=6, height=160, visible=config.show_neighbours,
+                                    elem_id="gen-neighbours", buttons=[], interactive=False)
+            files = gr.File(label="Downloads: 16-bit PNG, DICOM (marked synthetic), JSON recipe",
+                            file_count="multiple", interactive=False, elem_id="gen-files")
+            details = gr.JSON(label="Recipe and privacy details", open=False, elem_id="gen-details")
+            last_seed = gr.Button("Reuse the seed of image 1", size="sm", elem_id="gen-reuse-seed")
+    shown = gr.State([])  # this session's generated images: 16-bit PNG paths and captions
+    side = gr.State("any")
+
+    # -- live validation and the box ----------------------------------------------------------
+    condition_inputs = [birads, density, view, laterality, lesion, box]
+    for component in condition_inputs:
+        component.change(check_conditions, condition_inputs, validity, queue=False, api_visibility="private",
+                         show_progress="hidden")
+
+    def on_draw(value: dict | None, current: str) -> Any:
+        drawn = box_from_annotation(value)
+        return gr.update() if same_box(drawn, current, value) else drawn
+
+    annotator.change(on_draw, [annotator, box], box, queue=False, api_visibility="private", show_progress="hidden")
+
+    def on_box_typed(text: str, view_value: str, side_value: str) -> dict:
+        return annotation_value(outline(view_value, side_value), text)
+
+    box.submit(on_box_typed, [box, view, laterality], annotator, queue=False, api_visibility="private")
+    box.blur(on_box_typed, [box, view, laterality], annotator, queue=False, api_visibility="private")
+
+    def on_clear(view_value: str, side_value: str) -> tuple[dict, str]:
+        return annotation_value(outline(view_value, side_value), ""), ""
+
+    clear_box.click(on_clear, [view, laterality], [annotator, box], queue=False, api_visibility="private")
+
+    def on_orientation(view_value: str, side_value: str, previous: str, text: str) -> tuple[dict, str, str]:
+        text = mirror_box_text(text, previous, side_value)
+        return annotation_value(outline(view_value, side_value), text), text, side_value
+
+    for component in (view, laterality):
+        component.input(on_orientation, [view, laterality, side, box], [annotator, box, side], queue=False,
+                        api_visibility="private")
+
+    for button, preset in zip(preset_buttons, PRESETS):
+        def apply(preset: tuple = preset) -> tuple:
+            _, b, d, v, lat, les, bx = preset
+            return b, d, v, lat, les, bx, annotation_value(outline(v, lat), bx), lat
+
+        button.click(apply, None, [birads, density, view, laterality, lesion, box, annotator, side], queue=False,
+                     api_visibility="private")
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(birads: str, density: str, view: str, laterality: str, lesion: str, box: str, seed: float,
+                 steps: float, guidance: float, sampler: str, num_images: float,
+                 progress: gr.Progress = gr.Progress()) -> tuple:
+        """Generate mammograms for the given conditions (each may be "any").
+
+        Returns the gallery (8-bit views), a Markdown table of privacy verdicts, the downloads
+        (16-bit PNG, DICOM, JSON per image), the recipe details, the window and neighbours.
+        """
+        progress(0, desc="Loading the model…" if not services.model.loaded else "Starting…")
+
+        def step(done: int, total: int) -> None:
+            progress((done, total), desc="Sampling", unit="steps")
+
+        try:
+            outcome = run_generation(services, birads, density, view, laterality, lesion, box, seed, steps, guidance,
+                                     sampler, num_images, progress=step)
+        except ValueError as error:  # bad input, incl. ConditionError and CheckpointError
+            raise gr.Error(str(error), title="Cannot generate", print_exception=False) from None
+        except Exception as error:  # noqa: BLE001 - a failure is a message, never a crash
+            logger.exception("generation failed")
+            raise gr.Error(f"Generation failed ({type(error).__name__}: {error}). The server log has the details.",
+                           title="Generation failed", print_exception=False) from None
+        thumbs = _neighbour_thumbnails(services, outcome) if config.show_neighbours else []
+        images = render_gallery(outcome.items, outcome.window, outcome.folder)
+        return (images, verdict_table(outcome.images), outcome.files, outcome.details, outcome.window.centre,
+                outcome.window.width, thumbs, outcome.items, model_banner(services))
+
+    inputs = [birads, density, view, laterality, lesion, box, seed, steps, guidance, sampler, num_images]
+    go.click(generate, inputs,
+             [gallery, verdicts, files, details, centre, width, neighbours, shown, banner], api_name="generate",
+             concurrency_limit=config.max_concurrent_generations, concurrency_id="generate",
+             show_progress_on=[gallery])
+
+    # -- window / level (re-renders the 8-bit views from the 16-bit files) ---------------------
+    def rewindow(items: list[dict], centre_value: float, width_value: float) -> list:
+        if not items:
+            return []
+        window = Window(float(centre_value), float(width_value))
+        return render_gallery(items, window, new_output_folder(config.temp_dir, "views"))
+
+    centre.release(rewindow, [shown, centre, width], gallery, api_visibility="private", show_progress="hidden")
+    width.release(rewindow, [shown, centre, width], gallery, api_visibility="private", show_progress="hidden")
+
+    def auto_level(items: list[dict]) -> tuple:
+        from ..data.export import read_png16
+
+        if not items:
+            return 50, 100, []
+        window = auto_window(read_png16(items[0]["png16"]))
+        return window.centre, window.width, render_gallery(items, window, new_output_folder(config.temp_dir, "views"))
+
+    auto.click(auto_level, shown, [centre, width, gallery], api_visibility="private")
+
+    def reuse_seed(current: dict | None, fallback: float) -> float:
+        images = (current or {}).get("images") or []
+        return images[0]["seed"] if images else fallback
+
+    last_seed.click(reuse_seed, [details, seed], seed, queue=False, api_visibility="private")
+
+
+def _neighbour_thumbnails(services: Services, outcome: GenerationOutcome) -> list[tuple[str, str]]:
+    ids = [nid for im in outcome.images if im.verdict is not None for nid, _ in im.verdict.neighbours]
+    try:
+        frames = services.model.neighbour_frames(ids)
+    except Exception:  # noqa: BLE001 - thumbnails are optional
+        logger.exception("could not load neighbour thumbnails")
+        frames = {}
+    thumbs = []
+    for k, image_id in enumerate(dict.fromkeys(ids)):
+        if image_id in frames:
+            frame = frames[image_id]
+            path = write_png8(apply_window(frame, auto_window(frame)), outcome.folder / f"neighbour_{k}.png")
+            thumbs.append((str(path), f"training {image_id[:10]}"))
+    return thumbs

@@ -1,0 +1,257 @@
+"""The Reader study tab and the ``study_next`` / ``study_answer`` / ``study_progress`` endpoints.
+
+Blinding: a reader receives the case file exactly as the study stored it (a 16-bit PNG of
+content-independent size, named by an opaque random id), its position and the total,
+nothing else. The truth key is never read here. Identity is the logged-in user
+(``gr.Request.username``); a reader only ever sees their own cases and progress.
+
+Pure functions (:func:`next_case_payload`, :func:`submit_answer`, :func:`progress_payload`)
+hold the logic; :func:`build_study_tab` lays out the tab and wires the browser events and
+the API events to them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from .auth import AccessDenied, require_role, username_of
+from .services import Services, StudyUnavailable
+
+logger = logging.getLogger("mammosynth.app")
+
+__all__ = ["next_case_payload", "submit_answer", "progress_payload", "build_study_tab", "VIEWER_SVG"]
+
+#: The SVG filter the viewer's window/level uses (a linear transfer function per channel).
+VIEWER_SVG = """
+<svg width="0" height="0" style="position:absolute" aria-hidden="true">
+  <filter id="ms-wl-filter" color-interpolation-filters="sRGB">
+    <feComponentTransfer>
+      <feFuncR type="linear" slope="1" intercept="0"/>
+      <feFuncG type="linear" slope="1" intercept="0"/>
+      <feFuncB type="linear" slope="1" intercept="0"/>
+    </feComponentTransfer>
+  </filter>
+</svg>
+<div class="ms-viewer-tools">
+  <button type="button" data-ms="zoom-out" title="Zoom out (−)">−</button>
+  <button type="button" data-ms="zoom-in" title="Zoom in (+)">+</button>
+  <button type="button" data-ms="reset" title="Reset zoom and window (0)">reset</button>
+  <label>level <input type="range" id="ms-wl-centre" min="0" max="100" step="0.5" value="50"></label>
+  <label>window <input type="range" id="ms-wl-width" min="2" max="100" step="0.5" value="100"></label>
+  <span class="ms-hint">wheel: zoom · drag: pan</span>
+</div>
+"""
+
+KEYBOARD_HELP = ("**Keys:** `R` real · `S` synthetic · `1`–`5` confidence · `Enter` submit · "
+                 "`+`/`−` zoom · `0` reset view")
+
+
+def _reader(services: Services, username: str | None) -> tuple[Any, str]:
+    require_role(services, username, "reader", "read study cases")
+    return services.studies.study(), str(username)
+
+
+def case_dict(view: Any) -> dict:
+    """The blinded description of a case: opaque id, position, total, label."""
+    return {"case_id": view.case_id, "position": view.position, "total": view.total, "label": view.label,
+            "finished": False}
+
+
+def finished_dict(progress: Any) -> dict:
+    return {"case_id": None, "position": progress.answered, "total": progress.total,
+            "label": f"{progress.answered} / {progress.total}", "finished": True}
+
+
+def next_case_payload(services: Services, username: str | None) -> tuple[str | None, dict]:
+    """``(image path or None, case dict)`` of the reader's current case (resumes where they were).
+
+    Raises:
+        AccessDenied: not a reader account. StudyUnavailable: no study (yet).
+    """
+    study, reader = _reader(services, username)
+    view = study.next_case(reader)
+    if view is None:
+        return None, finished_dict(study.progress(reader))
+    services.studies.mark_shown(reader, view.case_id)
+    return str(view.image_path), case_dict(view)
+
+
+def submit_answer(services: Services, username: str | None, case_id: Any, answer: Any, confidence: Any,
+                  birads: Any = None, seconds_on_case: Any = None) -> tuple[str | None, dict]:
+    """Store an answer for the reader's current case, then return the next case.
+
+    ``seconds_on_case`` empty/negative → measured on the server since the case was shown.
+    Raises ``StudyError`` (bad answer), :class:`AccessDenied`, :class:`StudyUnavailable`.
+    """
+    from ..study import StudyError
+
+    study, reader = _reader(services, username)
+    if not case_id:
+        raise StudyError("no case id was sent: call study_next first")
+    if answer is None or str(answer).strip() == "":
+        raise StudyError("choose whether the image is real or synthetic (keys R / S)")
+    if confidence is None or confidence == "":
+        raise StudyError("choose how confident you are (keys 1–5)")
+    try:
+        confidence = float(confidence)
+        confidence = int(confidence) if confidence.is_integer() else confidence
+    except (TypeError, ValueError):
+        raise StudyError(f"confidence must be a whole number, got {confidence!r}") from None
+    if birads in ("", "none", "not assessed"):
+        birads = None
+    if birads is not None:
+        try:
+            birads = int(float(birads))
+        except (TypeError, ValueError):
+            raise StudyError(f"BI-RADS must be 1–5 or empty, got {birads!r}") from None
+    seconds = None if seconds_on_case in (None, "") else float(seconds_on_case)
+    if seconds is None or seconds < 0:
+        seconds = services.studies.seconds_on(reader, str(case_id))
+    receipt = study.answer(reader, str(case_id), str(answer).strip().lower(), confidence, birads, seconds)
+    logger.info("answer stored: reader %s case %d/%d%s", reader, receipt.position, receipt.total,
+                " (duplicate)" if receipt.duplicate else "")
+    image, case = next_case_payload(services, username)
+    case["stored"] = {"case_id": receipt.case_id, "position": receipt.position, "duplicate": receipt.duplicate}
+    return image, case
+
+
+def progress_payload(services: Services, username: str | None) -> dict:
+    """The reader's own progress: answered, total, label, done."""
+    study, reader = _reader(services, username)
+    p = study.progress(reader)
+    return {"reader_id": reader, "answered": p.answered, "total": p.total, "label": f"{p.answered} / {p.total}",
+            "done": p.done}
+
+
+def _refusal(error: Exception) -> gr.Error:
+    from ..study import StudyError
+
+    if isinstance(error, AccessDenied):
+        return gr.Error(str(error), title="Not allowed", print_exception=False)
+    if isinstance(error, StudyUnavailable):
+        return gr.Error(str(error), title="Study not available", print_exception=False)
+    if isinstance(error, StudyError):
+        return gr.Error(str(error), title="Answer not stored", print_exception=False)
+    logger.exception("study request failed")
+    return gr.Error(f"The study request failed ({type(error).__name__}: {error}).", title="Error",
+                    print_exception=False)
+
+
+def _status_html(services: Services, username: str | None, case: dict | None, note: str = "") -> str:
+    name = services.accounts.display_name(username)
+    if case is None:
+        return f"<div class='ms-study-status'>{note}</div>"
+    total = max(int(case["total"]), 1)
+    answered = case["position"] - (0 if case["finished"] else 1)
+    pct = 100.0 * answered / total
+    head = ("<b>All cases read — thank you!</b> Your answers are stored." if case["finished"]
+            else f"Case <b id='ms-case-label'>{case['label']}</b>")
+    return (f"<div class='ms-study-status'><span>{name}</span> · {head} {note}"
+            f"<div class='ms-progress'><div style='width:{pct:.1f}%'></div></div></div>")
+
+
+def build_study_tab(services: Services) -> dict[str, Any]:
+    """Lay out the Reader study tab; returns components the app wires to page load."""
+    status = gr.HTML(elem_id="study-status")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=360):
+            image = gr.Image(type="filepath", format="png", interactive=False, show_label=False, height=720,
+                             buttons=["fullscreen"], elem_id="case-image")
+            gr.HTML(VIEWER_SVG, elem_id="case-tools")
+        with gr.Column(scale=1, min_width=240):
+            answer = gr.Radio([("Real  (R)", "real"), ("Synthetic  (S)", "synthetic")], label="This image is…",
+                              elem_id="answer")
+            confidence = gr.Radio([("1 · guessing", 1), ("2", 2), ("3", 3), ("4", 4), ("5 · certain", 5)],
+                                  label="Confidence", elem_id="confidence")
+            birads = gr.Dropdown([("not assessed", "none"), ("1", "1"), ("2", "2"), ("3", "3"), ("4", "4"), ("5", "5")],
+                                 value="none", label="BI-RADS assessment (optional)", elem_id="answer-birads",
+                                 visible=False)
+            submit = gr.Button("Submit answer  (Enter)", variant="primary", elem_id="submit-answer")
+            gr.Markdown(KEYBOARD_HELP, elem_id="study-keys")
+    case_id = gr.Textbox(visible=False, elem_id="case-id")
+    poll = gr.Timer(3.0, active=False)
+
+    def show(username: str | None, case: tuple[str | None, dict] | None = None, note: str = "") -> tuple:
+        """UI outputs for the reader's current state."""
+        role = services.role(username)
+        keep = gr.update()
+        if role == "admin":
+            msg = "You are logged in as a study admin: admins read no cases. See the <b>Results</b> tab."
+            return None, "", _status_html(services, username, None, msg), None, None, keep, gr.Timer(active=False)
+        try:
+            path, info = case if case is not None else next_case_payload(services, username)
+        except StudyUnavailable as error:
+            waiting = services.studies.state in ("preparing", "pending")
+            return (None, "", _status_html(services, username, None, str(error)), None, None, keep,
+                    gr.Timer(active=waiting))
+        except AccessDenied as error:
+            return None, "", _status_html(services, username, None, str(error)), None, None, keep, gr.Timer(active=False)
+        study = services.studies.study()
+        ask = bool(study.settings.ask_birads)
+        return (path, info["case_id"] or "", _status_html(services, username, info, note), None, None,
+                gr.update(visible=ask, value="none"), gr.Timer(active=False))
+
+    outputs = [image, case_id, status, answer, confidence, birads, poll]
+
+    def on_load(request: gr.Request) -> tuple:
+        return show(username_of(request))
+
+    def on_submit(case: str, answer_value: str, confidence_value: Any, birads_value: str, request: gr.Request) -> tuple:
+        username = username_of(request)
+        try:
+            result = submit_answer(services, username, case, answer_value, confidence_value,
+                                   None if birads_value in (None, "none") else birads_value, None)
+        except Exception as error:  # noqa: BLE001 - shown to the reader, never a trace
+            refusal = _refusal(error)
+            gr.Warning(refusal.message)
+            return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
+        return show(username, result, note="<span class='ms-saved'>✓ saved</span>")
+
+    submit.click(on_submit, [case_id, answer, confidence, birads], outputs, api_visibility="private",
+                 concurrency_limit=None, show_progress="hidden")
+    poll.tick(on_load, None, outputs, api_visibility="private", show_progress="hidden")
+
+    # -- the API (same handlers, same identity and roles) ----------------------------------------
+    with gr.Row(visible=False):
+        api_image = gr.Image(type="filepath", format="png", label="case image")
+        api_case = gr.JSON(label="case")
+        api_progress = gr.JSON(label="progress")
+        in_case = gr.Textbox(label="case_id")
+        in_answer = gr.Textbox(label="answer")
+        in_conf = gr.Number(label="confidence")
+        in_birads = gr.Number(label="birads", value=None)
+        in_seconds = gr.Number(label="seconds_on_case", value=None)
+        api_next = gr.Button("api next")
+        api_answer = gr.Button("api answer")
+        api_prog = gr.Button("api progress")
+
+    def study_next(request: gr.Request) -> tuple:
+        """The logged-in reader's current case: (16-bit PNG file, {case_id, position, total, label, finished})."""
+        try:
+            return next_case_payload(services, username_of(request))
+        except Exception as error:  # noqa: BLE001
+            raise _refusal(error) from None
+
+    def study_answer(case_id: str, answer: str, confidence: float | None, birads: float | None,
+                     seconds_on_case: float | None, request: gr.Request) -> tuple:
+        """Store an answer ('real'/'synthetic', confidence, optional BI-RADS, optional seconds); returns the next case."""
+        try:
+            return submit_answer(services, username_of(request), case_id, answer, confidence, birads, seconds_on_case)
+        except Exception as error:  # noqa: BLE001
+            raise _refusal(error) from None
+
+    def study_progress(request: gr.Request) -> dict:
+        """The logged-in reader's own progress: {reader_id, answered, total, label, done}."""
+        try:
+            return progress_payload(services, username_of(request))
+        except Exception as error:  # noqa: BLE001
+            raise _refusal(error) from None
+
+    api_next.click(study_next, None, [api_image, api_case], api_name="study_next", concurrency_limit=None)
+    api_answer.click(study_answer, [in_case, in_answer, in_conf, in_birads, in_seconds], [api_image, api_case],
+                     api_name="study_answer", concurrency_limit=None)
+    api_prog.click(study_progress, None, api_progress, api_name="study_progress", concurrency_limit=None)
+    return {"outputs": outputs, "on_load": on_load}

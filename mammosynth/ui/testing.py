@@ -1,0 +1,84 @@
+"""Tiny, random-initialised stand-ins for tests and benchmarks of the app (seconds to build).
+
+* :func:`make_tiny_checkpoint` – a complete ``MammoLDMPipeline`` folder at 64×48 with a
+  privacy checker whose index covers a few random frames;
+* :func:`make_tiny_study` – a reader study (real and synthetic demo sets) with the demo
+  accounts (``reader1``/``reader1`` … ``admin``/``admin``).
+
+They make noise, not mammograms: they exercise the app's wiring, never its quality.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["make_tiny_checkpoint", "make_tiny_study"]
+
+
+def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int = 48, privacy: bool = True,
+                         threshold: float | None = 1.0, seed: int = 0) -> Path:
+    """Write a tiny random pipeline checkpoint to ``path`` and return it.
+
+    Args:
+        privacy: include a privacy checker (index over 6 random frames).
+        threshold: the checker's threshold (default 1.0: nothing is flagged; ``None`` keeps the
+            calibrated one, which random networks exceed: everything is flagged).
+    """
+    import numpy as np
+    import torch
+
+    from ..models.autoencoder import build_vae
+    from ..models.conditioning import ConditionEncoder
+    from ..models.unet import build_unet
+    from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline, default_scheduler
+
+    torch.manual_seed(seed)
+    vae = build_vae(block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                    sample_size=height)
+    unet = build_unet(sample_size=(height // 8, width // 8), latent_channels=4, block_out_channels=(8, 16),
+                      layers_per_block=1, attention_levels=(False, True), norm_num_groups=4, attention_head_dim=8)
+    encoder = ConditionEncoder(embed_dim=8, out_dim=32)
+    checker = None
+    if privacy:
+        from ..models.siamese import SiameseEmbedder
+        from ..privacy.calibration import calibrate_threshold
+        from ..privacy.checker import PrivacyChecker
+        from ..privacy.index import build_index
+
+        embedder = SiameseEmbedder(embedding_dim=8, input_size=(32, 32), block_inplanes=(4, 4, 8, 8),
+                                   layers=(1, 1, 1, 1)).eval()
+        rng = np.random.default_rng(seed)
+        frames = (rng.random((6, height, width)) * 65535).astype(np.uint16)
+        ids = [f"train{i:02d}{'0' * 24}" for i in range(6)]
+        index = build_index(embedder, frames, ids, [f"study{i // 2}" for i in range(6)], backend="sklearn",
+                            meta={"data": "", "split": "training"})
+        held = (rng.random((12, height, width)) * 65535).astype(np.uint16)
+        calibration = calibrate_threshold(index.max_similarity(embedder.embed_frames(held)), 0.1,
+                                          source="random frames (test)")
+        checker = PrivacyChecker.from_index(embedder, index, calibration, num_neighbours=3)
+        if threshold is not None:
+            checker.register_to_config(threshold=float(threshold))
+    pipe = MammoLDMPipeline(vae=vae, unet=unet, condition_encoder=encoder, scheduler=default_scheduler(),
+                            privacy_checker=checker, requires_privacy_checker=privacy)
+    path = Path(path)
+    pipe.save_pretrained(path)
+    return path
+
+
+def make_tiny_study(path: str | os.PathLike, work: str | os.PathLike, n_real: int = 8, n_synthetic: int = 8,
+                    height: int = 64, width: int = 48, ask_birads: bool = False) -> Path:
+    """A small reader study at ``path`` (demo accounts; ``work`` holds the source datasets)."""
+    from ..study.create import create_study
+    from ..study.demo import make_demo_datasets
+    from ..study.study import StudySettings
+    from .demo import write_demo_accounts
+
+    work = Path(work)
+    real, synthetic = make_demo_datasets(work / "sets", n_real=n_real, n_synthetic=n_synthetic, height=height,
+                                         width=width, seed=0)
+    readers = write_demo_accounts(work / "readers.csv")
+    create_study(path, name="tiny test study", real=real, synthetic=synthetic, readers_csv=readers,
+                 n_cases=min(n_real, n_synthetic) * 2, real_split=None, seed=0,
+                 settings=StudySettings(ask_birads=ask_birads))
+    return Path(path)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Train the bundled demo checkpoint checkpoints/mammosynth-phantom-256/ on a 2-core CPU.
+#
+# Input:  data/prepared-256, made by
+#           mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512
+#           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
+# Output: runs/bundled/{vae,ldm}/ (run folders: config, git sha, data hash, logs, checkpoints)
+#         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
+#
+# Budget: about 75 minutes on 2 cores: VAE 18 min, LDM 50 min (incl. latent encoding),
+# model card and sample grids ~5 min. The step counts are picked from a measured
+# sec/step at the start of each stage (--max_minutes) and recorded in the run folders.
+# Re-running the script resumes where it stopped (finished stages are skipped).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=${DATA:-data/prepared-256}
+RUNS=${RUNS:-runs/bundled}
+CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}
+THREADS=${THREADS:-2}
+VAE_MINUTES=${VAE_MINUTES:-18}
+LDM_MINUTES=${LDM_MINUTES:-50}
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+
+if [ ! -f "$DATA/manifest.csv" ]; then
+  echo "no prepared dataset at $DATA; make it first:" >&2
+  echo "  mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512" >&2
+  echo "  mammosynth ingest --root data/phantom --out $DATA --size 256x192" >&2
+  exit 2
+fi
+
+# 1. VAE (1 channel, f=8), random 128x96 crops, L1 + SSIM + small KL
+if [ -f "$RUNS/vae/metrics.json" ] && [ -f "$RUNS/vae/vae/config.json" ]; then
+  echo "VAE already trained: $RUNS/vae"
+else
+  python -m mammosynth.training.train_vae \
+    --data "$DATA" --out "$RUNS/vae" --preset bundled --crop 128x96 \
+    --train_batch_size 8 --learning_rate 4e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
+    --ssim_weight 0.5 --kl_weight 1e-6 --ema_decay 0.999 \
+    --max_minutes "$VAE_MINUTES" --checkpointing_steps 100 --checkpoints_total_limit 2 \
+    --validation_steps 200 --logging_steps 10 --eval_images 400 \
+    --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
+fi
+
+# 2. Conditional LDM on cached VAE latents (CFG dropout 0.1 per field + 0.1 all)
+if [ -f "$RUNS/ldm/pipeline/model_index.json" ]; then
+  echo "LDM already trained: $RUNS/ldm"
+else
+  python -m mammosynth.training.train_ldm \
+    --data "$DATA" --vae "$RUNS/vae" --out "$RUNS/ldm" --preset bundled \
+    --train_batch_size 16 --learning_rate 3e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
+    --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 \
+    --max_minutes "$LDM_MINUTES" --checkpointing_steps 100 --checkpoints_total_limit 2 \
+    --validation_steps 300 --logging_steps 10 --save_fp16 \
+    --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
+fi
+
+# 3. Assemble the checkpoint folder, sample grids, conditioning check and model card
+rm -rf "$CKPT.tmp"
+mkdir -p "$(dirname "$CKPT")"
+cp -r "$RUNS/ldm/pipeline" "$CKPT.tmp"
+for keep in privacy_checker feature_extractor; do   # components other stages add later
+  if [ -d "$CKPT/$keep" ]; then cp -r "$CKPT/$keep" "$CKPT.tmp/"; fi
+done
+rm -rf "$CKPT" && mv "$CKPT.tmp" "$CKPT"
+python -m mammosynth.training.model_card \
+  --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$RUNS/ldm" --data "$DATA" \
+  --command "bash scripts/train_bundled.sh" --num_threads "$THREADS"
+du -sh "$CKPT"/vae "$CKPT"/unet "$CKPT"/condition_encoder
+echo "done: $CKPT"

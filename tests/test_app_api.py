@@ -1,0 +1,249 @@
+"""The app through its public API (gradio_client): every endpoint, auth, roles and blinding.
+
+One server (tiny random checkpoint, tiny study) is launched for the module on a free port of
+127.0.0.1 with ``prevent_thread_lock=True``; clients log in like a browser does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+STEPS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp: Path, checkpoint: Path, study: Path | None, **config):
+    """Launch the app; returns (demo, url, services)."""
+    from mammosynth.ui.app import create_app
+    from mammosynth.ui.services import AppConfig
+
+    cfg = AppConfig(checkpoint=checkpoint, study=study, work_dir=tmp / "work", temp_dir=tmp / "temp", **config)
+    demo, options, services = create_app(cfg)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    return demo, f"http://127.0.0.1:{port}/", services
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    from mammosynth.ui.testing import make_tiny_checkpoint, make_tiny_study
+
+    tmp = tmp_path_factory.mktemp("app")
+    checkpoint = make_tiny_checkpoint(tmp / "checkpoint")
+    (checkpoint / "reports").mkdir()
+    (checkpoint / "reports" / "privacy_audit.json").write_text(json.dumps({"reid_map_at_r": 0.005}))
+    study = make_tiny_study(tmp / "study", tmp / "study-src")
+    demo, url, services = launch(tmp, checkpoint, study)
+    yield {"url": url, "services": services, "study": study, "checkpoint": checkpoint, "tmp": tmp}
+    demo.close()
+
+
+def client(app, user: str) -> Client:
+    return Client(app["url"], auth=(user, user), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def reader1(app):
+    return client(app, "reader1")
+
+
+def generate(c: Client, **overrides):
+    args = dict(birads="4", density="C", view="MLO", laterality="R", lesion="mass", box="0.50,0.40,0.70,0.60",
+                seed=42, steps=STEPS, guidance=3.0, sampler="dpm", num_images=1)
+    args.update(overrides)
+    return c.predict(**args, api_name="/generate")
+
+
+# ---- auth ---------------------------------------------------------------------------------------
+
+
+def test_every_endpoint_needs_a_login(app):
+    import httpx
+
+    with pytest.raises(Exception):
+        Client(app["url"], verbose=False)
+    with pytest.raises(Exception):
+        Client(app["url"], auth=("reader1", "wrong password"), verbose=False)
+    # the raw HTTP API refuses too
+    response = httpx.post(app["url"] + "gradio_api/call/study_next", json={"data": []}, timeout=10)
+    assert response.status_code in (401, 403)
+
+
+def test_api_names_are_stable(reader1):
+    names = set(reader1.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/generate", "/study_next", "/study_answer", "/study_progress", "/results"} <= names
+
+
+# ---- generate -----------------------------------------------------------------------------------
+
+
+def test_generate_returns_images_verdicts_and_16_bit_downloads(app, reader1):
+    from mammosynth.data.export import read_png16, read_recipe
+
+    gallery, verdicts, files, details, centre, width, neighbours, banner = generate(reader1, num_images=2)
+    assert len(gallery) == 2 and all(Path(item["image"]).suffix == ".png" for item in gallery)
+    assert "privacy" in gallery[0]["caption"] and "seed 42" in gallery[0]["caption"]
+    assert "| 1 | 42 | ✓ pass |" in verdicts and "| 2 | 43 |" in verdicts
+    names = sorted(Path(f).name for f in files)
+    assert names == sorted(f"mammosynth_RMLO_seed{s}.{e}" for s in (42, 43) for e in ("png", "dcm", "json"))
+    png = next(Path(f) for f in files if f.endswith("seed42.png"))
+    frame = read_png16(png)
+    assert frame.dtype == np.uint16 and frame.shape == (64, 48)
+    recipe = read_recipe(next(f for f in files if f.endswith("seed42.json")))
+    assert recipe.seed == 42 and recipe.conditions.lesion.value == "mass" and recipe.privacy["flagged"] is False
+    assert details["images"][1]["seed"] == 43 and details["sampler"] == "dpm"
+    assert 0 <= centre <= 100 and 0 < width <= 200
+    assert neighbours == []  # not shown unless --show-neighbours
+
+
+def test_the_dicom_download_is_valid_and_synthetic(reader1):
+    import pydicom
+
+    files = generate(reader1)[2]
+    path = next(f for f in files if f.endswith(".dcm"))
+    ds = pydicom.dcmread(path)
+    assert ds.ConversionType == "SYN" and "seed 42" in ds.SeriesDescription and ds.Laterality == "R"
+    if shutil.which("dciodvfy"):
+        result = subprocess.run(["dciodvfy", path], capture_output=True, text=True)
+        assert result.returncode == 0 and "Error" not in result.stdout + result.stderr
+
+
+def test_the_json_recipe_makes_the_same_image_again(reader1):
+    from mammosynth.data.export import read_png16, read_recipe
+
+    first = generate(reader1, seed=-1, sampler="unipc")
+    recipe = read_recipe(next(f for f in first[2] if f.endswith(".json")))
+    c = recipe.conditions
+    again = generate(reader1, birads=str(c.birads), density=c.density.value, view=c.view.value,
+                     laterality=c.laterality.value, lesion=c.lesion.value,
+                     box=",".join(map(str, c.box.as_tuple())), seed=recipe.seed, steps=recipe.num_inference_steps,
+                     guidance=recipe.guidance_scale, sampler=recipe.scheduler)
+    a = read_png16(next(f for f in first[2] if f.endswith(".png")))
+    b = read_png16(next(f for f in again[2] if f.endswith(".png")))
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(birads="1", lesion="mass"), "BI-RADS 1"),
+    (dict(box="0.5,0.4,1.7,0.6"), "outside the image"),
+    (dict(lesion="none"), "without a lesion type"),
+    (dict(steps=0), "less than minimum value 1"),
+    (dict(sampler="magic"), "sampler must be one of"),
+    (dict(birads="9"), "birads must be one of 1..5"),
+])
+def test_invalid_input_is_explained_not_a_trace(reader1, overrides, message):
+    with pytest.raises(AppError) as info:
+        generate(reader1, **overrides)
+    assert message in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_a_missing_checkpoint_is_a_message_not_a_crash(app, tmp_path):
+    demo, url, _ = launch(tmp_path, tmp_path / "no-such-checkpoint", app["study"])
+    try:
+        c = Client(url, auth=("reader1", "reader1"), verbose=False)
+        with pytest.raises(AppError, match="does not exist"):
+            generate(c)
+        assert c.predict(api_name="/study_progress")["total"] == 16  # the rest of the app still works
+    finally:
+        demo.close()
+
+
+# ---- the reader study ---------------------------------------------------------------------------
+
+
+def test_a_reader_answers_and_resumes_after_logging_in_again(app):
+    c = client(app, "reader2")
+    image, case = c.predict(api_name="/study_next")
+    assert case["position"] == 1 and case["total"] == 16 and Path(image).name == f"{case['case_id']}.png"
+    for _ in range(3):
+        image, nxt = c.predict(case["case_id"], "synthetic", 4, None, None, api_name="/study_answer")
+        assert nxt["stored"]["case_id"] == case["case_id"]
+        case = nxt
+    assert case["position"] == 4
+    again = client(app, "reader2")  # a new session (reload, other machine)
+    assert again.predict(api_name="/study_next")[1]["case_id"] == case["case_id"]
+    assert again.predict(api_name="/study_progress") == {"reader_id": "reader2", "answered": 3, "total": 16,
+                                                         "label": "3 / 16", "done": False}
+    # another reader sees only their own progress
+    assert client(app, "reader3").predict(api_name="/study_progress")["answered"] == 0
+
+
+def test_answers_are_checked_and_nothing_bad_is_stored(app):
+    c = client(app, "reader3")
+    case = c.predict(api_name="/study_next")[1]
+    with pytest.raises(AppError, match="real' or 'synthetic"):
+        c.predict(case["case_id"], "maybe", 3, None, None, api_name="/study_answer")
+    with pytest.raises(AppError, match="confidence must be a whole number from 1 to 5"):
+        c.predict(case["case_id"], "real", 9, None, None, api_name="/study_answer")
+    with pytest.raises(AppError, match="not in the reading list"):
+        c.predict("0123456789ab", "real", 3, None, None, api_name="/study_answer")
+    with pytest.raises(AppError, match="does not ask for a BI-RADS"):
+        c.predict(case["case_id"], "real", 3, 4, None, api_name="/study_answer")
+    assert c.predict(api_name="/study_progress")["answered"] == 0
+
+
+def test_roles_are_enforced_through_the_api(app, reader1):
+    admin = client(app, "admin")
+    with pytest.raises(AppError, match="Only study readers"):
+        admin.predict(api_name="/study_next")
+    with pytest.raises(AppError, match="Only study admins may see study results"):
+        reader1.predict(api_name="/results")
+
+
+def test_admin_results_have_statistics_exports_and_checkpoint_reports(app):
+    c = client(app, "reader1")
+    case = c.predict(api_name="/study_next")[1]
+    c.predict(case["case_id"], "real", 2, None, None, api_name="/study_answer")
+    payload, files = client(app, "admin").predict(api_name="/results")
+    analysis = payload["analysis"]
+    assert analysis["study"]["n_answers"] >= 1 and "reader1" in analysis["per_reader"]
+    assert payload["reports"]["privacy_audit.json"] == {"reid_map_at_r": 0.005}
+    names = {Path(f).name for f in files}
+    assert {"report.json", "report.md", "responses.csv", "imrmc.txt"} <= names
+    imrmc = Path(next(f for f in files if f.endswith("imrmc.txt"))).read_text()
+    assert "BEGIN DATA:" in imrmc
+
+
+def test_blinded_payloads_are_identical_in_shape_format_and_metadata(app):
+    """Everything study_next / study_answer sends for real and synthetic cases looks the same."""
+    from mammosynth.study import Study
+
+    truth = {c: e["truth"] for c, e in Study.open(app["study"]).key()["cases"].items()}  # the test's view only
+    c = client(app, "reader1")
+    image, case = c.predict(api_name="/study_next")
+    seen: dict[str, list] = {"real": [], "synthetic": []}
+    while not case["finished"]:
+        data = Path(image).read_bytes()
+        seen[truth[case["case_id"]]].append({
+            "keys": tuple(sorted(case)), "types": tuple(type(case[k]).__name__ for k in sorted(case) if k != "stored"),
+            "name_length": len(Path(image).name), "bytes": len(data), "header": data[:33], "suffix": Path(image).suffix,
+        })
+        assert set(case) <= {"case_id", "position", "total", "label", "finished", "stored"}
+        assert truth[case["case_id"]] not in json.dumps(case)
+        image, case = c.predict(case["case_id"], "real", 3, None, None, api_name="/study_answer")
+    assert seen["real"] and seen["synthetic"]
+    for field in ("types", "name_length", "bytes", "header", "suffix"):
+        values = {str(item[field]) for group in seen.values() for item in group}
+        assert len(values) == 1, f"{field} differs between cases: {values}"

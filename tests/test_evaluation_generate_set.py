@@ -1,0 +1,137 @@
+"""generate-set: the label distribution of a split, privacy gating, mirroring, resuming — with a tiny real pipeline."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from mammosynth.data.prepared import load_prepared, row_boxes
+from mammosynth.evaluation.generate_set import GenerationSettings, generate_set
+from mammosynth.evaluation.toy import write_toy_dataset
+from mammosynth.privacy.checker import PrivacyVerdict
+
+
+class CountingGate:
+    """A privacy gate that flags the first ``n_flag`` images it sees (its verdicts are real PrivacyVerdicts)."""
+
+    def __init__(self, n_flag: int):
+        self.n_flag, self.seen = n_flag, 0
+
+    def check(self, frames: np.ndarray) -> list[PrivacyVerdict]:
+        verdicts = []
+        for _ in frames:
+            self.seen += 1
+            flagged = self.seen <= self.n_flag
+            verdicts.append(PrivacyVerdict(flagged=flagged, similarity=0.99 if flagged else 0.1, threshold=0.9))
+        return verdicts
+
+
+def tiny_pipe(gate=None):
+    from mammosynth.models.autoencoder import build_vae
+    from mammosynth.models.conditioning import ConditionEncoder
+    from mammosynth.models.unet import build_unet, time_embed_dim
+    from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, default_scheduler
+
+    torch.manual_seed(0)
+    vae = build_vae(block_out_channels=(4, 4), latent_channels=2, norm_num_groups=2, sample_size=32)
+    unet = build_unet(sample_size=(16, 12), latent_channels=2, block_out_channels=(8, 16),
+                      attention_levels=(False, False), norm_num_groups=4, layers_per_block=1,
+                      attention_head_dim=8)
+    encoder = ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet))
+    pipe = MammoLDMPipeline(vae, unet, encoder, default_scheduler(), privacy_checker=gate,
+                            requires_privacy_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def like(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("like") / "real", 24, height=32, width=24, seed=3)
+
+
+def _labels(rows):
+    return Counter(zip(rows["birads"].astype(str), rows["density"], rows["lesion"], rows["view"], rows["laterality"]))
+
+
+def test_same_label_distribution_and_canonical_frames(like, tmp_path):
+    pipe = tiny_pipe(CountingGate(0))
+    settings = GenerationSettings(num_inference_steps=2, guidance_scale=2.0, batch_size=5, seed=7, copies=2)
+    report = generate_set(pipe, like, tmp_path / "synth", split="training", settings=settings, progress=False)
+    real, synth = load_prepared(like), load_prepared(tmp_path / "synth")
+    train = real.split("training")
+    assert report["written"] == 2 * len(train) == len(synth.manifest) and report["dropped"] == 0
+    assert synth.meta["source"] == "synthetic" and synth.meta["privacy_gated"] is True
+    assert set(synth.manifest["source"]) == {"synthetic"} and set(synth.manifest["split"]) == {"training"}
+    # every label combination appears exactly twice as often (copies=2)
+    assert _labels(synth.manifest) == Counter({k: 2 * v for k, v in _labels(train).items()})
+    # box statistics follow the real boxes (same pixel grid here)
+    real_boxes = sorted(b.as_tuple() for _, r in train.iterrows() for b in row_boxes(r, 32, 24))
+    synth_boxes = sorted(b.as_tuple() for _, r in synth.manifest.iterrows() for b in row_boxes(r, 32, 24))
+    assert np.allclose(np.repeat(np.array(real_boxes), 2, axis=0), np.array(synth_boxes), atol=1 / 24 + 1e-9)
+    # ids are fresh, but the source study is recorded for the privacy audit
+    assert not set(synth.manifest["image_id"]) & set(real.manifest["image_id"])
+    extra = [json.loads(e) for e in synth.manifest["extra"]]
+    assert {e["source_study_id"] for e in extra} == set(train["study_id"])
+    # a right-breast image is stored in the canonical frame: the pipeline's display image mirrored back
+    from mammosynth.conditions import Conditions
+
+    k = int(np.nonzero((synth.manifest["laterality"] == "R").to_numpy())[0][0])
+    info = extra[k]
+    shown = pipe(conditions=[Conditions.from_dict(info["conditions"])], num_inference_steps=2, guidance_scale=2.0,
+                 generator=[torch.Generator().manual_seed(info["seed"])]).images[0]
+    stored, shown = synth.frames([k])[0].astype(int), shown.astype(int)
+    assert np.abs(stored - np.fliplr(shown)).max() <= 2  # batch-size float rounding only
+    assert np.abs(stored - shown).max() > 1000
+
+
+def test_privacy_gate_resample_and_drop(like, tmp_path):
+    settings = dict(num_inference_steps=1, batch_size=4, limit=6)
+    resampled = generate_set(tiny_pipe(CountingGate(2)), like, tmp_path / "r", settings=GenerationSettings(**settings),
+                             progress=False)
+    assert (resampled["flagged"], resampled["resampled"], resampled["dropped"], resampled["written"]) == (2, 2, 0, 6)
+    attempts = [json.loads(e)["attempt"] for e in load_prepared(tmp_path / "r").manifest["extra"]]
+    assert sorted(attempts)[-2:] == [1, 1]
+    dropped = generate_set(tiny_pipe(CountingGate(2)), like, tmp_path / "d",
+                           settings=GenerationSettings(privacy="drop", **settings), progress=False)
+    assert (dropped["dropped"], dropped["written"]) == (2, 4)
+    assert len(load_prepared(tmp_path / "d").manifest) == 4
+    assert json.loads((tmp_path / "d" / "generation_report.json").read_text())["dropped"] == 2
+    with pytest.raises(ValueError, match="no privacy verdict"):
+        generate_set(tiny_pipe(None), like, tmp_path / "x", settings=GenerationSettings(**settings), progress=False)
+    ungated = generate_set(tiny_pipe(None), like, tmp_path / "u", settings=GenerationSettings(privacy="off", **settings),
+                           progress=False)
+    assert ungated["written"] == 6 and load_prepared(tmp_path / "u").meta["privacy_gated"] is False
+
+
+def test_resumes_after_a_crash(like, tmp_path):
+    settings = GenerationSettings(num_inference_steps=1, batch_size=3, limit=7)
+
+    def crash(done, total):
+        if done >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_set(tiny_pipe(CountingGate(0)), like, tmp_path / "s", settings=settings, progress=False, on_batch=crash)
+    report = generate_set(tiny_pipe(CountingGate(0)), like, tmp_path / "s", settings=settings, progress=False)
+    assert report["already_done"] == 3 and report["written"] == 4
+    manifest = load_prepared(tmp_path / "s").manifest
+    assert len(manifest) == 7 and manifest["image_id"].is_unique
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="privacy must be one of"):
+        GenerationSettings(privacy="maybe")
+    with pytest.raises(ValueError, match="copies"):
+        GenerationSettings(copies=0)

@@ -1,0 +1,145 @@
+"""The networks: condition encoder, CFG dropout, VAE and UNet builders (tiny, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mammosynth.conditions import NUM_CLASSES, Conditions
+from mammosynth.models.autoencoder import VAE_PRESETS, build_vae, decode, encode, measure_scaling_factor
+from mammosynth.models.conditioning import CONDITION_FIELDS, ConditionEncoder, drop_conditions, unconditional_codes
+from mammosynth.models.unet import UNET_PRESETS, build_unet, latent_mask, time_embed_dim
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def codes_for(*conditions: Conditions) -> dict[str, torch.Tensor]:
+    encoded = [c.encode() for c in conditions]
+    return {f: torch.tensor([e[f] for e in encoded]) for f in CONDITION_FIELDS}
+
+
+def test_condition_encoder_shape_and_fields_matter():
+    torch.manual_seed(0)
+    enc = ConditionEncoder(embed_dim=8, out_dim=16)
+    a = Conditions.create(birads=4, density="C", view="MLO", laterality="L", lesion="mass")
+    b = Conditions.create(birads=4, density="D", view="MLO", laterality="L", lesion="mass")
+    out = enc(codes_for(a, b, Conditions()))
+    assert out.shape == (3, 16)
+    assert not torch.allclose(out[0], out[1])  # density changes the vector
+    torch.testing.assert_close(out[2], enc(unconditional_codes(1))[0])  # all unspecified == zeros
+
+
+def test_condition_encoder_table_sizes_follow_vocabulary():
+    enc = ConditionEncoder()
+    for field in CONDITION_FIELDS:
+        assert enc.embeddings[field].num_embeddings == NUM_CLASSES[field]
+
+
+def test_condition_encoder_rejects_bad_codes():
+    enc = ConditionEncoder(embed_dim=4, out_dim=8)
+    codes = unconditional_codes(2)
+    codes["density"] = torch.tensor([0, 9])
+    with pytest.raises(ValueError, match="density codes must be in 0..4"):
+        enc(codes)
+    del codes["density"]
+    with pytest.raises(ValueError, match="lack the field"):
+        enc(codes)
+
+
+def test_condition_encoder_is_exported_lazily_and_round_trips(tmp_path):
+    import mammosynth
+
+    assert mammosynth.ConditionEncoder is ConditionEncoder
+    enc = ConditionEncoder(embed_dim=4, out_dim=8)
+    enc.save_pretrained(tmp_path)
+    loaded = ConditionEncoder.from_pretrained(tmp_path)
+    codes = codes_for(Conditions.create(birads=2, density="A"))
+    torch.testing.assert_close(enc(codes), loaded(codes))
+
+
+def test_drop_conditions_extremes_and_mask_follows_lesion():
+    codes = {f: torch.arange(1, 9) % 3 + 1 for f in CONDITION_FIELDS}
+    masks = torch.ones(8, 1, 4, 4)
+    same, same_masks = drop_conditions(codes, masks, p_field=0.0, p_all=0.0)
+    assert all(torch.equal(same[f], codes[f]) for f in CONDITION_FIELDS)
+    assert torch.equal(same_masks, masks)
+    dropped, dropped_masks = drop_conditions(codes, masks, p_field=0.0, p_all=1.0)
+    assert all(int(dropped[f].abs().sum()) == 0 for f in CONDITION_FIELDS)
+    assert float(dropped_masks.sum()) == 0.0
+    g = torch.Generator().manual_seed(0)
+    many = {f: torch.ones(4000, dtype=torch.long) for f in CONDITION_FIELDS}
+    out, out_masks = drop_conditions(many, torch.ones(4000, 1, 2, 2), p_field=0.3, p_all=0.0, generator=g)
+    rate = float((out["birads"] == 0).float().mean())
+    assert 0.25 < rate < 0.35
+    lesion_dropped = out["lesion"] == 0
+    assert float(out_masks[lesion_dropped].sum()) == 0.0
+    assert bool((out_masks[~lesion_dropped] == 1).all())
+    # fields drop independently
+    assert not torch.equal(out["birads"] == 0, out["density"] == 0)
+    with pytest.raises(ValueError, match="probabilities"):
+        drop_conditions(codes, masks, p_field=1.5)
+
+
+def test_vae_is_one_channel_and_factor_8():
+    torch.manual_seed(0)
+    vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"]).eval()
+    images = torch.rand(2, 1, 64, 48) * 2 - 1
+    latents = encode(vae, images)
+    assert latents.shape == (2, 4, 8, 6)
+    assert decode(vae, latents).shape == (2, 1, 64, 48)
+    with pytest.raises(ValueError, match="divisible by norm_num_groups"):
+        build_vae(block_out_channels=(8, 12, 16, 16), norm_num_groups=8)
+
+
+def test_scaling_factor_is_one_over_latent_std():
+    torch.manual_seed(0)
+    vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"]).eval()
+    batches = [torch.rand(2, 1, 64, 48) * 2 - 1 for _ in range(2)]
+    factor = measure_scaling_factor(vae, batches)
+    with torch.no_grad():
+        raw = torch.cat([vae.encode(b).latent_dist.mode() for b in batches])
+    assert factor == pytest.approx(1 / raw.std().item(), rel=1e-5)
+    vae.register_to_config(scaling_factor=factor)
+    assert encode(vae, batches[0]).std().item() == pytest.approx((raw[:2] * factor).std().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="at least one batch"):
+        measure_scaling_factor(vae, [])
+
+
+def test_unet_takes_latents_plus_mask_and_condition_vector():
+    torch.manual_seed(0)
+    unet = build_unet(sample_size=(8, 6), **UNET_PRESETS["tiny"]).eval()
+    assert unet.config.in_channels == 5 and unet.config.out_channels == 4
+    enc = ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet))
+    x = torch.randn(2, 5, 8, 6)
+    codes_a = codes_for(Conditions.create(birads=2, density="A"), Conditions.create(birads=2, density="A"))
+    codes_b = codes_for(Conditions.create(birads=5, density="D"), Conditions.create(birads=5, density="D"))
+    with torch.no_grad():
+        a = unet(x, torch.tensor([10, 10]), class_labels=enc(codes_a)).sample
+        b = unet(x, torch.tensor([10, 10]), class_labels=enc(codes_b)).sample
+    assert a.shape == (2, 4, 8, 6)
+    assert not torch.allclose(a, b)  # the condition vector reaches the output
+    with pytest.raises(ValueError, match="attention_levels"):
+        build_unet(block_out_channels=(8, 16), attention_levels=(False,), norm_num_groups=4)
+
+
+def test_bundled_sizes_fit_the_budget():
+    vae = build_vae(**VAE_PRESETS["bundled"])
+    unet = build_unet(**UNET_PRESETS["bundled"])
+    fp16_mb = 2 * sum(p.numel() for m in (vae, unet) for p in m.parameters()) / 1e6
+    assert fp16_mb <= 45
+
+
+def test_latent_mask_downsamples_by_area():
+    masks = torch.zeros(1, 1, 16, 16)
+    masks[..., :8, :8] = 1
+    small = latent_mask(masks, (2, 2))
+    assert small.shape == (1, 1, 2, 2)
+    assert small[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
+        latent_mask(torch.zeros(16, 16), (2, 2))

@@ -1,0 +1,141 @@
+"""train-siamese → build-index → privacy-audit on tiny data: the gate catches planted copies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mammosynth.cli import main as cli_main
+from mammosynth.data.prepared import PreparedWriter, load_prepared
+from mammosynth.privacy.audit import AuditConfig, EmptySyntheticSetError, run_audit, write_report
+from mammosynth.privacy.checker import PrivacyChecker
+from mammosynth.privacy.index import IndexMismatchError
+from mammosynth.privacy.membership import AttackConfig
+
+TRAIN_ARGS = ["--input_size", "48x32", "--embedding_dim", "32", "--block_inplanes", "8,16,32,32",
+              "--train_batch_size", "32", "--learning_rate", "3e-3", "--lr_warmup_steps", "5",
+              "--validation_steps", "40", "--checkpointing_steps", "40", "--logging_steps", "10",
+              "--no_progress", "--num_threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Real data (12 training + 6 test studies), a trained Siamese run and its checker."""
+    from test_privacy_data import make_prepared
+
+    root = tmp_path_factory.mktemp("audit")
+    data_root = make_prepared(root / "real", studies=12, test_studies=6, seed=1)
+    run = root / "siamese"
+    assert cli_main(["train-siamese", "--data", str(data_root), "--out", str(run), "--max_train_steps", "80",
+                     *TRAIN_ARGS]) == 0
+    checker_dir = root / "ckpt" / "privacy_checker"
+    assert cli_main(["build-index", "--siamese", str(run), "--data", str(data_root), "--out", str(checker_dir)]) == 0
+    synthetic = make_prepared(root / "synth", studies=5, test_studies=0, seed=2, source="synthetic",
+                              split_all="synthetic")
+    return {"root": root, "data": data_root, "run": run, "checker": checker_dir, "synthetic": synthetic}
+
+
+def test_train_siamese_writes_model_metrics_and_resumes(world):
+    run = world["run"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 80 and metrics["split"] == "test" and metrics["n_studies"] == 6
+    for key in ("mean_average_precision_at_r", "precision_at_1", "r_precision", "verification_auc"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert (run / "siamese" / "config.json").exists() and (run / "log.csv").exists()
+    assert (run / "checkpoints" / "checkpoint-80").is_dir()
+    # learned something: same-study images are told apart better than chance (1 of 17 others)
+    assert metrics["precision_at_1"] > 0.3 and metrics["verification_auc"] > 0.7
+    # resume: 10 more steps continue from checkpoint-80
+    assert cli_main(["train-siamese", "--data", str(world["data"]), "--out", str(run), "--max_train_steps", "90",
+                     *TRAIN_ARGS]) == 0
+    again = json.loads((run / "metrics.json").read_text())
+    assert again["steps"] == 90
+    info = json.loads((run / "run.json").read_text())
+    assert len(info["invocations"]) == 2
+
+
+def test_audit_catches_planted_copies_and_writes_report(world, tmp_path):
+    from test_privacy_membership import tiny_pipeline
+
+    checker = PrivacyChecker.from_pretrained(world["checker"])
+    data, synthetic = load_prepared(world["data"]), load_prepared(world["synthetic"])
+    config = AuditConfig(planted_copies=48, mia_members=8, mia_nonmembers=8, mia_bootstrap=50,
+                         attack=AttackConfig(timesteps=(100,), noise_draws=1, secmi_t=20, secmi_interval=20))
+    report = run_audit(checker, data, synthetic, tiny_pipeline(), config)
+    copies = report["planted_copies"]
+    assert copies["n"] == 48
+    # every disguised training copy is caught by the gate and traced to its source image
+    assert copies["gate_recall"]["rate"] >= 0.95
+    assert copies["source_found_at_rank1"] >= 0.9
+    assert copies["copies_vs_train_retrieval"]["precision_at_1"] >= 0.9
+    assert report["false_flags"]["unseen_real_test"]["rate"] <= 1 / 24 + 1e-9  # calibration: at most the max
+    assert 0.0 <= report["reid"]["synthetic_closer_than_real_auc"] <= 1.0
+    assert "note" in report["reid"]["synthetic_vs_train_retrieval"]  # no source study in extra
+    assert set(report["membership"]["attacks"]) == {"loss", "secmi"}
+    assert report["pixel_nn"]["synthetic_to_train"]["n"] == 20
+    files = write_report(report, tmp_path / "reports" / "privacy.json")
+    names = sorted(f.name for f in files)
+    assert names == ["privacy.json", "privacy_membership_roc.png", "privacy_pixel_nn.png", "privacy_similarity.png"]
+    body = json.loads((tmp_path / "reports" / "privacy.json").read_text())  # strict JSON (no NaN)
+    assert body["planted_copies"]["n"] == 48 and "_arrays" not in body
+
+
+def test_synthetic_with_source_studies_gets_map_at_r(world):
+    """Synthetic images that reproduce their source patient score a high mAP@R."""
+    from test_privacy_data import make_prepared
+
+    data = load_prepared(world["data"])
+    train = data.split("training")
+    first = train.drop_duplicates("study_id").iloc[:3]
+    extra = [{"source_study_id": sid} for sid in first["study_id"] for _ in range(4)]
+    # "synthetic" images that are just fresh renders of training patients' own patterns
+    from test_privacy_data import _study_pattern
+
+    rng = np.random.default_rng(1)  # same seed as the real set: the same patterns in order
+    patterns = [_study_pattern(rng) for _ in range(3)]
+    leaky = load_prepared(make_prepared(world["root"] / "leaky", studies=3, test_studies=0, seed=1,
+                                        split_all="synthetic", patterns=patterns, extra=extra))
+    checker = PrivacyChecker.from_pretrained(world["checker"])
+    report = run_audit(checker, data, leaky, None, AuditConfig(planted_copies=0, membership=False))
+    assert report["reid"]["synthetic_vs_train_retrieval"]["mean_average_precision_at_r"] > 0.5
+    assert report["membership"] == {"skipped": "disabled"}
+
+
+def test_audit_refuses_bad_inputs(world, tmp_path):
+    from test_privacy_data import make_prepared
+
+    checker = PrivacyChecker.from_pretrained(world["checker"])
+    data = load_prepared(world["data"])
+    with PreparedWriter(tmp_path / "empty", 64, 48) as writer:
+        writer.finalize()
+    with pytest.raises(EmptySyntheticSetError, match="holds no images"):
+        run_audit(checker, data, load_prepared(tmp_path / "empty"), None, AuditConfig(membership=False))
+    wrong = load_prepared(make_prepared(tmp_path / "wrong", studies=1, test_studies=0, height=72, width=56,
+                                        split_all="synthetic"))
+    with pytest.raises(IndexMismatchError, match="--synthetic .* images are 72x56"):
+        run_audit(checker, data, wrong, None, AuditConfig(membership=False))
+    other = load_prepared(make_prepared(tmp_path / "other", studies=3, test_studies=2, seed=7))
+    with pytest.raises(IndexMismatchError, match="built from other data"):
+        run_audit(checker, other, load_prepared(world["synthetic"]), None, AuditConfig(membership=False))
+
+
+def test_privacy_audit_cli(world, tmp_path, capsys):
+    out = tmp_path / "r" / "privacy.json"
+    code = cli_main(["privacy-audit", "--checkpoint", str(world["root"] / "ckpt"), "--data", str(world["data"]),
+                     "--synthetic", str(world["synthetic"]), "--out", str(out), "--no-membership",
+                     "--copies", "12", "--bootstrap", "20"])
+    assert code == 0
+    assert "planted copies: gate recall" in capsys.readouterr().out
+    assert json.loads(out.read_text())["membership"] == {"skipped": "disabled"}
+    # a checkpoint without privacy files, and an empty synthetic folder: clear CLI errors
+    (tmp_path / "bare").mkdir()
+    assert cli_main(["privacy-audit", "--checkpoint", str(tmp_path / "bare"), "--data", str(world["data"]),
+                     "--synthetic", str(world["synthetic"]), "--out", str(out), "--no-membership"]) == 2
+    assert "no privacy checker" in capsys.readouterr().err
+    with PreparedWriter(tmp_path / "empty", 64, 48) as writer:
+        writer.finalize()
+    assert cli_main(["privacy-audit", "--checker", str(world["checker"]), "--data", str(world["data"]),
+                     "--synthetic", str(tmp_path / "empty"), "--out", str(out), "--no-membership"]) == 2
+    assert "holds no images" in capsys.readouterr().err

@@ -1,0 +1,185 @@
+"""The index, the calibration and the PrivacyChecker: save/load and every refused mismatch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mammosynth.models.siamese import SiameseEmbedder
+from mammosynth.privacy.calibration import calibrate_threshold, clopper_pearson, false_flag_rate
+from mammosynth.privacy.checker import (
+    PrivacyChecker,
+    PrivacyFilesMissingError,
+    PrivacyVerdict,
+    build_privacy_checker,
+    load_embedder,
+    load_privacy_checker,
+)
+from mammosynth.privacy.index import EmbeddingIndex, IndexMismatchError, build_index
+
+
+def _embedder(seed: int = 0) -> SiameseEmbedder:
+    torch.manual_seed(seed)
+    return SiameseEmbedder(embedding_dim=16, input_size=(32, 32), block_inplanes=(4, 8, 8, 16)).eval()
+
+
+def _frames(n: int, h: int = 64, w: int = 48, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 65535, (n, h, w), dtype=np.uint16)
+
+
+@pytest.fixture
+def checker():
+    embedder = _embedder()
+    frames = _frames(12)
+    index = build_index(embedder, frames, [f"img{i}" for i in range(12)], [f"st{i // 4}" for i in range(12)])
+    calibration = calibrate_threshold(np.linspace(0, 0.9, 300), 0.01)
+    return PrivacyChecker.from_index(embedder, index, calibration), frames
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+def test_calibration_false_flag_rate_on_known_distribution():
+    rng = np.random.default_rng(0)
+    sims = rng.uniform(0, 1, 20_000)
+    cal = calibrate_threshold(sims, 0.01, groups=[str(i // 4) for i in range(len(sims))])
+    # Uniform(0,1): the 99th percentile is 0.99; flagged share ≤ 1 % in sample and ≈ 1 % outside it.
+    assert cal.threshold == pytest.approx(0.99, abs=0.005)
+    assert cal.false_flag_rate <= 0.01
+    assert cal.cv_false_flag_rate == pytest.approx(0.01, abs=0.003)
+    fresh = rng.uniform(0, 1, 20_000)
+    assert false_flag_rate(fresh, cal.threshold) == pytest.approx(0.01, abs=0.003)
+    assert cal.false_flag_upper95 > cal.false_flag_rate
+    # exact case: 1..100, target 5 % → threshold 95 (the 96th..100th are above it)
+    small = calibrate_threshold(np.arange(1, 101), 0.05)
+    assert small.threshold == 95 and small.false_flag_rate == pytest.approx(0.05)
+
+
+def test_calibration_bad_input_and_small_sets():
+    with pytest.raises(ValueError, match="non-empty"):
+        calibrate_threshold([], 0.01)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        calibrate_threshold([0.1, 0.2], 1.5)
+    with pytest.raises(ValueError, match="nan"):
+        calibrate_threshold([0.1, float("nan")], 0.01)
+    with pytest.warns(UserWarning, match="too few"):
+        cal = calibrate_threshold([0.1, 0.5, 0.3], 0.01)
+    assert cal.threshold == 0.5 and cal.false_flag_rate == 0.0
+    low, high = clopper_pearson(0, 100)
+    assert low == 0.0 and high == pytest.approx(0.0362, abs=1e-3)
+
+
+# -- index --------------------------------------------------------------------------------------
+
+
+def test_index_search_is_exact_cosine_and_round_trips(tmp_path):
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    index = EmbeddingIndex(emb, [f"i{k}" for k in range(50)], [f"s{k}" for k in range(50)], "fp", (64, 48))
+    q = emb[:5] + 0.01 * rng.normal(size=(5, 8)).astype(np.float32)
+    sims, idx = index.search(q, 3)
+    brute = q @ emb.T / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_array_equal(idx, np.argsort(-brute, axis=1)[:, :3])
+    np.testing.assert_allclose(sims, np.sort(brute, axis=1)[:, ::-1][:, :3], atol=1e-5)
+    assert index.active_backend == "sklearn"
+    loaded = EmbeddingIndex.load(index.save(tmp_path / "idx"))
+    assert loaded.image_ids == index.image_ids and loaded.image_size == (64, 48)
+    np.testing.assert_array_equal(loaded.search(q, 3)[1], idx)
+    with pytest.raises(FileNotFoundError, match="not an embedding index"):
+        EmbeddingIndex.load(tmp_path)
+    with pytest.raises(ValueError, match=r"\(M, 8\)"):
+        index.search(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        EmbeddingIndex(np.zeros((0, 8)), [], [], "fp", (64, 48)).search(q)
+
+
+def test_index_refuses_other_model_or_resolution():
+    embedder, other = _embedder(0), _embedder(1)
+    index = build_index(embedder, _frames(4), list("abcd"), list("aabb"))
+    index.check_compatible(embedder.fingerprint(), (64, 48))
+    with pytest.raises(IndexMismatchError, match="built with the Siamese network"):
+        index.check_compatible(other.fingerprint(), (64, 48))
+    with pytest.raises(IndexMismatchError, match="64x48 images, not 128x96"):
+        index.check_compatible(embedder.fingerprint(), (128, 96))
+    with pytest.raises(IndexMismatchError, match="built with the Siamese network"):
+        PrivacyChecker.from_index(other, index, calibrate_threshold(np.linspace(0, 1, 200)))
+
+
+# -- checker -----------------------------------------------------------------------------------
+
+
+def test_checker_finds_exact_copies_and_round_trips(checker, tmp_path):
+    checker, frames = checker
+    verdicts = checker.check(frames[[3, 7]])
+    assert all(isinstance(v, PrivacyVerdict) for v in verdicts)
+    assert [v.neighbours[0][0] for v in verdicts] == ["img3", "img7"]
+    assert all(v.flagged and v.similarity == pytest.approx(1.0, abs=1e-5) for v in verdicts)
+    assert all(len(v.neighbours) == 3 and v.threshold == checker.threshold for v in verdicts)
+    json.dumps([v.to_dict() for v in verdicts])
+
+    checker.save_pretrained(tmp_path / "ckpt" / "privacy_checker")
+    for loaded in (PrivacyChecker.from_pretrained(tmp_path / "ckpt" / "privacy_checker"),
+                   load_privacy_checker(tmp_path / "ckpt"),  # a pipeline folder
+                   load_privacy_checker(tmp_path / "ckpt" / "privacy_checker")):
+        assert loaded.image_size == (64, 48)
+        assert loaded.config.index_image_ids == checker.config.index_image_ids
+        assert loaded.calibration.threshold == checker.threshold
+        again = loaded.check(frames[[3, 7]])
+        assert [[i for i, _ in v.neighbours] for v in again] == [[i for i, _ in v.neighbours] for v in verdicts]
+        np.testing.assert_allclose([v.similarity for v in again], [v.similarity for v in verdicts], atol=1e-5)
+
+
+def test_checker_refuses_wrong_images(checker):
+    checker, frames = checker
+    with pytest.raises(IndexMismatchError, match="images are 128x96 but .* built from 64x48"):
+        checker.check(_frames(2, 128, 96))
+    with pytest.raises(ValueError, match="uint16"):
+        checker.check(frames.astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        checker.check(frames[0])
+
+
+def test_checker_refuses_altered_weights(checker, tmp_path):
+    checker, _ = checker
+    checker.save_pretrained(tmp_path / "c")
+    # swap in another network's weights: the index no longer belongs to it
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "c" / "diffusion_pytorch_model.safetensors"
+    state = load_file(path)
+    key = next(k for k in state if k.startswith("embedder.") and state[k].is_floating_point() and state[k].ndim > 1)
+    state[key] = state[key] + 0.5
+    save_file(state, path)
+    with pytest.raises(IndexMismatchError, match="folder was altered"):
+        PrivacyChecker.from_pretrained(tmp_path / "c")
+
+
+def test_checkpoint_without_privacy_files_is_refused(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "model_index.json").write_text("{}")
+    with pytest.raises(PrivacyFilesMissingError, match="no privacy checker.*build-index.*privacy_checker=None"):
+        load_privacy_checker(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="no Siamese network"):
+        load_embedder(tmp_path / "ckpt")
+
+
+def test_build_privacy_checker_from_prepared(tmp_path):
+    from test_privacy_data import make_prepared
+
+    from mammosynth.data.prepared import load_prepared
+
+    data = load_prepared(make_prepared(tmp_path / "d", studies=6, test_studies=3))
+    embedder = _embedder()
+    embedder.save_pretrained(tmp_path / "run" / "siamese")
+    checker, report = build_privacy_checker(load_embedder(tmp_path / "run"), data)
+    assert report["index"]["images"] == 24 and report["calibration"]["n_images"] == 12
+    assert set(checker.config.index_image_ids) == set(data.split("training")["image_id"])
+    assert report["calibration"]["false_flag_rate"] <= 1 / 12  # too few to resolve 1 %: the max
+    with pytest.raises(ValueError, match="split 'validation' is not in"):
+        build_privacy_checker(embedder, data, calibration_split="validation")
+    with pytest.raises(ValueError, match="studies are in both"):
+        build_privacy_checker(embedder, data, calibration_split="training")

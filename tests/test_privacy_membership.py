@@ -1,0 +1,125 @@
+"""Membership-inference attacks on a real tiny MammoLDMPipeline (CPU, seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mammosynth.data.prepared import load_prepared
+from mammosynth.privacy.membership import AttackConfig, attack_metrics, loss_scores, run_membership, secmi_scores
+
+FAST = AttackConfig(timesteps=(100, 300), noise_draws=2, secmi_t=40, secmi_interval=20, batch_size=16)
+
+
+def tiny_pipeline(seed: int = 0):
+    from diffusers import DDIMScheduler
+
+    from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
+    from mammosynth.models.conditioning import ConditionEncoder
+    from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
+    from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline
+
+    torch.manual_seed(seed)
+    vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])
+    unet = build_unet(sample_size=(8, 6), latent_channels=4, **UNET_PRESETS["tiny"])
+    encoder = ConditionEncoder(out_dim=time_embed_dim(unet))
+    return MammoLDMPipeline(vae=vae, unet=unet, condition_encoder=encoder,
+                            scheduler=DDIMScheduler(num_train_timesteps=1000), requires_privacy_checker=False)
+
+
+def memorise(pipe, data, rows, steps: int = 250, seed: int = 0) -> None:
+    """Overfit the UNet on ``rows`` (the members): a deliberately memorising model."""
+    from mammosynth.data.prepared import row_conditions
+
+    frames = data.frames(rows["index"].to_numpy())
+    latents = pipe.encode_images(frames)
+    codes, masks = pipe.prepare_conditions([row_conditions(r, data.height, data.width) for _, r in rows.iterrows()],
+                                           data.height, data.width)
+    params = list(pipe.unet.parameters()) + list(pipe.condition_encoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    pipe.unet.train()
+    for _ in range(steps):
+        noise = torch.randn(latents.shape, generator=g)
+        t = torch.randint(0, 1000, (len(latents),), generator=g)
+        pred = pipe.predict_noise(pipe.scheduler.add_noise(latents, noise, t), t, codes, masks)
+        loss = ((pred - noise) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    pipe.unet.eval()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from test_privacy_data import make_prepared
+
+    return load_prepared(make_prepared(tmp_path_factory.mktemp("mia") / "d", studies=4, test_studies=4))
+
+
+def test_attack_metrics_known_cases():
+    perfect = attack_metrics([2.0, 3.0, 4.0], [0.0, 1.0], n_bootstrap=50)
+    assert perfect["auc"]["value"] == 1.0 and perfect["tpr_at_1pct_fpr"]["value"] == 1.0
+    inverted = attack_metrics([0.0, 1.0], [2.0, 3.0], n_bootstrap=0)
+    assert inverted["auc"]["value"] == 0.0 and inverted["tpr_at_1pct_fpr"]["value"] == 0.0
+    # half of the members score above every non-member: TPR at FPR 0 = 0.5, AUC = 0.5·1 + 0.5·0.5
+    half = attack_metrics([5.0, 6.0, 0.5, 0.5], [0.5, 0.5], n_bootstrap=0)
+    assert half["tpr_at_1pct_fpr"]["value"] == 0.5 and half["auc"]["value"] == pytest.approx(0.75)
+    assert half["tpr_at_0.1pct_fpr"]["resolved"] is False
+    with pytest.raises(ValueError, match="at least one member"):
+        attack_metrics([], [1.0])
+
+
+def test_control_is_near_half_in_expectation():
+    rng = np.random.default_rng(0)
+    aucs = [attack_metrics(rng.normal(size=50), rng.normal(size=50), n_bootstrap=0)["auc"]["value"]
+            for _ in range(200)]
+    assert np.mean(aucs) == pytest.approx(0.5, abs=0.02)
+    shifted = attack_metrics(rng.normal(1.0, 1.0, 400), rng.normal(size=400), n_bootstrap=200)
+    low, high = shifted["auc"]["ci95"]
+    assert low < shifted["auc"]["value"] < high and low > 0.7  # Φ(1/√2) ≈ 0.76
+
+
+def test_attacks_on_untrained_model_are_valid_scores(prepared):
+    pipe = tiny_pipeline()
+    result = run_membership(pipe, prepared, n_members=8, n_nonmembers=8, config=FAST, n_bootstrap=50)
+    for name in ("loss", "secmi"):
+        res = result["attacks"][name]
+        for key in ("members_vs_nonmembers", "control_nonmember_halves"):
+            auc = res[key]["auc"]["value"]
+            assert 0.0 <= auc <= 1.0
+            assert 0.0 <= res[key]["tpr_at_1pct_fpr"]["value"] <= 1.0
+        assert res["control_nonmember_halves"]["n_members"] + res["control_nonmember_halves"]["n_nonmembers"] == 8
+    # the scores are deterministic for a seed
+    rows = prepared.split("test").iloc[:4]
+    frames = prepared.frames(rows["index"].to_numpy())
+    np.testing.assert_allclose(loss_scores(pipe, frames, rows, FAST), loss_scores(pipe, frames, rows, FAST))
+
+
+def test_memorising_model_is_caught(prepared):
+    pipe = tiny_pipeline()
+    members = prepared.split("training")
+    nonmembers = prepared.split("test")
+    memorise(pipe, prepared, members)
+    m_frames = prepared.frames(members["index"].to_numpy())
+    n_frames = prepared.frames(nonmembers["index"].to_numpy())
+    loss_m, loss_n = loss_scores(pipe, m_frames, members, FAST), loss_scores(pipe, n_frames, nonmembers, FAST)
+    assert loss_m.mean() > loss_n.mean()  # members have lower denoising error
+    assert attack_metrics(loss_m, loss_n, n_bootstrap=0)["auc"]["value"] > 0.8
+    sec_m, sec_n = secmi_scores(pipe, m_frames, members, FAST), secmi_scores(pipe, n_frames, nonmembers, FAST)
+    assert attack_metrics(sec_m, sec_n, n_bootstrap=0)["auc"]["value"] > 0.5
+
+
+def test_attack_bad_input(prepared):
+    pipe = tiny_pipeline()
+    rows = prepared.split("test").iloc[:2]
+    frames = prepared.frames(rows["index"].to_numpy())
+    with pytest.raises(ValueError, match="outside the scheduler"):
+        loss_scores(pipe, frames, rows, AttackConfig(timesteps=(1000,)))
+    with pytest.raises(ValueError, match="multiple of secmi_interval"):
+        secmi_scores(pipe, frames, rows, AttackConfig(secmi_t=30, secmi_interval=20))
+    with pytest.raises(ValueError, match="2 manifest rows"):
+        loss_scores(pipe, frames[:1], rows, FAST)
+    with pytest.raises(ValueError, match="unknown attack"):
+        run_membership(pipe, prepared, 2, 2, FAST, attacks=("loss", "gradient"))

@@ -1,0 +1,214 @@
+"""VAE and LDM training from scratch on a tiny prepared set, exact resume, sample CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mammosynth.cli import main as cli
+from mammosynth.training import common, options, train_ldm, train_vae
+from mammosynth.training.common import write_toy_dataset
+
+TINY_VAE = ["--preset", "tiny", "--crop", "32x24", "--train_batch_size", "2", "--num_threads", "1", "--no_progress",
+            "--logging_steps", "1", "--validation_steps", "2", "--checkpointing_steps", "2",
+            "--checkpoints_total_limit", "0", "--scaling_images", "8", "--eval_images", "4"]
+TINY_LDM = ["--preset", "tiny", "--embed_dim", "8", "--train_batch_size", "4", "--num_threads", "1", "--no_progress",
+            "--logging_steps", "1", "--validation_steps", "2", "--checkpointing_steps", "2",
+            "--checkpoints_total_limit", "0", "--validation_inference_steps", "2", "--num_validation_images", "2"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return write_toy_dataset(tmp_path_factory.mktemp("toy") / "prepared", num_images=16, height=64, width=48)
+
+
+@pytest.fixture(scope="module")
+def vae_run(toy, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert cli(["train-vae", "--data", str(toy), "--out", str(out), "--max_train_steps", "4", *TINY_VAE]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def ldm_run(toy, vae_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "ldm"
+    assert cli(["train-ldm", "--data", str(toy), "--vae", str(vae_run), "--out", str(out),
+                "--max_train_steps", "4", "--save_fp16", *TINY_LDM]) == 0
+    return out
+
+
+def read_log(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_toy_dataset_has_lesions_and_both_splits(toy):
+    from mammosynth.data.dataset import PreparedDataset
+
+    train, test = PreparedDataset(toy, "training"), PreparedDataset(toy, "test")
+    assert len(train) == 12 and len(test) == 4
+    assert any(float(train[i]["mask"].sum()) > 0 for i in range(len(train)))
+
+
+def test_vae_run_folder_has_everything(vae_run, toy):
+    run = json.loads((vae_run / "run.json").read_text())
+    assert run["kind"] == "vae" and run["finished"]
+    assert run["data"]["manifest_sha256"] == common.manifest_sha256(toy)
+    assert "torch" in run["versions"] and "diffusers" in run["versions"]
+    assert "git_sha" in run and run["config"]["max_train_steps"] == 4
+    config = json.loads((vae_run / "vae" / "config.json").read_text())
+    assert config["in_channels"] == 1 and config["latent_channels"] == 4
+    assert config["scaling_factor"] != 1.0 and config["scaling_factor"] > 0
+    metrics = json.loads((vae_run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["images"] == 4 and np.isfinite(metrics["psnr"])
+    assert 0 < metrics["ssim"] <= 1
+    assert [int(r["step"]) for r in read_log(vae_run / "log.csv")] == [1, 2, 3, 4]
+    assert (vae_run / "validation" / "step-000002.png").exists()
+    assert sorted(p.name for p in (vae_run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_vae_resume_matches_an_uninterrupted_run(vae_run, tmp_path):
+    # Simulate a run killed after checkpoint-2: copy the folder as it was at that point.
+    killed = tmp_path / "vae"
+    killed.mkdir()
+    shutil.copytree(vae_run / "checkpoints" / "checkpoint-2", killed / "checkpoints" / "checkpoint-2")
+    shutil.copy(vae_run / "run.json", killed / "run.json")
+    shutil.copy(vae_run / "log.csv", killed / "log.csv")  # rows after step 2 must be dropped and redone
+    args = train_vae.parse_args(["--data", json.loads((vae_run / "run.json").read_text())["data"]["root"],
+                                 "--out", str(killed), "--max_train_steps", "4", *TINY_VAE])
+    train_vae.main(args)
+    assert [int(r["step"]) for r in read_log(killed / "log.csv")] == [1, 2, 3, 4]
+    full = load_file(vae_run / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    resumed = load_file(killed / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
+    invocations = json.loads((killed / "run.json").read_text())["invocations"]
+    assert len(invocations) == 2  # the first run and the resume
+
+
+def test_ldm_trains_and_saves_a_loadable_fp16_pipeline(ldm_run):
+    from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline
+
+    folder = ldm_run / "pipeline"
+    for name in ("model_index.json", "vae", "unet", "condition_encoder", "scheduler"):
+        assert (folder / name).exists(), name
+    stored = load_file(next((folder / "unet").glob("*.safetensors")))
+    assert all(t.dtype == torch.float16 for t in stored.values())
+    pipe = MammoLDMPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(birads=4, lesion="mass", laterality="R", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.images[0].shape == (64, 48) and out.images[0].dtype == np.uint16
+    run = json.loads((ldm_run / "run.json").read_text())
+    assert run["kind"] == "ldm" and run["metrics"]["steps"] == 4 and run["vae"]["sha256"]
+    assert (ldm_run / "validation" / "step-000002.png").exists()
+    assert (ldm_run / "latents.pt").exists()
+
+
+def test_ldm_resume_matches_an_uninterrupted_run(ldm_run, vae_run, tmp_path):
+    killed = tmp_path / "ldm"
+    killed.mkdir()
+    shutil.copytree(ldm_run / "checkpoints" / "checkpoint-2", killed / "checkpoints" / "checkpoint-2")
+    shutil.copy(ldm_run / "run.json", killed / "run.json")
+    data = json.loads((ldm_run / "run.json").read_text())["data"]["root"]
+    args = train_ldm.parse_args(["--data", data, "--vae", str(vae_run), "--out", str(killed),
+                                 "--max_train_steps", "4", *TINY_LDM])
+    train_ldm.main(args)
+    assert [int(r["step"]) for r in read_log(killed / "log.csv")] == [3, 4]
+    full = load_file(ldm_run / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    resumed = load_file(killed / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    for key in full:
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=1e-6)
+    # EMA weights continue too
+    ema_full = torch.load(ldm_run / "checkpoints" / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=False)
+    ema_resumed = torch.load(killed / "checkpoints" / "checkpoint-4" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert ema_full["optimization_step"] == ema_resumed["optimization_step"] == 4
+    for a, b in zip(ema_full["shadow_params"], ema_resumed["shadow_params"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_max_minutes_picks_the_step_count(toy, tmp_path):
+    out = tmp_path / "vae"
+    args = train_vae.parse_args(["--data", str(toy), "--out", str(out), "--max_minutes", "0.02",
+                                 *[a for a in TINY_VAE]])
+    train_vae.main(args)
+    state = json.loads((common.latest_checkpoint(out) / "train_state.json").read_text())
+    assert state["max_train_steps"] >= 1 and state["done"]
+    assert (out / "vae" / "config.json").exists()
+
+
+def test_sample_cli_writes_png16_and_a_recipe_that_remakes_it(ldm_run, tmp_path):
+    from mammosynth.data.export import read_png16, read_recipe
+
+    out = tmp_path / "samples"
+    assert cli(["sample", "--checkpoint", str(ldm_run / "pipeline"), "--out", str(out), "--num", "2",
+                "--birads", "4", "--density", "C", "--lesion", "mass", "--box", "0.45,0.30,0.60,0.42",
+                "--view", "MLO", "--laterality", "L", "--seed", "7", "--steps", "2", "--scheduler", "ddim"]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == ["sample_seed000007.png", "sample_seed000008.png"]
+    image = read_png16(pngs[1])
+    assert image.dtype == np.uint16 and image.shape == (64, 48)
+    recipe = read_recipe(pngs[1].with_suffix(".json"))
+    assert recipe.seed == 8 and recipe.scheduler == "ddim" and recipe.num_inference_steps == 2
+    assert recipe.conditions.lesion.value == "mass"
+    again = tmp_path / "again"
+    assert cli(["sample", "--checkpoint", str(ldm_run / "pipeline"), "--out", str(again),
+                "--recipe", str(pngs[1].with_suffix(".json"))]) == 0
+    assert np.array_equal(read_png16(again / "sample_seed000008.png"), image)
+
+
+def test_sample_cli_bad_input_is_an_error_message(ldm_run, tmp_path, capsys):
+    code = cli(["sample", "--checkpoint", str(ldm_run / "pipeline"), "--out", str(tmp_path), "--birads", "1",
+                "--lesion", "mass"])
+    assert code == 2 and "BI-RADS 1" in capsys.readouterr().err
+    code = cli(["sample", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_training_bad_input(toy, vae_run, tmp_path):
+    with pytest.raises(FileExistsError, match="already has checkpoints"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(vae_run), "--max_train_steps", "4",
+                                             *TINY_VAE, "--resume_from_checkpoint", "none"]))
+    with pytest.raises(FileNotFoundError, match="run `mammosynth train-vae` first"):
+        train_ldm.main(train_ldm.parse_args(["--data", str(toy), "--vae", str(tmp_path), "--out",
+                                             str(tmp_path / "l"), "--max_train_steps", "1", *TINY_LDM]))
+    with pytest.raises(ValueError, match="--crop"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "v"), "--max_train_steps",
+                                             "1", *TINY_VAE, "--crop", "30x20"]))
+    with pytest.raises(ValueError, match="--max_train_steps or --max_minutes"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "w"),
+                                             *TINY_VAE]))
+
+
+def test_resume_with_other_data_is_refused(vae_run, tmp_path):
+    other = write_toy_dataset(tmp_path / "other", num_images=8, height=64, width=48, seed=1)
+    with pytest.raises(ValueError, match="use a new --out"):
+        train_vae.main(train_vae.parse_args(["--data", str(other), "--out", str(vae_run), "--max_train_steps", "4",
+                                             *TINY_VAE]))
+
+
+def test_batches_are_a_function_of_the_step():
+    a = [common.batch_indices(10, 4, s, seed=3).tolist() for s in range(5)]
+    b = [common.batch_indices(10, 4, s, seed=3).tolist() for s in range(5)]
+    assert a == b
+    first_epoch = sum(a[:2], []) + a[2][:2]
+    assert sorted(first_epoch) == list(range(10))  # every item once per epoch
+    two = [common.batch_indices(10, 2, 0, seed=3, process_index=p, num_processes=2).tolist() for p in (0, 1)]
+    assert sum(two, []) == a[0]  # processes split the global batch
+
+
+def test_parsers_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys\nfrom mammosynth.commands import generation\n"
+            "generation.register(argparse.ArgumentParser().add_subparsers())\nprint('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+    assert options.ldm_parser().parse_args(["--data", "d", "--out", "o", "--vae", "v"]).save_fp16 is False
