@@ -80,11 +80,16 @@ def main(argv: list[str] | None = None) -> None:
     from mammosynth.ui.app import create_app
 
     try:
-        demo, options, _ = create_app(config_from_args(args))
+        demo, options, services = create_app(config_from_args(args), start_demo=False)
     except (OSError, ValueError) as error:
         sys.exit(f"app.py: {error}")
     logging.getLogger("mammosynth.app").info("serving on http://%s:%d", args.host, args.port)
-    demo.launch(server_name=args.host, server_port=args.port, **options)
+    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **options)
+    if services.config.study is None and services.config.demo_study:
+        from mammosynth.ui.demo import start_demo_study
+
+        start_demo_study(services)  # after the server is up, so the page is usable at once
+    demo.block_thread()
 
 
 if __name__ == "__main__":

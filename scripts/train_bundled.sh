@@ -17,9 +17,14 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-data/prepared-256}
 RUNS=${RUNS:-runs/bundled}
 CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
 VAE_MINUTES=${VAE_MINUTES:-18}
 LDM_MINUTES=${LDM_MINUTES:-50}
+# Fixed step counts (reproducible whatever the machine's load); the minutes stay as a cap.
+VAE_STEPS=${VAE_STEPS:-}
+LDM_STEPS=${LDM_STEPS:-}
+vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
+ldm_steps_arg=${LDM_STEPS:+--max_train_steps $LDM_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
 if [ ! -f "$DATA/manifest.csv" ]; then
@@ -29,15 +34,15 @@ if [ ! -f "$DATA/manifest.csv" ]; then
   exit 2
 fi
 
-# 1. VAE (1 channel, f=8), random 128x96 crops, L1 + SSIM + small KL
+# 1. VAE (1 channel, f=8), random 96x72 crops, L1 + SSIM + small KL
 if [ -f "$RUNS/vae/metrics.json" ] && [ -f "$RUNS/vae/vae/config.json" ]; then
   echo "VAE already trained: $RUNS/vae"
 else
   python -m mammosynth.training.train_vae \
-    --data "$DATA" --out "$RUNS/vae" --preset bundled --crop 128x96 \
-    --train_batch_size 8 --learning_rate 4e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
+    --data "$DATA" --out "$RUNS/vae" --preset bundled --crop 96x72 \
+    --train_batch_size 8 --learning_rate 5e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
     --ssim_weight 0.5 --kl_weight 1e-6 --ema_decay 0.999 \
-    --max_minutes "$VAE_MINUTES" --checkpointing_steps 100 --checkpoints_total_limit 2 \
+    --max_minutes "$VAE_MINUTES" $vae_steps_arg --checkpointing_steps 100 --checkpoints_total_limit 2 \
     --validation_steps 200 --logging_steps 10 --eval_images 400 \
     --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
 fi
@@ -50,7 +55,7 @@ else
     --data "$DATA" --vae "$RUNS/vae" --out "$RUNS/ldm" --preset bundled \
     --train_batch_size 16 --learning_rate 3e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
     --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 \
-    --max_minutes "$LDM_MINUTES" --checkpointing_steps 100 --checkpoints_total_limit 2 \
+    --max_minutes "$LDM_MINUTES" $ldm_steps_arg --checkpointing_steps 100 --checkpoints_total_limit 2 \
     --validation_steps 300 --logging_steps 10 --save_fp16 \
     --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
 fi

@@ -247,3 +247,36 @@ def test_blinded_payloads_are_identical_in_shape_format_and_metadata(app):
     for field in ("types", "name_length", "bytes", "header", "suffix"):
         values = {str(item[field]) for group in seen.values() for item in group}
         assert len(values) == 1, f"{field} differs between cases: {values}"
+
+
+def test_without_a_study_the_demo_study_is_prepared_in_the_background(app, tmp_path):
+    """``python app.py`` with no --study: demo accounts work at once; the study says it is preparing."""
+    import time
+
+    from mammosynth.ui.app import create_app
+    from mammosynth.ui.demo import start_demo_study
+    from mammosynth.ui.services import AppConfig
+
+    cfg = AppConfig(checkpoint=app["checkpoint"], study=None, work_dir=tmp_path / "work", temp_dir=tmp_path / "t")
+    demo, options, services = create_app(cfg, start_demo=False)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    try:
+        c = Client(f"http://127.0.0.1:{port}/", auth=("reader1", "reader1"), verbose=False)
+        with pytest.raises(AppError, match="No reader study is loaded"):
+            c.predict(api_name="/study_next")
+        thread = start_demo_study(services, studies=2, steps=2)
+        assert services.studies.state == "preparing"
+        with pytest.raises(AppError, match="Preparing the demo study"):
+            c.predict(api_name="/study_next")
+        thread.join(timeout=240)
+        assert services.studies.state == "ready", services.studies.message
+        image, case = c.predict(api_name="/study_next")
+        assert case["position"] == 1 and case["total"] == 16 and Path(image).is_file()
+        from mammosynth.study import Study
+
+        key = Study.open(tmp_path / "work" / "demo-study").key()["cases"].values()
+        assert sorted({e["truth"] for e in key}) == ["real", "synthetic"]
+        assert all(e["dataset"].endswith(("real", "synthetic")) for e in key)
+    finally:
+        demo.close()

@@ -21,6 +21,15 @@ from mammosynth.privacy.checker import (
 from mammosynth.privacy.index import EmbeddingIndex, IndexMismatchError, build_index
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """2 shared cores: one torch thread avoids thread contention (much faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _embedder(seed: int = 0) -> SiameseEmbedder:
     torch.manual_seed(seed)
     return SiameseEmbedder(embedding_dim=16, input_size=(32, 32), block_inplanes=(4, 8, 8, 16)).eval()
@@ -85,7 +94,13 @@ def test_index_search_is_exact_cosine_and_round_trips(tmp_path):
     brute = q @ emb.T / np.linalg.norm(q, axis=1, keepdims=True)
     np.testing.assert_array_equal(idx, np.argsort(-brute, axis=1)[:, :3])
     np.testing.assert_allclose(sims, np.sort(brute, axis=1)[:, ::-1][:, :3], atol=1e-5)
-    assert index.active_backend == "sklearn"
+    assert index.active_backend == "numpy"
+    sk = EmbeddingIndex(emb, index.image_ids, index.study_ids, "fp", (64, 48), backend="sklearn")
+    sk_sims, sk_idx = sk.search(q, 3)
+    np.testing.assert_array_equal(sk_idx, idx)
+    np.testing.assert_allclose(sk_sims, sims, atol=1e-5)
+    with pytest.raises(ValueError, match="backend has to be"):
+        EmbeddingIndex(emb, index.image_ids, index.study_ids, "fp", (64, 48), backend="annoy")
     loaded = EmbeddingIndex.load(index.save(tmp_path / "idx"))
     assert loaded.image_ids == index.image_ids and loaded.image_size == (64, 48)
     np.testing.assert_array_equal(loaded.search(q, 3)[1], idx)

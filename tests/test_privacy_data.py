@@ -38,6 +38,17 @@ def _render(pattern: np.ndarray, rng: np.random.Generator, h: int, w: int, jitte
     return np.clip(image * 65535, 0, 65535).astype(np.uint16)
 
 
+def study_patterns(seed: int, count: int, height: int = 64, width: int = 48) -> list[np.ndarray]:
+    """The tissue patterns of the first ``count`` studies that :func:`make_prepared` makes for ``seed``."""
+    rng = np.random.default_rng(seed)
+    patterns = []
+    for _ in range(count):
+        patterns.append(_study_pattern(rng))
+        for _ in VIEWS:
+            _render(patterns[-1], rng, height, width)
+    return patterns
+
+
 def make_prepared(root: Path, studies: int = 10, test_studies: int = 4, height: int = 64, width: int = 48,
                   seed: int = 0, source: str = "phantom", split_all: str | None = None,
                   patterns: list[np.ndarray] | None = None, extra: list[dict] | None = None) -> Path:

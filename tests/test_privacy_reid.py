@@ -10,6 +10,15 @@ from mammosynth.models.siamese import SiameseEmbedder
 from mammosynth.privacy.reid import build_loss, retrieval_metrics, study_labels, verification_auc
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """2 shared cores: one torch thread avoids thread contention (much faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _circle(degrees):
     a = np.deg2rad(np.asarray(degrees, dtype=np.float64))
     return np.c_[np.cos(a), np.sin(a)].astype(np.float32)

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--false-flag-rate", type=float, default=0.01,
                    help="share of unseen real patients the gate may flag (default 0.01)")
     p.add_argument("--neighbours", type=int, default=3, help="nearest training images reported per verdict")
-    p.add_argument("--backend", choices=("auto", "sklearn", "faiss"), default="auto")
+    p.add_argument("--backend", choices=("auto", "numpy", "sklearn", "faiss"), default="auto")
     p.add_argument("--out", required=True, help="output folder (e.g. <checkpoint>/privacy_checker)")
     p.set_defaults(handler=_build_index)
 
@@ -90,7 +90,7 @@ def _privacy_audit(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.prepared import load_prepared
-    from ..privacy.audit import AuditConfig, run_audit, write_report
+    from ..privacy.audit import AuditConfig, load_synthetic, run_audit, write_report
     from ..privacy.checker import PrivacyChecker, load_privacy_checker
     from ..privacy.membership import AttackConfig
 
@@ -100,7 +100,7 @@ def _privacy_audit(args: argparse.Namespace) -> int:
         raise ValueError("give --checkpoint (a pipeline folder with privacy_checker/) or --checker")
     checker = PrivacyChecker.from_pretrained(args.checker) if args.checker else load_privacy_checker(args.checkpoint)
     data = load_prepared(args.data)
-    synthetic = load_prepared(args.synthetic)
+    synthetic = load_synthetic(args.synthetic)
     pipe = None
     if not args.no_membership:
         if not args.checkpoint:

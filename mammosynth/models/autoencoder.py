@@ -16,7 +16,8 @@ __all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_fact
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 VAE_PRESETS: dict[str, dict] = {
-    "bundled": {"block_out_channels": (16, 32, 64, 128), "layers_per_block": 1, "norm_num_groups": 16},
+    # Sized for 2 CPU cores: ~2 s per step of 8 crops of 96x72 on one thread.
+    "bundled": {"block_out_channels": (16, 32, 64, 64), "layers_per_block": 1, "norm_num_groups": 16},
     "tiny": {"block_out_channels": (8, 8, 16, 16), "layers_per_block": 1, "norm_num_groups": 4},
 }
 

@@ -34,6 +34,10 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
         input_size: ``(height, width)`` the images are resized to before the CNN.
         block_inplanes: channels of the four ResNet stages.
         layers: residual blocks per stage.
+        flip_invariant: sum the CNN features of the image and its vertical, horizontal and
+            double flips before normalising, so a flipped copy gets exactly the same
+            embedding (4 × the compute; flips are the one disguise a CNN with global pooling
+            cannot learn to see through from a few thousand images).
 
     ``forward`` takes float images ``(N, 1, H, W)`` in [-1, 1] (see
     :func:`mammosynth.data.dataset.to_unit_range`) and returns ``(N, embedding_dim)``
@@ -46,8 +50,9 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
         self,
         embedding_dim: int = 128,
         input_size: Sequence[int] = (128, 96),
-        block_inplanes: Sequence[int] = (32, 64, 128, 256),
+        block_inplanes: Sequence[int] = (16, 32, 64, 128),
         layers: Sequence[int] = (1, 1, 1, 1),
+        flip_invariant: bool = True,
     ):
         super().__init__()
         if len(input_size) != 2 or min(input_size) < 32:
@@ -75,7 +80,11 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
         size = tuple(int(s) for s in self.config.input_size)
         if tuple(images.shape[-2:]) != size:
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
-        return F.normalize(self.backbone(images), dim=1)
+        if not self.config.flip_invariant:
+            return F.normalize(self.backbone(images), dim=1)
+        n = images.shape[0]
+        views = torch.cat([images, images.flip(-2), images.flip(-1), images.flip(-2, -1)])
+        return F.normalize(self.backbone(views).view(4, n, -1).sum(0), dim=1)
 
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -35,7 +35,7 @@ from .index import IndexMismatchError
 from .membership import AttackConfig, plot_roc, run_membership
 from .reid import evaluate_embeddings, retrieval_metrics
 
-__all__ = ["AuditConfig", "EmptySyntheticSetError", "run_audit", "write_report", "pixel_nn_distances"]
+__all__ = ["AuditConfig", "EmptySyntheticSetError", "load_synthetic", "run_audit", "write_report", "pixel_nn_distances"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,17 @@ def _source_studies(rows: Any, train_rows: Any) -> list[str] | None:
             return None
         out.append(str(study))
     return out
+
+
+def load_synthetic(root: str | Path) -> Any:
+    """Open a synthetic prepared dataset; :class:`EmptySyntheticSetError` if it holds no images."""
+    from ..data.prepared import MANIFEST_FILE, load_prepared
+
+    root = Path(root)
+    manifest = root / MANIFEST_FILE
+    if manifest.exists() and len(manifest.read_text().strip().splitlines()) <= 1:
+        raise EmptySyntheticSetError(f"{root} holds no images: generate a set first (mammosynth generate-set)")
+    return load_prepared(root)
 
 
 def _check_inputs(checker: PrivacyChecker, data: Any, synthetic: Any) -> None:

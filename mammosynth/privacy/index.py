@@ -5,9 +5,13 @@ with the ids they cover (``image_ids``, ``study_ids``) and where they came from 
 embedder's fingerprint and the image size), so an index can never be used with another
 network or another resolution by mistake.
 
-Search is exact cosine similarity. The default backend is scikit-learn's
-``NearestNeighbors(metric="cosine")``; with ``backend="auto"`` faiss (``IndexFlatIP``) is used
-when it is installed and the index holds at least :data:`FAISS_MIN_SIZE` rows.
+Search is exact cosine similarity (the rows are unit length, so cosine = inner product).
+Backends: ``"numpy"`` (one matrix product + ``argpartition``), ``"sklearn"``
+(``NearestNeighbors(metric="cosine", algorithm="brute")``, same results) and ``"faiss"``
+(``IndexFlatIP``, optional package ``faiss-cpu``). ``"auto"`` (the default) uses faiss when it is
+installed and the index holds at least :data:`FAISS_MIN_SIZE` rows, else numpy: on 2 cores
+scikit-learn's brute-force search costs ~30 ms per query against 4,000 rows where the plain
+matrix product costs ~0.1 ms (``benchmarks/bench_privacy.py``).
 
 On disk (:meth:`EmbeddingIndex.save`): ``index.json`` (ids + provenance) and
 ``embeddings.npy`` (float32 ``(N, D)``).
@@ -50,7 +54,7 @@ class EmbeddingIndex:
         image_ids, study_ids: one per row.
         embedder_fingerprint: :meth:`SiameseEmbedder.fingerprint` of the network that made them.
         image_size: ``(height, width)`` of the frames that were embedded.
-        backend: ``"sklearn"``, ``"faiss"`` or ``"auto"``.
+        backend: ``"numpy"``, ``"sklearn"``, ``"faiss"`` or ``"auto"``.
         meta: free provenance (data folder, split, ...).
     """
 
@@ -73,8 +77,8 @@ class EmbeddingIndex:
                 f"an index needs (N, D) embeddings with N image ids and N study ids; got "
                 f"{self.embeddings.shape}, {len(self.image_ids)} and {len(self.study_ids)}"
             )
-        if self.backend not in ("auto", "sklearn", "faiss"):
-            raise ValueError(f"backend has to be 'auto', 'sklearn' or 'faiss', not {self.backend!r}")
+        if self.backend not in ("auto", "numpy", "sklearn", "faiss"):
+            raise ValueError(f"backend has to be 'auto', 'numpy', 'sklearn' or 'faiss', not {self.backend!r}")
         if self.backend == "faiss" and not faiss_available():
             raise ValueError("backend 'faiss' needs the faiss package: pip install faiss-cpu")
         self._searcher: Any = None
@@ -90,7 +94,7 @@ class EmbeddingIndex:
     def active_backend(self) -> str:
         """The backend a search uses now."""
         if self.backend == "auto":
-            return "faiss" if len(self) >= FAISS_MIN_SIZE and faiss_available() else "sklearn"
+            return "faiss" if len(self) >= FAISS_MIN_SIZE and faiss_available() else "numpy"
         return self.backend
 
     def _build_searcher(self) -> Any:
@@ -100,6 +104,8 @@ class EmbeddingIndex:
             searcher = faiss.IndexFlatIP(self.dim)
             searcher.add(self.embeddings)
             return searcher
+        if self.active_backend == "numpy":
+            return self.embeddings
         from sklearn.neighbors import NearestNeighbors
 
         return NearestNeighbors(metric="cosine", algorithm="brute").fit(self.embeddings)
@@ -128,6 +134,8 @@ class EmbeddingIndex:
         if self.active_backend == "faiss":
             sims, idx = self._searcher.search(queries, k)
             return sims.astype(np.float32), idx.astype(np.int64)
+        if self.active_backend == "numpy":
+            return _numpy_search(self.embeddings, queries, k)
         dist, idx = self._searcher.kneighbors(queries, n_neighbors=k)
         return (1.0 - dist).astype(np.float32), idx.astype(np.int64)
 
@@ -178,6 +186,23 @@ class EmbeddingIndex:
                    study_ids=info["study_ids"], embedder_fingerprint=info["embedder_fingerprint"],
                    image_size=tuple(info["image_size"]), backend=info.get("backend", "auto"),
                    meta=info.get("meta", {}))
+
+
+def _numpy_search(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk: int = 1024):
+    """Exact top-``k`` inner products, in query chunks (bounded memory)."""
+    norms = np.linalg.norm(queries, axis=1, keepdims=True)
+    queries = queries / np.where(norms > 0, norms, 1.0)
+    sims_out = np.empty((len(queries), k), np.float32)
+    idx_out = np.empty((len(queries), k), np.int64)
+    for start in range(0, len(queries), chunk):
+        sims = queries[start : start + chunk] @ embeddings.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(
+            np.arange(sims.shape[1]), (len(sims), 1))
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        idx_out[start : start + chunk] = np.take_along_axis(top, order, axis=1)
+        sims_out[start : start + chunk] = np.take_along_axis(top_sims, order, axis=1)
+    return sims_out, idx_out
 
 
 def build_index(embedder: Any, frames: np.ndarray, image_ids: Sequence[str], study_ids: Sequence[str],

@@ -166,18 +166,26 @@ def secmi_scores(pipe: Any, frames: np.ndarray, rows: Any, config: AttackConfig 
     return scores
 
 
-def _tpr_at(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    ok = fpr <= target
-    return float(tpr[ok].max()) if ok.any() else 0.0
+def _auc(member: np.ndarray, nonmember: np.ndarray) -> float:
+    """ROC-AUC as the Mann–Whitney statistic (ties count one half)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.r_[member, nonmember])
+    n_m, n_n = len(member), len(nonmember)
+    return float((ranks[:n_m].sum() - n_m * (n_m + 1) / 2) / (n_m * n_n))
+
+
+def _tpr_at(member: np.ndarray, nonmember: np.ndarray, fpr: float) -> float:
+    """Highest TPR of a threshold rule ``score > t`` whose FPR is at most ``fpr``."""
+    allowed = int(np.floor(fpr * len(nonmember) + 1e-9))
+    if allowed >= len(nonmember):
+        return 1.0
+    threshold = np.sort(nonmember)[::-1][allowed]
+    return float((member > threshold).mean())
 
 
 def _summary(member: np.ndarray, nonmember: np.ndarray) -> tuple[float, float, float]:
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    y = np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
-    s = np.r_[member, nonmember]
-    fpr, tpr, _ = roc_curve(y, s)
-    return float(roc_auc_score(y, s)), _tpr_at(fpr, tpr, 0.01), _tpr_at(fpr, tpr, 0.001)
+    return _auc(member, nonmember), _tpr_at(member, nonmember, 0.01), _tpr_at(member, nonmember, 0.001)
 
 
 def attack_metrics(member_scores: Sequence[float], nonmember_scores: Sequence[float], n_bootstrap: int = 1000,
@@ -212,6 +220,10 @@ def attack_metrics(member_scores: Sequence[float], nonmember_scores: Sequence[fl
     for k, name in enumerate(names):
         low, high = np.nanpercentile(boots[:, k], [2.5, 97.5]) if n_bootstrap else (np.nan, np.nan)
         out[name] = {"value": values[k], "ci95": [float(low), float(high)]}
+    # An attacker can learn the direction of a score on a shadow model: max(AUC, 1 − AUC) is
+    # the separability whatever the sign (SecMI's t-error can be *larger* for members of a
+    # heavily over-fitted model).
+    out["separability"] = max(values[0], 1.0 - values[0])
     out["tpr_at_1pct_fpr"]["resolved"] = len(nonmember) >= 100
     out["tpr_at_0.1pct_fpr"]["resolved"] = len(nonmember) >= 1000
     fpr, tpr, _ = roc_curve(np.r_[np.ones(len(member)), np.zeros(len(nonmember))], np.r_[member, nonmember])

@@ -191,6 +191,7 @@ def main(args: argparse.Namespace) -> dict:
         state.load_state_dict(json.loads((resume / "train_state.json").read_text()))
     if args.max_train_steps is not None:
         state.max_train_steps = args.max_train_steps
+        state.done = state.step >= state.max_train_steps
     elif state.max_train_steps == 0:
         if not args.max_minutes:
             raise ValueError("give --max_train_steps or --max_minutes (or both)")
@@ -235,6 +236,7 @@ def main(args: argparse.Namespace) -> dict:
         if ema is not None:
             ema.step(denoiser.parameters())
         state.step += 1
+        state.done = state.step >= state.max_train_steps
         progress.update(1)
         elapsed = clock.update()
         window.append(loss.item())
@@ -252,7 +254,7 @@ def main(args: argparse.Namespace) -> dict:
         if state.step % args.validation_steps == 0 and accelerator.is_main_process:
             pipe = build_pipeline(vae, denoiser, ema, base)
             _validate(pipe, args, out / "validation" / f"step-{state.step:06d}.png")
-        if state.step % args.checkpointing_steps == 0 or out_of_time or state.step == state.max_train_steps:
+        if state.step % args.checkpointing_steps == 0 or state.done:
             common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit)
             if accelerator.is_main_process:
                 from ..data.prepared import atomic_write_text

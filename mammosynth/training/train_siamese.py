@@ -1,10 +1,11 @@
 """Train the Siamese re-identification network (DESIGN §9) on a prepared dataset.
 
-Identity = study. Each batch holds ``train_batch_size / images_per_study`` random training
-studies with (up to) ``images_per_study`` images each, every image independently disguised
-by :func:`mammosynth.privacy.augment.augment` (shift, flips, contrast/gamma, blur, noise).
-Positives are the other images of the same study (other view, other breast), negatives all
-other studies. Loss: pytorch-metric-learning ``MultiSimilarityLoss`` with its miner
+Identity = study. Each batch holds ``train_batch_size / (images_per_study + copies_per_study)``
+random training studies with (up to) ``images_per_study`` images each, plus
+``copies_per_study`` of them a second time; every image is independently disguised by
+:func:`mammosynth.privacy.augment.augment` (shift, flips, contrast/gamma, blur, noise).
+Positives are the other images of the same study (other view, other breast) and the
+disguised twin of the same image; negatives are all other studies. Loss: pytorch-metric-learning ``MultiSimilarityLoss`` with its miner
 (``--loss triplet`` for ``TripletMarginLoss`` + semihard ``TripletMarginMiner``).
 
 The training frames are resized once to the network's ``--input_size`` and kept in memory,
@@ -68,6 +69,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--layers", default="1,1,1,1", help="residual blocks of the 4 ResNet stages")
     parser.add_argument("--loss", choices=("multi-similarity", "triplet"), default="multi-similarity")
     parser.add_argument("--images_per_study", type=int, default=4, help="images of one study in a batch (m)")
+    parser.add_argument("--copies_per_study", type=int, default=1,
+                        help="images of each study drawn twice (two disguises) as copy positives")
     parser.add_argument("--no_augment", action="store_true", help="train without the disguise augmentations")
     parser.add_argument("--monitor_images", type=int, default=400, help="test images scored at each validation")
     parser.set_defaults(learning_rate=1e-3, train_batch_size=64, lr_warmup_steps=50, use_ema=False,
@@ -105,19 +108,22 @@ def study_groups(study_ids) -> list[np.ndarray]:
 
 
 def sample_batch(groups: list[np.ndarray], batch_size: int, per_study: int, seed: int, step: int,
-                 process_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                 process_index: int = 0, copies: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``(positions, labels)`` of one batch: random studies with up to ``per_study`` images each.
 
+    ``copies`` images of each study appear twice (each draw gets its own augmentation), so
+    the network also learns that a disguised copy is the same image.
     A pure function of ``(seed, step, process_index)``, so a resumed run sees the same batches.
     """
     rng = np.random.default_rng([seed, step, process_index])
-    n_studies = max(2, batch_size // per_study)
+    n_studies = max(2, batch_size // (per_study + copies))
     chosen = rng.choice(len(groups), size=min(n_studies, len(groups)), replace=False)
     positions, labels = [], []
     for label, k in enumerate(chosen):
         members = groups[k]
         if len(members) > per_study:
             members = rng.choice(members, per_study, replace=False)
+        members = np.r_[members, members[: max(0, copies)]]
         positions.extend(members.tolist())
         labels.extend([label] * len(members))
     return np.asarray(positions), np.asarray(labels)
@@ -182,7 +188,7 @@ def main(args: argparse.Namespace) -> dict:
 
     def step_loss(net, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         positions, labels = sample_batch(groups, args.train_batch_size, args.images_per_study, args.seed,
-                                         step, accelerator.process_index)
+                                         step, accelerator.process_index, args.copies_per_study)
         images = train_images[positions]
         if not args.no_augment:
             images = augment(images, common.step_generator(args.seed, step, 1 + accelerator.process_index))

@@ -148,6 +148,7 @@ def main(args: argparse.Namespace) -> dict:
         state.load_state_dict(json.loads((resume / "train_state.json").read_text()))
     if args.max_train_steps is not None:
         state.max_train_steps = args.max_train_steps
+        state.done = state.step >= state.max_train_steps
     elif state.max_train_steps == 0:
         if not args.max_minutes:
             raise ValueError("give --max_train_steps or --max_minutes (or both)")
@@ -196,6 +197,7 @@ def main(args: argparse.Namespace) -> dict:
         if ema is not None:
             ema.step(vae.parameters())
         state.step += 1
+        state.done = state.step >= state.max_train_steps
         progress.update(1)
         elapsed = clock.update()
         window.append(loss.item())
@@ -213,7 +215,7 @@ def main(args: argparse.Namespace) -> dict:
         if (state.step % args.validation_steps == 0) and accelerator.is_main_process:
             _validate(vae, ema, val_frames, out / "validation" / f"step-{state.step:06d}.png",
                       from_unit_range)
-        if state.step % args.checkpointing_steps == 0 or out_of_time or state.step == state.max_train_steps:
+        if state.step % args.checkpointing_steps == 0 or state.done:
             _save(accelerator, out, state, args.checkpoints_total_limit)
     progress.close()
     state.done = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["CSS", "HEAD"]
 
 CSS = """
-#case-image img { transition: none; image-rendering: auto; cursor: grab; }
+#case-image img { width: 100%; height: 100%; object-fit: contain; transition: none; cursor: grab; }
 #case-image { overflow: hidden; background: #000; }
 #case-image .image-container, #case-image .image-frame { overflow: hidden; }
 .ms-viewer-tools { display: flex; gap: 0.6rem; align-items: center; flex-wrap: wrap; font-size: 0.85rem; }

@@ -114,9 +114,10 @@ def build_results_tab(services: Services) -> dict[str, Any]:
             gr.Warning(refusal.message)
             return tuple(gr.update() for _ in outputs)
         rows = [[r["reader_id"], r["display_name"], r["answered"], r["total"]] for r in result["status"]]
-        return (headline_text(result), result["markdown"], rows, result["plots"], result["files"],
-                result["reports"] or {"note": "no report files in the checkpoint folder"}, result["report_images"],
-                result["model_card"])
+        return (headline_text(result), result["markdown"], rows,
+                gr.Gallery(result["plots"], visible=bool(result["plots"])), result["files"],
+                result["reports"] or {"note": "no report files in the checkpoint folder"},
+                gr.Gallery(result["report_images"], visible=bool(result["report_images"])), result["model_card"])
 
     refresh.click(on_refresh, None, outputs, api_visibility="private")
 
