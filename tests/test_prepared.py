@@ -139,3 +139,11 @@ def test_unit_range_round_trip():
     x = to_unit_range(frames)
     assert x.min() == -1 and x.max() == 1
     np.testing.assert_array_equal(from_unit_range(x), frames)
+
+
+def test_empty_dataset_opens_with_no_frames(tmp_path):
+    with PreparedWriter(tmp_path, 16, 8) as writer:
+        writer.finalize()
+    data = load_prepared(tmp_path)
+    assert len(data.manifest) == 0 and data.images.shape == (0, 16, 8)
+    assert len(PreparedDataset(data)) == 0

@@ -94,7 +94,7 @@ def test_index_search_is_exact_cosine_and_round_trips(tmp_path):
     brute = q @ emb.T / np.linalg.norm(q, axis=1, keepdims=True)
     np.testing.assert_array_equal(idx, np.argsort(-brute, axis=1)[:, :3])
     np.testing.assert_allclose(sims, np.sort(brute, axis=1)[:, ::-1][:, :3], atol=1e-5)
-    assert index.active_backend == "numpy"
+    assert index.active_backend == "exact"
     sk = EmbeddingIndex(emb, index.image_ids, index.study_ids, "fp", (64, 48), backend="sklearn")
     sk_sims, sk_idx = sk.search(q, 3)
     np.testing.assert_array_equal(sk_idx, idx)

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--false-flag-rate", type=float, default=0.01,
                    help="share of unseen real patients the gate may flag (default 0.01)")
     p.add_argument("--neighbours", type=int, default=3, help="nearest training images reported per verdict")
-    p.add_argument("--backend", choices=("auto", "numpy", "sklearn", "faiss"), default="auto")
+    p.add_argument("--backend", choices=("auto", "exact", "sklearn", "faiss"), default="auto")
     p.add_argument("--out", required=True, help="output folder (e.g. <checkpoint>/privacy_checker)")
     p.set_defaults(handler=_build_index)
 

@@ -301,7 +301,7 @@ class PreparedData:
     root: Path
     meta: dict[str, Any]
     manifest: Any  # pandas.DataFrame
-    images: np.memmap
+    images: np.ndarray  # a read-only np.memmap (a plain empty array for an empty dataset)
 
     @property
     def height(self) -> int:
@@ -370,5 +370,8 @@ def load_prepared(root: str | os.PathLike) -> PreparedData:
             f"{root / IMAGES_FILE} holds {size} bytes, which does not match {len(manifest)} "
             f"frames of {height}x{width}: the folder is damaged"
         )
-    images = np.memmap(root / IMAGES_FILE, dtype="<u2", mode="r", shape=(max(count, 0), height, width))
+    if count == 0:  # numpy cannot memory-map an empty file
+        images = np.zeros((0, height, width), dtype="<u2")
+    else:
+        images = np.memmap(root / IMAGES_FILE, dtype="<u2", mode="r", shape=(count, height, width))
     return PreparedData(root=root, meta=meta, manifest=manifest, images=images)

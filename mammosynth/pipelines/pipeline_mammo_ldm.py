@@ -17,6 +17,8 @@ back for display before they are returned.
 
 from __future__ import annotations
 
+import importlib
+
 import inspect
 import json
 import logging
@@ -399,6 +401,9 @@ class MammoLDMPipeline(DiffusionPipeline):
         if "torch_dtype" not in kwargs:
             kwargs.setdefault("dtype", torch.float32)
         kwargs.setdefault("local_files_only", True)
+        if (path / "privacy_checker").is_dir() and "privacy_checker" not in kwargs:
+            # diffusers resolves custom components by class name; make sure the class is registered.
+            importlib.import_module("mammosynth.privacy.checker")
         try:
             pipe = super().from_pretrained(str(path), **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, ImportError) as error:

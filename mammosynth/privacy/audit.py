@@ -114,13 +114,15 @@ def _pixel_vectors(frames: np.ndarray, size: tuple[int, int], batch: int = 256) 
 
 def pixel_nn_distances(queries: np.ndarray, reference: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-reference L2 distance of each query vector and the reference position (exact)."""
+    import torch
+
     dists = np.empty(len(queries), np.float32)
     where = np.empty(len(queries), np.int64)
-    for start in range(0, len(queries), chunk):
-        sims = queries[start : start + chunk] @ reference.T
-        best = sims.argmax(1)
-        where[start : start + chunk] = best
-        dists[start : start + chunk] = np.sqrt(np.clip(2.0 - 2.0 * sims[np.arange(len(best)), best], 0, None))
+    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+    for start in range(0, len(queries), chunk):  # torch matmul: follows torch.set_num_threads
+        best = (torch.from_numpy(np.ascontiguousarray(queries[start : start + chunk], dtype=np.float32)) @ ref.T).max(1)
+        where[start : start + chunk] = best.indices.numpy()
+        dists[start : start + chunk] = np.sqrt(np.clip(2.0 - 2.0 * best.values.numpy(), 0, None))
     return dists, where
 
 

@@ -48,7 +48,7 @@ def plot_accuracy(result: dict):
     if result.get("pooled"):
         rows.append(("pooled", result["pooled"]))
     for i, (name, r) in enumerate(rows):
-        ax.errorbar(r["accuracy"], i, xerr=[[r["accuracy"] - r["ci_low"]], [r["ci_high"] - r["accuracy"]]],
+        ax.errorbar(r["accuracy"], i, xerr=[[max(0.0, r["accuracy"] - r["ci_low"])], [max(0.0, r["ci_high"] - r["accuracy"])]],
                     fmt="o", color="k" if name == "pooled" else "C0", capsize=3)
     ax.axvline(0.5, color="grey", ls="--", lw=1)
     ax.set_yticks(range(len(rows)), [str(n) for n, _ in rows])
