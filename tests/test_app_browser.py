@@ -116,7 +116,8 @@ def test_generate_with_a_lesion_box_and_download_a_valid_dicom(app, browser, tmp
         page.get_by_role("button", name="Suspicious mass · L-MLO").click()
         box.fill("0.32,0.40,0.48,0.54")
         box.press("Enter")
-        page.locator("#gen-validity").get_by_text("Conditions are consistent").wait_for()
+        # wait until the server has taken the new box (the verdict names it), then generate
+        page.locator("#gen-validity").get_by_text("Lesion box 0.32,0.40,0.48,0.54").wait_for()
         page.locator("#gen-go").click()
         page.locator("#gen-gallery img").first.wait_for()
         page.locator("#gen-verdicts").get_by_text(re.compile("pass")).first.wait_for()

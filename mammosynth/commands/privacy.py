@@ -11,12 +11,12 @@ logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..training.train_siamese import build_parser
+    from ..training.options import siamese_parser
 
     p = subparsers.add_parser("train-siamese", help="train the Siamese re-identification network",
                               description="Train the Siamese re-ID network (metric learning on same-study "
                               "positives); saves <out>/siamese and held-out metrics in <out>/metrics.json.")
-    build_parser(p)
+    siamese_parser(p)
     p.set_defaults(handler=_train_siamese)
 
     p = subparsers.add_parser("build-index", help="index a training split and calibrate the privacy gate",

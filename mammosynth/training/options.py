@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_common_arguments", "vae_parser", "ldm_parser"]
+__all__ = ["add_common_arguments", "vae_parser", "ldm_parser", "siamese_parser"]
 
 VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8) on a prepared dataset."
 LDM_DESCRIPTION = "Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE."
@@ -75,4 +75,23 @@ def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--guidance_scale", type=float, default=3.0, help="for validation images")
     parser.add_argument("--save_fp16", action="store_true", help="save the final pipeline as fp16 safetensors")
     parser.set_defaults(learning_rate=3e-4, train_batch_size=16, lr_warmup_steps=100)
+    return parser
+
+
+def siamese_parser(parser: argparse.ArgumentParser | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """Options of ``train-siamese`` (the Siamese re-identification network)."""
+    parser = parser or argparse.ArgumentParser(prog="train_siamese", description=description)
+    add_common_arguments(parser)
+    parser.add_argument("--input_size", default="128x96", help="HxW the network resizes images to")
+    parser.add_argument("--embedding_dim", type=int, default=128)
+    parser.add_argument("--block_inplanes", default="16,32,64,128", help="channels of the 4 ResNet stages")
+    parser.add_argument("--layers", default="1,1,1,1", help="residual blocks of the 4 ResNet stages")
+    parser.add_argument("--loss", choices=("multi-similarity", "triplet"), default="multi-similarity")
+    parser.add_argument("--images_per_study", type=int, default=4, help="images of one study in a batch (m)")
+    parser.add_argument("--copies_per_study", type=int, default=1,
+                        help="images of each study drawn twice (two disguises) as copy positives")
+    parser.add_argument("--no_augment", action="store_true", help="train without the disguise augmentations")
+    parser.add_argument("--monitor_images", type=int, default=400, help="test images scored at each validation")
+    parser.set_defaults(learning_rate=1e-3, train_batch_size=64, lr_warmup_steps=50, use_ema=False,
+                        validation_steps=200, checkpointing_steps=200, adam_weight_decay=1e-4)
     return parser

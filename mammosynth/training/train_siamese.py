@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import common
+from . import common, options
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +61,7 @@ def _ints(text: str, name: str, count: int) -> tuple[int, ...]:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="train_siamese", description=__doc__.split("\n\n")[0])
-    common.add_common_arguments(parser)
-    parser.add_argument("--input_size", default="128x96", help="HxW the network resizes images to")
-    parser.add_argument("--embedding_dim", type=int, default=128)
-    parser.add_argument("--block_inplanes", default="16,32,64,128", help="channels of the 4 ResNet stages")
-    parser.add_argument("--layers", default="1,1,1,1", help="residual blocks of the 4 ResNet stages")
-    parser.add_argument("--loss", choices=("multi-similarity", "triplet"), default="multi-similarity")
-    parser.add_argument("--images_per_study", type=int, default=4, help="images of one study in a batch (m)")
-    parser.add_argument("--copies_per_study", type=int, default=1,
-                        help="images of each study drawn twice (two disguises) as copy positives")
-    parser.add_argument("--no_augment", action="store_true", help="train without the disguise augmentations")
-    parser.add_argument("--monitor_images", type=int, default=400, help="test images scored at each validation")
-    parser.set_defaults(learning_rate=1e-3, train_batch_size=64, lr_warmup_steps=50, use_ema=False,
-                        validation_steps=200, checkpointing_steps=200, adam_weight_decay=1e-4)
-    return parser
+    return options.siamese_parser(parser, description=__doc__.split("\n\n")[0])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

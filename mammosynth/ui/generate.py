@@ -66,6 +66,8 @@ def check_conditions(birads: Any, density: Any, view: Any, laterality: Any, lesi
     note = ""
     if c.lesion is not None and c.lesion.value != "none" and not str(box or "").strip():
         note = " The lesion goes to the default place (upper-outer breast); draw a box to choose."
+    elif c.box is not None:
+        note = " Lesion box {:.2f},{:.2f},{:.2f},{:.2f}.".format(*c.box.as_tuple())
     return f"✓ Conditions are consistent.{note}"
 
 
