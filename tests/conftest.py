@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+import torch
 
 #: Identifying values planted in test DICOMs; none may appear in any ingest output.
 PHI = {
@@ -258,3 +259,13 @@ def prepared_root(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("prepared") / "prepared-64"
     ingest(phantom_root, out, size=(64, 48), workers=1, quiet=True)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests run torch on one thread: on a 2-core machine, servers, browsers and worker
+    processes share the cores, and oversubscribed OpenMP threads slow everything down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

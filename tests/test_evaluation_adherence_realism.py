@@ -12,14 +12,6 @@ from mammosynth.evaluation.classifiers import Recipe
 from mammosynth.evaluation.realism import c2st_images
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_box_iou_known_values():
     assert box_iou((0, 0, 2, 2), (0, 0, 2, 2)) == 1.0
     assert box_iou((0, 0, 2, 2), (1, 0, 3, 2)) == pytest.approx(2 / 6)

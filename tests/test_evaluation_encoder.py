@@ -6,21 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import mammosynth
 from mammosynth.cli import main
 from mammosynth.data.prepared import load_prepared
 from mammosynth.evaluation.features import load_fidelity_encoder, train_fidelity_encoder
 from mammosynth.evaluation.toy import write_toy_dataset
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_lazy_export_and_config_round_trip(tmp_path):

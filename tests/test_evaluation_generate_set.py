@@ -48,14 +48,6 @@ def tiny_pipe(gate=None):
     return pipe
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def like(tmp_path_factory):
     return write_toy_dataset(tmp_path_factory.mktemp("like") / "real", 24, height=32, width=24, seed=3)

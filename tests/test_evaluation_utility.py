@@ -10,14 +10,6 @@ from mammosynth.evaluation.classifiers import Recipe
 from mammosynth.evaluation.utility import accuracy, roc_auc, roc_auc_ci, run_utility
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_roc_auc_known_values_and_sklearn_agreement():
     from sklearn.metrics import roc_auc_score
 

@@ -11,14 +11,6 @@ from mammosynth.models.conditioning import CONDITION_FIELDS, ConditionEncoder, d
 from mammosynth.models.unet import UNET_PRESETS, build_unet, latent_mask, time_embed_dim
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def codes_for(*conditions: Conditions) -> dict[str, torch.Tensor]:
     encoded = [c.encode() for c in conditions]
     return {f: torch.tensor([e[f] for e in encoded]) for f in CONDITION_FIELDS}

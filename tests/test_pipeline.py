@@ -28,14 +28,6 @@ BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "mammosynth-phan
 MASS = dict(birads=4, density="C", lesion="mass", box=(0.45, 0.30, 0.60, 0.42), view="MLO", laterality="L")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_pipeline(privacy_checker=None) -> MammoLDMPipeline:
     torch.manual_seed(0)
     vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])

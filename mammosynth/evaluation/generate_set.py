@@ -184,7 +184,6 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
     if settings.limit is not None:
         plan = plan[: settings.limit]
     out = Path(out)
-    height, width = like.height, like.width
     meta = {"source": "synthetic", "checkpoint": checkpoint, "like": str(like.root), "like_split": split,
             "generation": asdict(settings), "privacy_gated": settings.privacy != "off"}
     started = time.perf_counter()

@@ -33,7 +33,7 @@ from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..conditions import ConditionError, Conditions, Laterality, Lesion
+from ..conditions import ConditionError, Conditions, Laterality
 from ..models.conditioning import CONDITION_FIELDS, unconditional_codes
 from ..models.unet import latent_mask
 

@@ -21,7 +21,6 @@ import argparse
 import copy
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
