@@ -184,7 +184,7 @@ during training (the lesion mask is dropped with the lesion field).
 
 | stage | steps | minutes | batch | loss first → last |
 |---|---|---|---|---|
-| VAE (L1 + 0.5·(1−SSIM) + 1e-6·KL, 128×96 crops) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
+| VAE (L1 + 0.5·(1−SSIM) + 1e-6·KL, {vae.get('crop', '?')} crops) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
 | LDM (ε-prediction MSE, EMA 0.999) | {ldm.get('steps')} | {ldm.get('elapsed_min', 0):.1f} | {ldm.get('batch')} | {ldm.get('first_loss', float('nan')):.4f} → {ldm.get('final_loss', float('nan')):.4f} |
 
 Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}.
@@ -208,8 +208,9 @@ distortion/asymmetry; MLO, left) and `samples_views.png` (rows CC/MLO, columns R
 Demo, tests and development of the mammosynth system (app, privacy gate, evaluation).
 **Not for clinical use, diagnosis, or as evidence about real mammograms.** It has only
 seen phantoms; fidelity and privacy numbers for real data come from re-training on real
-data (e.g. VinDr-Mammo) with the same commands. No privacy checker is attached to this
-folder until `privacy_checker/` is added by the privacy stage.
+data (e.g. VinDr-Mammo) with the same commands. The privacy checker (`privacy_checker/`) and
+the fidelity feature extractor (`feature_extractor/`) are added by their own stages
+(`mammosynth build-index`, `mammosynth train-encoder`) and described below when present.
 """
 
 
@@ -239,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
     n = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
     vae = {**vae_info.get("metrics", {}), **_loss_summary(vae_run / "log.csv"),
            "block_out_channels": pipe.vae.config.block_out_channels, "params_m": n(pipe.vae),
-           "batch": vae_info.get("config", {}).get("train_batch_size")}
+           "batch": vae_info.get("config", {}).get("train_batch_size"),
+           "crop": vae_info.get("config", {}).get("crop")}
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
            "batch": ldm_info.get("config", {}).get("train_batch_size")}
