@@ -66,10 +66,13 @@ def app(tmp_path_factory):
     from mammosynth.ui.testing import make_tiny_checkpoint, make_tiny_study
 
     tmp = tmp_path_factory.mktemp("browser")
-    checkpoint = make_tiny_checkpoint(tmp / "checkpoint")
+    # MAMMOSYNTH_SCREENSHOT_CHECKPOINT=checkpoints/mammosynth-phantom-256 takes the README's
+    # screenshots with a real model; by default a tiny random one keeps the test fast.
+    real = os.environ.get("MAMMOSYNTH_SCREENSHOT_CHECKPOINT")
+    checkpoint = Path(real) if real else make_tiny_checkpoint(tmp / "checkpoint")
     study = make_tiny_study(tmp / "study", tmp / "study-src")
     config = AppConfig(checkpoint=checkpoint, study=study, work_dir=tmp / "work", temp_dir=tmp / "temp",
-                       default_steps=3)
+                       default_steps=20 if real else 3)
     demo, options, services = create_app(config)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)

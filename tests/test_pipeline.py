@@ -340,3 +340,7 @@ def test_bundled_checkpoint_loads_and_samples():
     assert image.std() > 1000  # not blank
     again = pipe(**MASS, num_inference_steps=20, generator=torch.Generator().manual_seed(0)).images[0]
     assert np.array_equal(image, again)
+    # the bundled privacy gate is loaded with the checkpoint and judges every image
+    assert pipe.privacy_checker is not None and len(out.privacy) == 1
+    verdict = out.privacy[0]
+    assert 0 < verdict.threshold < 1 and verdict.flagged == (verdict.similarity > verdict.threshold)

@@ -402,8 +402,11 @@ class MammoLDMPipeline(DiffusionPipeline):
             kwargs.setdefault("dtype", torch.float32)
         kwargs.setdefault("local_files_only", True)
         if (path / "privacy_checker").is_dir() and "privacy_checker" not in kwargs:
-            # diffusers resolves custom components by class name; make sure the class is registered.
-            importlib.import_module("mammosynth.privacy.checker")
+            # The gate is loaded whenever the folder has one, even if model_index.json predates it
+            # (`mammosynth build-index --out <checkpoint>/privacy_checker` adds it afterwards).
+            checker = importlib.import_module("mammosynth.privacy.checker")
+            kwargs["privacy_checker"] = checker.load_privacy_checker(path / "privacy_checker")
+            kwargs.setdefault("requires_privacy_checker", True)
         try:
             pipe = super().from_pretrained(str(path), **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, ImportError) as error:
