@@ -154,7 +154,7 @@ whole system working end to end; it is not a model of real mammograms.
 ```python
 from mammosynth import MammoLDMPipeline
 import torch
-pipe = MammoLDMPipeline.from_pretrained("checkpoints/mammosynth-phantom-256")
+pipe = MammoLDMPipeline.from_pretrained("./checkpoints/mammosynth-phantom-256")
 out = pipe(birads=4, density="C", lesion="mass", box=(0.45, 0.30, 0.60, 0.42), view="MLO",
            laterality="L", num_images=2, num_inference_steps=20, guidance_scale=3.0,
            generator=torch.Generator().manual_seed(0))
