@@ -118,7 +118,9 @@ pd.read_csv(WORK / "runs" / "ldm" / "log.csv").plot(x="step", y="loss", title="L
 # %%
 from mammosynth import MammoLDMPipeline
 
-pipe = MammoLDMPipeline.from_pretrained(WORK / "runs" / "ldm" / "pipeline")
+# A freshly trained pipeline has no privacy gate yet (`mammosynth build-index` adds one); it
+# refuses to generate unless told, on purpose, to run ungated:
+pipe = MammoLDMPipeline.from_pretrained(WORK / "runs" / "ldm" / "pipeline", requires_privacy_checker=False)
 pipe.set_progress_bar_config(disable=True)
 out = pipe(birads=4, density="C", lesion="mass", box=(0.30, 0.35, 0.50, 0.55), view="MLO", laterality="L",
            num_images=2, num_inference_steps=2 if TINY else 20, guidance_scale=3.0,

@@ -26,8 +26,8 @@ THREADS=${THREADS:-1}
 VAE_MINUTES=${VAE_MINUTES:-30}
 LDM_MINUTES=${LDM_MINUTES:-50}
 # Fixed step counts (reproducible whatever the machine's load); the minutes stay as a cap.
-VAE_STEPS=${VAE_STEPS:-700}
-LDM_STEPS=${LDM_STEPS:-1800}
+VAE_STEPS=${VAE_STEPS:-1400}
+LDM_STEPS=${LDM_STEPS:-2800}
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 ldm_steps_arg=${LDM_STEPS:+--max_train_steps $LDM_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -39,14 +39,15 @@ if [ ! -f "$DATA/manifest.csv" ]; then
   exit 2
 fi
 
-# 1. VAE (1 channel, f=8), random 96x72 crops, L1 + SSIM + small KL
+# 1. VAE (1 channel, f=8), random 96x72 crops (half of them on the lesion), L1 (x5 inside
+#    lesion boxes, so calcification specks survive) + SSIM + small KL
 if [ -f "$RUNS/vae/metrics.json" ] && [ -f "$RUNS/vae/vae/config.json" ]; then
   echo "VAE already trained: $RUNS/vae"
 else
   python -m mammosynth.training.train_vae \
     --data "$DATA" --out "$RUNS/vae" --preset bundled --crop 96x72 \
     --train_batch_size 8 --learning_rate 5e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
-    --ssim_weight 0.5 --kl_weight 1e-6 --ema_decay 0.999 \
+    --ssim_weight 0.5 --kl_weight 1e-6 --lesion_weight 4 --lesion_crop_prob 0.5 --ema_decay 0.999 \
     --max_minutes "$VAE_MINUTES" $vae_steps_arg --checkpointing_steps 100 --checkpoints_total_limit 2 \
     --validation_steps 200 --logging_steps 10 --eval_images 400 \
     --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest

@@ -20,7 +20,9 @@ from mammosynth.pipelines.pipeline_mammo_ldm import (
     CheckpointError,
     MammoLDMPipeline,
     MammoLDMPipelineOutput,
+    PrivacyGateMissingError,
     default_scheduler,
+    register_privacy_checker,
     scheduler_from_name,
 )
 
@@ -214,14 +216,42 @@ def test_fp16_checkpoint_loads_as_float32(pipe, tmp_path):
     assert run(loaded).images[0].shape == (64, 48)
 
 
-def test_missing_privacy_checker_warns_loudly(caplog):
+def _tiny_modules():
     torch.manual_seed(0)
     vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])
     unet = build_unet(sample_size=(8, 6), **UNET_PRESETS["tiny"])
-    encoder = ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet))
+    return vae, unet, ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet))
+
+
+def test_pipeline_without_gate_refuses_to_generate_unless_told(caplog, tmp_path):
+    gated = MammoLDMPipeline(*_tiny_modules(), default_scheduler())
+    gated.set_progress_bar_config(disable=True)
+    with pytest.raises(PrivacyGateMissingError, match="no privacy checker.*build-index.*requires_privacy_checker=False"):
+        run(gated)
+    # the requirement survives save/load: a loaded copy refuses as well
+    gated.save_pretrained(tmp_path / "gated")
+    with pytest.raises(PrivacyGateMissingError):
+        run(MammoLDMPipeline.from_pretrained(tmp_path / "gated"))
+    # opting out on purpose works, warns loudly, and reports no verdicts
     with caplog.at_level(logging.WARNING):
-        MammoLDMPipeline(vae, unet, encoder, default_scheduler())
-    assert "disabled the privacy checker" in caplog.text
+        ungated = MammoLDMPipeline.from_pretrained(tmp_path / "gated", requires_privacy_checker=False)
+    assert "disabled the privacy checker" in caplog.text and "NOT be checked" in caplog.text
+    ungated.set_progress_bar_config(disable=True)
+    assert run(ungated).privacy is None
+
+
+def test_register_privacy_checker_completes_the_checkpoint(tmp_path):
+    pipe = MammoLDMPipeline(*_tiny_modules(), default_scheduler())
+    pipe.save_pretrained(tmp_path / "ckpt")
+    assert not register_privacy_checker(tmp_path / "ckpt")  # no privacy_checker/ yet: nothing changes
+    index = json.loads((tmp_path / "ckpt" / "model_index.json").read_text())
+    assert index.get("privacy_checker") in (None, [None, None])
+    (tmp_path / "ckpt" / "privacy_checker").mkdir()
+    assert register_privacy_checker(tmp_path / "ckpt")
+    index = json.loads((tmp_path / "ckpt" / "model_index.json").read_text())
+    assert index["privacy_checker"] == ["mammosynth.privacy.checker", "PrivacyChecker"]
+    assert index["requires_privacy_checker"] is True and index["_class_name"] == "MammoLDMPipeline"
+    assert not register_privacy_checker(tmp_path / "elsewhere")
 
 
 @dataclass

@@ -40,11 +40,22 @@ def world(tmp_path_factory):
     run = root / "siamese"
     assert cli_main(["train-siamese", "--data", str(data_root), "--out", str(run), "--max_train_steps", "150",
                      *TRAIN_ARGS]) == 0
+    from test_privacy_membership import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    pipe.register_to_config(requires_privacy_checker=True)
+    pipe.save_pretrained(root / "ckpt")  # a trained pipeline folder that has no gate yet
     checker_dir = root / "ckpt" / "privacy_checker"
     assert cli_main(["build-index", "--siamese", str(run), "--data", str(data_root), "--out", str(checker_dir)]) == 0
     synthetic = make_prepared(root / "synth", studies=5, test_studies=0, seed=2, source="synthetic",
                               split_all="synthetic")
     return {"root": root, "data": data_root, "run": run, "checker": checker_dir, "synthetic": synthetic}
+
+
+def test_build_index_registers_the_gate_in_the_checkpoint(world):
+    index = json.loads((world["root"] / "ckpt" / "model_index.json").read_text())
+    assert index["privacy_checker"] == ["mammosynth.privacy.checker", "PrivacyChecker"]
+    assert index["requires_privacy_checker"] is True
 
 
 def test_train_siamese_writes_model_metrics_and_resumes(world):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from mammosynth.cli import main as cli
+from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, PrivacyGateMissingError
 from mammosynth.training import common, options, train_ldm, train_vae
 from mammosynth.training.common import write_toy_dataset
 
@@ -101,7 +103,9 @@ def test_ldm_trains_and_saves_a_loadable_fp16_pipeline(ldm_run):
         assert (folder / name).exists(), name
     stored = load_file(next((folder / "unet").glob("*.safetensors")))
     assert all(t.dtype == torch.float16 for t in stored.values())
-    pipe = MammoLDMPipeline.from_pretrained(folder)
+    with pytest.raises(PrivacyGateMissingError, match="build-index"):  # saved pipelines require their gate
+        MammoLDMPipeline.from_pretrained(folder)(num_inference_steps=2)
+    pipe = MammoLDMPipeline.from_pretrained(folder, requires_privacy_checker=False)
     pipe.set_progress_bar_config(disable=True)
     out = pipe(birads=4, lesion="mass", laterality="R", num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert out.images[0].shape == (64, 48) and out.images[0].dtype == np.uint16
@@ -133,6 +137,32 @@ def test_ldm_resume_matches_an_uninterrupted_run(ldm_run, vae_run, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+def test_ldm_trains_data_parallel_on_two_cpu_processes(toy, vae_run, ldm_run, tmp_path):
+    """torchrun (what `accelerate launch` runs) with 2 gloo processes: one run, split batches."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ldm2"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "mammosynth.training.train_ldm", "--data", str(toy), "--vae", str(vae_run), "--out", str(out),
+           "--max_train_steps", "4", *TINY_LDM]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("LDM trained 4 steps") == 1  # one run, not two independent ones
+    run = json.loads((out / "run.json").read_text())
+    assert run["invocations"][-1]["processes"] == 2
+    assert len(read_log(out / "log.csv")) == 4
+    # rank 0 sees the 1-process run's first batch, but from step 2 the weights carry the other
+    # rank's gradients too, so the runs part
+    single = [float(r["loss"]) for r in read_log(ldm_run / "log.csv")]
+    double = [float(r["loss"]) for r in read_log(out / "log.csv")]
+    assert single[0] == double[0] and single[1:] != double[1:]
+    pipe = MammoLDMPipeline.from_pretrained(out / "pipeline", requires_privacy_checker=False)
+    assert pipe.unet.config.in_channels == MammoLDMPipeline.from_pretrained(
+        ldm_run / "pipeline", requires_privacy_checker=False).unet.config.in_channels
+
+
 def test_max_minutes_picks_the_step_count(toy, tmp_path):
     out = tmp_path / "vae"
     args = train_vae.parse_args(["--data", str(toy), "--out", str(out), "--max_minutes", "0.02",
@@ -149,7 +179,8 @@ def test_sample_cli_writes_png16_and_a_recipe_that_remakes_it(ldm_run, tmp_path)
     out = tmp_path / "samples"
     assert cli(["sample", "--checkpoint", str(ldm_run / "pipeline"), "--out", str(out), "--num", "2",
                 "--birads", "4", "--density", "C", "--lesion", "mass", "--box", "0.45,0.30,0.60,0.42",
-                "--view", "MLO", "--laterality", "L", "--seed", "7", "--steps", "2", "--scheduler", "ddim"]) == 0
+                "--view", "MLO", "--laterality", "L", "--seed", "7", "--steps", "2", "--scheduler", "ddim",
+                "--no-privacy-gate"]) == 0
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == ["sample_seed000007.png", "sample_seed000008.png"]
     image = read_png16(pngs[1])
@@ -159,8 +190,43 @@ def test_sample_cli_writes_png16_and_a_recipe_that_remakes_it(ldm_run, tmp_path)
     assert recipe.conditions.lesion.value == "mass"
     again = tmp_path / "again"
     assert cli(["sample", "--checkpoint", str(ldm_run / "pipeline"), "--out", str(again),
-                "--recipe", str(pngs[1].with_suffix(".json"))]) == 0
+                "--recipe", str(pngs[1].with_suffix(".json")), "--no-privacy-gate"]) == 0
     assert np.array_equal(read_png16(again / "sample_seed000008.png"), image)
+
+
+def test_sample_cli_refuses_a_checkpoint_without_its_gate(ldm_run, tmp_path, capsys):
+    code = cli(["sample", "--checkpoint", str(ldm_run / "pipeline"), "--out", str(tmp_path / "s"), "--steps", "2"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "no privacy checker" in err and "--no-privacy-gate" in err
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_vae_lesion_weighting_and_lesion_crops():
+    from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
+
+    torch.manual_seed(0)
+    vae = build_vae(sample_size=32, **VAE_PRESETS["tiny"])
+    images = torch.rand(2, 1, 32, 24) * 2 - 1
+    masks = torch.zeros_like(images)
+    masks[:, :, 8:16, 8:16] = 1
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain, parts = train_vae.vae_loss(vae, images, 0.0, 0.0, g())
+    weighted, _ = train_vae.vae_loss(vae, images, 0.0, 0.0, g(), masks=masks, lesion_weight=4.0)
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(images).latent_dist.sample(g())).sample
+        error = (recon - images).abs()
+    expected = (error * (1 + 4 * masks)).mean()
+    assert torch.allclose(weighted.detach(), expected, atol=1e-5) and weighted > plain
+    # lesion-centred crops contain the lesion centre and stay on the 8-pixel grid
+    big = torch.rand(4, 1, 64, 48)
+    big_masks = torch.zeros_like(big)
+    big_masks[:, :, 50:56, 36:44] = 1
+    crops, crop_masks = train_vae._crop_batch(big, (16, 16), torch.Generator().manual_seed(1), big_masks, 1.0)
+    assert crops.shape == (4, 1, 16, 16) and crop_masks.shape == (4, 1, 16, 16)
+    assert all(m.sum() > 0 for m in crop_masks)
+    plain_crops = train_vae._crop_batch(big, (16, 16), torch.Generator().manual_seed(1))
+    assert plain_crops.shape == (4, 1, 16, 16)
 
 
 def test_sample_cli_bad_input_is_an_error_message(ldm_run, tmp_path, capsys):

@@ -95,7 +95,7 @@ def _generate_set(args: argparse.Namespace) -> int:
     settings = GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,
                                   seed=args.seed, copies=args.copies, privacy=args.privacy,
                                   max_resamples=args.max_resamples, limit=args.limit)
-    kwargs = {"privacy_checker": None} if args.privacy == "off" else {}
+    kwargs = {"privacy_checker": None, "requires_privacy_checker": False} if args.privacy == "off" else {}
     pipe = MammoLDMPipeline.from_pretrained(args.checkpoint, **kwargs)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = pipe.to(device)

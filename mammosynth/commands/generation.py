@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--recipe", default=None, help="a JSON recipe written by this command: make that image again")
     sample.add_argument("--dicom", action="store_true", help="also write a synthetic-marked DICOM per image")
     sample.add_argument("--num_threads", type=int, default=None, help="torch CPU threads")
+    sample.add_argument("--no-privacy-gate", dest="privacy_gate", action="store_false",
+                        help="generate without the privacy checker on purpose (warns; recipes record privacy: null). "
+                             "Without this flag a checkpoint that has no privacy_checker/ is refused")
     sample.set_defaults(handler=_sample)
 
 

@@ -74,9 +74,13 @@ def _build_index(args: argparse.Namespace) -> int:
                                             calibration_split=args.calibration_split,
                                             target=args.false_flag_rate, num_neighbours=args.neighbours,
                                             backend=args.backend)
+    from ..pipelines.pipeline_mammo_ldm import register_privacy_checker
+
     out = Path(args.out)
     checker.save_pretrained(out)
     atomic_write_text(out / "build_report.json", json.dumps(report, indent=2, default=str))
+    if register_privacy_checker(out.parent):
+        print(f"registered the privacy checker in {out.parent / 'model_index.json'}")
     cal, ver = report["calibration"], report["siamese_verification"]
     print(f"indexed {report['index']['images']} {args.split} images of {report['index']['studies']} studies; "
           f"threshold {cal['threshold']:.4f} (false-flag rate on {cal['n_images']} unseen {args.calibration_split} "

@@ -7,8 +7,10 @@ Components (a diffusers folder: ``model_index.json``, ``vae/``, ``unet/``,
 * ``unet`` – ``UNet2DModel`` over ``latents ⊕ lesion mask`` with ``class_embed_type="identity"``
 * ``condition_encoder`` – :class:`~mammosynth.models.conditioning.ConditionEncoder`
 * ``scheduler`` – any diffusers scheduler (DPM-Solver++ by default)
-* ``privacy_checker`` – optional :class:`mammosynth.privacy.checker.PrivacyChecker`; like
-  diffusers' safety checker it is on by default and leaving it out logs a loud warning.
+* ``privacy_checker`` – :class:`mammosynth.privacy.checker.PrivacyChecker`, the privacy gate.
+  It is on by default: a pipeline without one **refuses to generate** (``PrivacyGateMissingError``)
+  unless it was built or loaded with ``requires_privacy_checker=False`` on purpose, which logs a
+  loud warning; ``out.privacy`` is then ``None``.
 
 The model works in the canonical orientation (chest wall left). Boxes are given in the
 displayed frame and moved to the canonical frame here; right-breast images are mirrored
@@ -39,7 +41,8 @@ from ..models.unet import latent_mask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MammoLDMPipeline", "MammoLDMPipelineOutput", "CheckpointError", "default_scheduler", "SCHEDULERS"]
+__all__ = ["MammoLDMPipeline", "MammoLDMPipelineOutput", "CheckpointError", "PrivacyGateMissingError",
+           "default_scheduler", "register_privacy_checker", "SCHEDULERS"]
 
 OUTPUT_TYPES = ("uint16", "float", "pil", "latent")
 
@@ -55,6 +58,36 @@ SCHEDULERS: dict[str, str] = {
 
 class CheckpointError(ValueError):
     """A checkpoint folder is missing files or its components do not fit together."""
+
+
+class PrivacyGateMissingError(ValueError):
+    """The pipeline has no privacy checker and was not told to run without one."""
+
+
+PRIVACY_CHECKER_ENTRY = ["mammosynth.privacy.checker", "PrivacyChecker"]
+
+
+def register_privacy_checker(checkpoint: str | os.PathLike) -> bool:
+    """Record ``<checkpoint>/privacy_checker/`` in the checkpoint's ``model_index.json``.
+
+    ``mammosynth build-index --out <checkpoint>/privacy_checker`` calls this, so that the
+    folder is a complete pipeline with its gate (``requires_privacy_checker: true``). Returns
+    ``False`` (and changes nothing) when ``checkpoint`` is not a pipeline folder. The file is
+    replaced atomically.
+    """
+    path = Path(checkpoint)
+    index = path / "model_index.json"
+    if not index.is_file() or not (path / "privacy_checker").is_dir():
+        return False
+    entries = json.loads(index.read_text())
+    if entries.get("_class_name") != "MammoLDMPipeline":
+        return False
+    entries["privacy_checker"] = list(PRIVACY_CHECKER_ENTRY)
+    entries["requires_privacy_checker"] = True
+    tmp = index.with_name(index.name + ".tmp")
+    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, index)
+    return True
 
 
 def default_scheduler(num_train_timesteps: int = 1000) -> DPMSolverMultistepScheduler:
@@ -106,8 +139,10 @@ class MammoLDMPipeline(DiffusionPipeline):
         unet: ``UNet2DModel`` taking ``latent_channels + 1`` channels (latents + lesion mask).
         condition_encoder: :class:`~mammosynth.models.conditioning.ConditionEncoder`.
         scheduler: a diffusers scheduler.
-        privacy_checker: optional privacy gate (``check(frames) -> list[PrivacyVerdict]``).
-        requires_privacy_checker: warn loudly when ``privacy_checker`` is missing.
+        privacy_checker: the privacy gate (``check(frames) -> list[PrivacyVerdict]``).
+        requires_privacy_checker: with no ``privacy_checker``, ``True`` (default) makes every
+            call refuse with :class:`PrivacyGateMissingError`; ``False`` runs ungated on
+            purpose and logs a loud warning.
     """
 
     model_cpu_offload_seq = "condition_encoder->unet->vae"
@@ -122,13 +157,23 @@ class MammoLDMPipeline(DiffusionPipeline):
         self.register_to_config(requires_privacy_checker=requires_privacy_checker)
         for module in (vae, unet, condition_encoder):
             module.eval()  # sampling is deterministic only in eval mode
-        if privacy_checker is None and requires_privacy_checker:
+        if privacy_checker is None and not requires_privacy_checker:
             logger.warning(
-                "You have disabled the privacy checker for %s. Generated images will NOT be checked against "
-                "the training set for re-identification risk, and `out.privacy` will be None. Do not share "
-                "such images outside your institution. Add a `privacy_checker` (see `mammosynth build-index`) "
-                "or pass `requires_privacy_checker=False` to silence this warning.",
+                "You have disabled the privacy checker for %s (requires_privacy_checker=False). Generated images "
+                "will NOT be checked against the training set for re-identification risk, and `out.privacy` will "
+                "be None. Do not share such images outside your institution.",
                 self.__class__.__name__,
+            )
+
+    def check_privacy_gate(self) -> None:
+        """Raise :class:`PrivacyGateMissingError` unless the gate is present or disabled on purpose."""
+        if self.privacy_checker is None and self.config.get("requires_privacy_checker", True):
+            raise PrivacyGateMissingError(
+                "this pipeline has no privacy checker, so its images would not be checked against the training "
+                "set. Build one with `mammosynth build-index --siamese RUN --data DATA --out "
+                "<checkpoint>/privacy_checker` (it registers itself in the checkpoint), or load the pipeline "
+                "with `requires_privacy_checker=False` (CLI: --no-privacy-gate) to generate ungated images on "
+                "purpose"
             )
 
     # ---- geometry -----------------------------------------------------------------------
@@ -297,6 +342,7 @@ class MammoLDMPipeline(DiffusionPipeline):
         conds = self.resolve_conditions(birads, density, view, laterality, lesion, box, conditions, num_images)
         self.check_inputs(conds, num_images, num_inference_steps, guidance_scale, height, width, output_type,
                           resample_flagged)
+        self.check_privacy_gate()
         if isinstance(generator, list) and len(generator) != len(conds):
             raise ValueError(f"got {len(generator)} generators for {len(conds)} images; pass one per image or one")
         if latents is not None and latents.shape[0] != len(conds):

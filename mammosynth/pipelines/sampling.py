@@ -25,11 +25,16 @@ def checkpoint_sha256(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_pipeline(checkpoint: str | Path, scheduler: str = "dpm"):
-    """``MammoLDMPipeline.from_pretrained`` with the named scheduler and no progress bar."""
+def load_pipeline(checkpoint: str | Path, scheduler: str = "dpm", privacy_gate: bool = True):
+    """``MammoLDMPipeline.from_pretrained`` with the named scheduler and no progress bar.
+
+    ``privacy_gate=False`` loads without the checkpoint's privacy checker on purpose (ungated
+    images, ``privacy`` None in their recipes; the pipeline logs a loud warning).
+    """
     from .pipeline_mammo_ldm import MammoLDMPipeline, scheduler_from_name
 
-    pipe = MammoLDMPipeline.from_pretrained(checkpoint)
+    kwargs = {} if privacy_gate else {"privacy_checker": None, "requires_privacy_checker": False}
+    pipe = MammoLDMPipeline.from_pretrained(checkpoint, **kwargs)
     pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -63,7 +68,7 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
         steps, guidance, scheduler, checkpoint = args.steps, args.guidance, args.scheduler, args.checkpoint
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
-    pipe = load_pipeline(checkpoint, scheduler)
+    pipe = load_pipeline(checkpoint, scheduler, privacy_gate=getattr(args, "privacy_gate", True))
     height, width = pipe.default_size
     fingerprint = checkpoint_sha256(checkpoint)
     out = Path(args.out)

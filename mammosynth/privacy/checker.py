@@ -269,7 +269,8 @@ def load_privacy_checker(checkpoint: str | os.PathLike, **kwargs: Any) -> Privac
         raise PrivacyFilesMissingError(
             f"{path} has no privacy checker ({CHECKER_FOLDER}/ with config.json and weights): build one "
             f"with `mammosynth build-index --siamese <siamese run> --data <prepared data> --out "
-            f"{path / CHECKER_FOLDER}`, or disable the gate explicitly (privacy_checker=None)"
+            f"{path / CHECKER_FOLDER}`, or disable the gate explicitly (privacy_checker=None, "
+            "requires_privacy_checker=False)"
         )
     return PrivacyChecker.from_pretrained(folder, **kwargs)
 

@@ -168,6 +168,7 @@ def write_run_info(out: Path, args: argparse.Namespace, kind: str, extra: Mappin
     invocation = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv,
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),  # data-parallel processes (torchrun/accelerate)
         "config": {k: v for k, v in vars(args).items() if k != "handler"},
         "git_sha": git_sha(),
         "versions": package_versions(),
@@ -323,7 +324,11 @@ def make_accelerator(args: argparse.Namespace, out: Path):
     mixed = args.mixed_precision
     if mixed == "fp16" and not torch.cuda.is_available():
         raise ValueError("--mixed_precision fp16 needs a GPU; on CPU use bf16 or no")
+    # Several processes and no GPU (torchrun / accelerate on CPUs): accelerate only sets up
+    # gloo data parallelism when told the run is on CPU.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     return Accelerator(
+        cpu=multi_cpu,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=mixed,
         project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),

@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
 
     ckpt, vae_run, ldm_run = Path(args.checkpoint), Path(args.vae_run), Path(args.ldm_run)
-    pipe = MammoLDMPipeline.from_pretrained(ckpt)
+    # The card's sample grids and conditioning check are made before build-index adds the gate.
+    pipe = MammoLDMPipeline.from_pretrained(ckpt, requires_privacy_checker=False)
     pipe.set_progress_bar_config(disable=True)
     vae_info = json.loads((vae_run / "run.json").read_text())
     ldm_info = json.loads((ldm_run / "run.json").read_text())

@@ -52,6 +52,11 @@ def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--block_out_channels", default=None, help="override, e.g. 32,64,128,128")
     parser.add_argument("--crop", default="128x96", help="training crop HxW ('full' for whole frames)")
     parser.add_argument("--ssim_weight", type=float, default=0.5)
+    parser.add_argument("--lesion_weight", type=float, default=0.0,
+                        help="extra L1 weight inside lesion boxes (0 = plain L1); small findings such as "
+                             "calcification specks are a tiny share of the pixels and blur away without it")
+    parser.add_argument("--lesion_crop_prob", type=float, default=0.0,
+                        help="probability that a training crop is centred on the image's lesion box (if any)")
     parser.add_argument("--kl_weight", type=float, default=1e-6, help="weight of KL (summed per image / pixels)")
     parser.add_argument("--eval_images", type=int, default=200, help="test images for PSNR/SSIM (0 = all)")
     parser.add_argument("--scaling_images", type=int, default=256, help="training images to measure the scaling factor")

@@ -269,6 +269,8 @@ def main(args: argparse.Namespace) -> dict:
     final = _validate(pipe, args, out / "validation" / "final.png")
     if args.save_fp16:
         pipe.to(torch.float16)
+    # Validation ran ungated; the saved pipeline requires its gate (build-index adds it).
+    pipe.register_to_config(requires_privacy_checker=True)
     pipe.save_pretrained(out / "pipeline", safe_serialization=True)
     losses = _loss_summary(out / "log.csv")
     info = {"steps": state.step, "elapsed_min": state.elapsed_s / 60, "fp16": bool(args.save_fp16), **losses}

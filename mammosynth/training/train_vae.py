@@ -51,14 +51,24 @@ def _parse_crop(text: str, height: int, width: int) -> tuple[int, int] | None:
 
 
 def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + ssim_weight·(1−SSIM) + kl_weight·KL for one batch in [-1, 1]."""
+             generator: torch.Generator | None = None, masks: torch.Tensor | None = None,
+             lesion_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 + ssim_weight·(1−SSIM) + kl_weight·KL for one batch in [-1, 1].
+
+    With ``lesion_weight`` > 0 and lesion ``masks`` (N,1,H,W in {0,1}), the L1 term weighs
+    pixels inside lesion boxes ``1 + lesion_weight`` times: a calcification cluster is a few
+    pixels of a 256×192 frame, and plain L1 lets the VAE blur it away.
+    """
     from pytorch_msssim import ssim
 
     posterior = vae.encode(images).latent_dist
     latents = posterior.sample(generator)
     recon = vae.decode(latents).sample
-    l1 = (recon - images).abs().mean()
+    error = (recon - images).abs()
+    if masks is not None and lesion_weight > 0:
+        l1 = (error * (1 + lesion_weight * masks.to(error.dtype))).mean()
+    else:
+        l1 = error.mean()
     ssim_value = ssim((recon.float().clamp(-1, 1) + 1) / 2, (images.float() + 1) / 2, data_range=1.0, size_average=True)
     kl = posterior.kl().mean() / images[0].numel()
     loss = l1 + ssim_weight * (1 - ssim_value) + kl_weight * kl
@@ -91,24 +101,48 @@ def reconstruction_metrics(vae, frames: np.ndarray, batch_size: int = 8) -> dict
 class VAEWithLoss(torch.nn.Module):
     """Wraps the VAE so that one ``forward`` returns the loss (what DDP needs to sync)."""
 
-    def __init__(self, vae, ssim_weight: float, kl_weight: float):
+    def __init__(self, vae, ssim_weight: float, kl_weight: float, lesion_weight: float = 0.0):
         super().__init__()
         self.vae = vae
         self.ssim_weight = ssim_weight
         self.kl_weight = kl_weight
+        self.lesion_weight = lesion_weight
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
-        return vae_loss(self.vae, images, self.ssim_weight, self.kl_weight, generator)
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                masks: torch.Tensor | None = None):
+        return vae_loss(self.vae, images, self.ssim_weight, self.kl_weight, generator,
+                        masks=masks, lesion_weight=self.lesion_weight)
 
 
-def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: torch.Generator) -> torch.Tensor:
+def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: torch.Generator,
+                masks: torch.Tensor | None = None, lesion_crop_prob: float = 0.0):
+    """Random crops (top-left on the 8-pixel latent grid) of images, and of masks when given.
+
+    With ``lesion_crop_prob`` > 0, that share of the images with a lesion get a crop that
+    contains their lesion box's centre (still on the 8-pixel grid). Returns the cropped
+    images, or ``(images, masks)`` when masks are given.
+    """
     if crop is None:
-        return images
+        return images if masks is None else (images, masks)
     n, _, h, w = images.shape
     ch, cw = crop
     ys = torch.randint(0, (h - ch) // 8 + 1, (n,), generator=generator) * 8
     xs = torch.randint(0, (w - cw) // 8 + 1, (n,), generator=generator) * 8
-    return torch.stack([images[i, :, y:y + ch, x:x + cw] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))])
+    if masks is not None and lesion_crop_prob > 0:
+        pick = torch.rand(n, generator=generator) < lesion_crop_prob
+        for i in range(n):
+            rows = torch.nonzero(masks[i, 0].any(dim=1)).flatten()
+            cols = torch.nonzero(masks[i, 0].any(dim=0)).flatten()
+            if not bool(pick[i]) or len(rows) == 0:
+                continue
+            cy = int(rows.float().mean())
+            cx = int(cols.float().mean())
+            ys[i] = min(max(cy - ch // 2, 0), h - ch) // 8 * 8
+            xs[i] = min(max(cx - cw // 2, 0), w - cw) // 8 * 8
+    crops = torch.stack([images[i, :, y:y + ch, x:x + cw] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))])
+    if masks is None:
+        return crops
+    return crops, torch.stack([masks[i, :, y:y + ch, x:x + cw] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))])
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -156,7 +190,7 @@ def main(args: argparse.Namespace) -> dict:
 
     lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
                                             state.max_train_steps, accelerator.num_processes)
-    wrapper = VAEWithLoss(vae, args.ssim_weight, args.kl_weight)
+    wrapper = VAEWithLoss(vae, args.ssim_weight, args.kl_weight, args.lesion_weight)
     wrapper, optimizer, lr_scheduler = accelerator.prepare(wrapper, optimizer, lr_scheduler)
     ema = None
     if args.use_ema:
@@ -183,10 +217,18 @@ def main(args: argparse.Namespace) -> dict:
             idx = common.batch_indices(len(train), args.train_batch_size, micro_step, args.seed,
                                        accelerator.process_index, accelerator.num_processes)
             g = common.step_generator(args.seed, micro_step, accelerator.process_index)
-            images = torch.stack([train[int(i)]["image"] for i in idx])
-            images = _crop_batch(images, crop, g).to(accelerator.device)
+            items = [train[int(i)] for i in idx]
+            images = torch.stack([item["image"] for item in items])
+            masks = None
+            if args.lesion_weight > 0 or args.lesion_crop_prob > 0:
+                masks = torch.stack([item["mask"] for item in items])
+                images, masks = _crop_batch(images, crop, g, masks, args.lesion_crop_prob)
+                masks = masks.to(accelerator.device)
+            else:
+                images = _crop_batch(images, crop, g)
+            images = images.to(accelerator.device)
             with accelerator.accumulate(wrapper):
-                loss, parts = wrapper(images, generator=g)
+                loss, parts = wrapper(images, generator=g, masks=masks)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(wrapper.parameters(), args.max_grad_norm)
