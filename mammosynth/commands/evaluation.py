@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -25,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser(
         "generate-set", help="a privacy-gated synthetic dataset with the label distribution of a real split",
         description="One synthetic image per row of a real split (its conditions), optionally xK; "
-                    "privacy-gated, resumable, written in the prepared-dataset format.")
+                    "privacy-gated, resumable, written in the prepared-dataset format. Under torchrun / "
+                    "accelerate launch with N processes (GPUs or CPU cores) each process makes 1/N of the set "
+                    "and rank 0 merges the shards.")
     gen.add_argument("--checkpoint", required=True, help="MammoLDMPipeline checkpoint folder")
     gen.add_argument("--like", required=True, help="real prepared dataset whose label distribution is copied")
     gen.add_argument("--split", default="training", help="split of --like to imitate (default training; 'all')")
@@ -89,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _generate_set(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation.generate_set import GenerationSettings, generate_set
+    from ..evaluation.generate_set import GenerationSettings, generate_set, merge_shards, shard_folder
     from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
 
     settings = GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,
@@ -97,12 +100,26 @@ def _generate_set(args: argparse.Namespace) -> int:
                                   max_resamples=args.max_resamples, limit=args.limit)
     kwargs = {"privacy_checker": None, "requires_privacy_checker": False} if args.privacy == "off" else {}
     pipe = MammoLDMPipeline.from_pretrained(args.checkpoint, **kwargs)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    state = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch: one shard per process
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+    device = args.device or (state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = pipe.to(device)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
-    report = generate_set(pipe, args.like, args.out, split=_split(args.split), settings=settings,
-                          as_split=args.as_split, checkpoint=str(args.checkpoint), progress=not args.no_progress)
+    common = dict(split=_split(args.split), settings=settings, as_split=args.as_split, checkpoint=str(args.checkpoint))
+    if state is None:
+        report = generate_set(pipe, args.like, args.out, progress=not args.no_progress, **common)
+    else:
+        k, n = state.process_index, state.num_processes
+        generate_set(pipe, args.like, shard_folder(args.out, k, n), shard=(k, n),
+                     progress=not args.no_progress and state.is_main_process, **common)
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return 0
+        report = merge_shards(args.out, n, args.like, **common)
     print(json.dumps({k: report[k] for k in ("planned", "written", "already_done", "flagged", "resampled", "dropped",
                                              "total_in_set", "seconds")}, indent=2))
     return 0

@@ -16,6 +16,12 @@ the pseudonymous study/image id whose conditions it copied (``source_study_id``,
 
 Resumable: rows already in the output (``PreparedWriter.done_ids``) are skipped, and ids
 and seeds are deterministic, so a rerun continues where a crash stopped.
+
+Many processes (GPUs or CPU cores): ``shard=(k, n)`` makes only the planned images whose
+position is ``k`` modulo ``n``; each process writes its own shard folder and
+:func:`merge_shards` joins finished shards, in plan order, into one prepared dataset.
+``torchrun --nproc_per_node N -m mammosynth generate-set ...`` (or ``accelerate launch``)
+does both: every rank makes its shard under ``<out>/.shards/`` and rank 0 merges them.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ import numpy as np
 from ..conditions import Conditions, Laterality
 from ..data.prepared import PreparedData, PreparedWriter, atomic_write_text, load_prepared, row_conditions
 
-__all__ = ["GenerationSettings", "PlannedImage", "plan_like", "synthetic_row", "generate_set", "PRIVACY_MODES"]
+__all__ = ["GenerationSettings", "PlannedImage", "plan_like", "synthetic_row", "generate_set", "merge_shards",
+           "shard_folder", "PRIVACY_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +165,8 @@ def _call_pipe(pipe: Any, conditions: Sequence[Conditions], seeds: Sequence[int]
 def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | os.PathLike, split: str | None = "training",
                  settings: GenerationSettings | None = None, as_split: str | None = None,
                  checkpoint: str | None = None, progress: bool = True,
-                 on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                 on_batch: Callable[[int, int], None] | None = None,
+                 shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Make a synthetic prepared dataset imitating ``split`` of ``like``; resumable.
 
     Args:
@@ -171,6 +179,8 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
         checkpoint: checkpoint path/name recorded in the metadata and id tag.
         progress: show a tqdm progress bar.
         on_batch: called with ``(done, total)`` after each batch.
+        shard: ``(k, n)``: make only the planned images at positions ``k`` modulo ``n`` (one
+            process of ``n``; join the shards with :func:`merge_shards`).
 
     Returns:
         the generation report (also written to ``out/generation_report.json``).
@@ -183,6 +193,11 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
     plan = plan_like(like, split, settings.copies, tag=tag, as_split=as_split)
     if settings.limit is not None:
         plan = plan[: settings.limit]
+    if shard is not None:
+        k, n = shard
+        if not (n >= 1 and 0 <= k < n):
+            raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+        plan = [item for item in plan if item.position % n == k]
     out = Path(out)
     meta = {"source": "synthetic", "checkpoint": checkpoint, "like": str(like.root), "like_split": split,
             "generation": asdict(settings), "privacy_gated": settings.privacy != "off"}
@@ -246,3 +261,75 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
         bar.close()
         if writer is not None:
             writer.close()
+
+
+def shard_folder(out: str | os.PathLike, k: int, n: int) -> Path:
+    """Where process ``k`` of ``n`` writes its shard of ``out``."""
+    return Path(out) / ".shards" / f"shard-{k}-of-{n}"
+
+
+def merge_shards(out: str | os.PathLike, num_shards: int, like: str | os.PathLike | PreparedData,
+                 split: str | None = "training", settings: GenerationSettings | None = None,
+                 checkpoint: str | None = None, as_split: str | None = None,
+                 keep_shards: bool = False) -> dict[str, Any]:
+    """Join the finished shards of ``out`` (from ``generate_set(..., shard=(k, n))``) into ``out``.
+
+    Rows keep the plan order (as one process would have written them); the report sums the
+    shards' counts. Resumable like :func:`generate_set`: rows already merged are skipped. The
+    shard folders are deleted afterwards unless ``keep_shards``.
+
+    Raises:
+        ValueError: a shard is missing or unfinished (its process has not completed).
+    """
+    import shutil
+
+    settings = settings or GenerationSettings()
+    like = like if isinstance(like, PreparedData) else load_prepared(like)
+    out = Path(out)
+    tag = f"{Path(checkpoint).name if checkpoint else 'pipeline'}:{settings.seed}"
+    position = {item.image_id: item.position for item in plan_like(like, split, settings.copies, tag=tag,
+                                                                    as_split=as_split)}
+    import csv
+
+    shards, reports, manifests = [], [], []
+    for k in range(num_shards):
+        folder = shard_folder(out, k, num_shards)
+        if not (folder / "generation_report.json").is_file():
+            raise ValueError(f"shard {k} of {num_shards} ({folder}) is missing or unfinished: run its process "
+                             "again (it resumes), then merge")
+        shards.append(load_prepared(folder))
+        reports.append(json.loads((folder / "generation_report.json").read_text()))
+        with open(folder / "manifest.csv", encoding="utf-8", newline="") as handle:
+            manifests.append(list(csv.DictReader(handle)))  # the rows as written (strings)
+    rows = sorted(((position.get(row["image_id"], 1 << 62), s, row) for s, rows_ in enumerate(manifests)
+                   for row in rows_), key=lambda r: r[0])
+    first = shards[0]
+    meta = {key: value for key, value in first.meta.items()
+            if key not in ("format_version", "height", "width", "dtype", "orientation", "count", "splits",
+                           "generation_report")}
+    meta["shards"] = num_shards
+    writer = PreparedWriter(out, first.height, first.width, meta=meta)
+    try:
+        for _, s, row in rows:
+            if row["image_id"] in writer.done_ids:
+                continue
+            record = {key: value for key, value in row.items() if key != "index"}
+            writer.add(np.asarray(shards[s].images[int(row["index"])]), record)
+        counts = {key: sum(int(r.get(key) or 0) for r in reports)
+                  for key in ("planned", "written", "already_done", "flagged", "resampled", "dropped")}
+        similarities_max = [r["similarity_max"] for r in reports if r.get("similarity_max") is not None]
+        report = {**counts, "seconds": max(float(r.get("seconds") or 0) for r in reports),
+                  "dropped_images": [d for r in reports for d in r.get("dropped_images", [])],
+                  "similarity_max": max(similarities_max) if similarities_max else None,
+                  "similarity_mean": (float(np.mean([r["similarity_mean"] for r in reports
+                                                     if r.get("similarity_mean") is not None]))
+                                      if similarities_max else None),
+                  "settings": asdict(settings), "like": str(like.root), "split": split, "checkpoint": checkpoint,
+                  "shards": num_shards, "total_in_set": len(writer)}
+        writer.finalize({"generation_report": {k: v for k, v in report.items() if k != "dropped_images"}})
+        atomic_write_text(out / "generation_report.json", json.dumps(report, indent=2, default=str))
+    finally:
+        writer.close()
+    if not keep_shards:
+        shutil.rmtree(out / ".shards", ignore_errors=True)
+    return report
