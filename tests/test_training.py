@@ -278,3 +278,24 @@ def test_parsers_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
     assert options.ldm_parser().parse_args(["--data", "d", "--out", "o", "--vae", "v"]).save_fp16 is False
+
+
+def test_model_card_sections_come_from_the_component_files(tmp_path):
+    from mammosynth.training.model_card import component_sections
+
+    assert component_sections(tmp_path) == ""  # nothing added yet: nothing claimed
+    (tmp_path / "privacy_checker").mkdir()
+    build = {"siamese_verification": {"n_images": 40, "n_studies": 10, "precision_at_1": 0.975, "r_precision": 0.91,
+                                      "mean_average_precision_at_r": 0.905, "verification_auc": 0.99},
+             "calibration": {"threshold": 0.8123, "n_images": 40, "false_flag_rate": 0.0, "cv_false_flag_rate": 0.01,
+                             "false_flag_upper95": 0.07},
+             "index": {"images": 120, "split": "training", "studies": 30, "backend": "exact"},
+             "siamese_run": {"argv": ["x", "train-siamese", "--max_train_steps", "9"], "steps": 9, "elapsed_min": 1.0}}
+    (tmp_path / "privacy_checker" / "build_report.json").write_text(json.dumps(build))
+    (tmp_path / "reports" / "eval").mkdir(parents=True)
+    (tmp_path / "reports" / "eval" / "metrics.json").write_text("{}")
+    (tmp_path / "reports" / "eval" / "summary.md").write_text("# Evaluation\n\n* FID 12.5 (floor 3.1)\n")
+    card = component_sections(tmp_path)
+    assert "mAP@R **0.905**" in card and "(target ≥ 0.9: met)" in card and "0.8123" in card
+    assert "`mammosynth train-siamese --max_train_steps 9`" in card
+    assert "* FID 12.5 (floor 3.1)" in card and "# Evaluation" not in card

@@ -76,6 +76,13 @@ def _build_index(args: argparse.Namespace) -> int:
                                             backend=args.backend)
     from ..pipelines.pipeline_mammo_ldm import register_privacy_checker
 
+    run = Path(args.siamese)
+    if (run / "run.json").is_file():  # a train-siamese run folder: record how the network was made
+        info = json.loads((run / "run.json").read_text())
+        report["siamese_run"] = {"folder": str(run), "argv": info.get("invocations", [{}])[-1].get("argv"),
+                                 "steps": info.get("metrics", {}).get("steps"),
+                                 "elapsed_min": info.get("metrics", {}).get("elapsed_min"),
+                                 "git_sha": info.get("git_sha")}
     out = Path(args.out)
     checker.save_pretrained(out)
     atomic_write_text(out / "build_report.json", json.dumps(report, indent=2, default=str))
@@ -94,7 +101,7 @@ def _privacy_audit(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.prepared import load_prepared
-    from ..privacy.audit import AuditConfig, load_synthetic, run_audit, write_report
+    from ..privacy.audit import AuditConfig, audit_summary, load_synthetic, run_audit, write_report
     from ..privacy.checker import PrivacyChecker, load_privacy_checker
     from ..privacy.membership import AttackConfig
 
@@ -131,31 +138,6 @@ def _privacy_audit(args: argparse.Namespace) -> int:
     )
     report = run_audit(checker, data, synthetic, pipe, config)
     files = write_report(report, args.out)
-    print(_summary(report))
+    print(audit_summary(report))
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
-
-
-def _summary(report: dict) -> str:
-    lines = []
-    ver = report["siamese_verification"]
-    lines.append(f"Siamese re-ID on held-out studies: mAP@R {ver['mean_average_precision_at_r']:.4f}, "
-                 f"P@1 {ver['precision_at_1']:.4f}, verification AUC {ver['verification_auc']:.4f}")
-    reid = report["reid"]
-    lines.append(f"nearest-training similarity: synthetic median {reid['synthetic_to_train_similarity']['q0.5']:.4f}, "
-                 f"unseen real median {reid['real_test_to_train_similarity']['q0.5']:.4f}; "
-                 f"synthetic flagged {reid['synthetic_flagged']['rate']:.2%} (threshold {report['threshold']:.4f})")
-    retrieval = reid["synthetic_vs_train_retrieval"]
-    if "mean_average_precision_at_r" in retrieval:
-        lines.append(f"synthetic → train re-ID: mAP@R {retrieval['mean_average_precision_at_r']:.4f}, "
-                     f"P@1 {retrieval['precision_at_1']:.4f}")
-    if "planted_copies" in report:
-        pc = report["planted_copies"]
-        lines.append(f"planted copies: gate recall {pc['gate_recall']['rate']:.2%} of {pc['n']}; "
-                     f"false flags: fresh synthetic {report['false_flags']['fresh_synthetic']['rate']:.2%}, "
-                     f"unseen real {report['false_flags']['unseen_real_test']['rate']:.2%}")
-    for name, res in report.get("membership", {}).get("attacks", {}).items():
-        main, control = res["members_vs_nonmembers"], res["control_nonmember_halves"]
-        lines.append(f"membership ({name}): AUC {main['auc']['value']:.3f} {main['auc']['ci95']}, "
-                     f"TPR@1%FPR {main['tpr_at_1pct_fpr']['value']:.3f}; control AUC {control['auc']['value']:.3f}")
-    return "\n".join(lines)

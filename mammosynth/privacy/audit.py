@@ -35,7 +35,8 @@ from .index import IndexMismatchError
 from .membership import AttackConfig, plot_roc, run_membership
 from .reid import evaluate_embeddings, retrieval_metrics
 
-__all__ = ["AuditConfig", "EmptySyntheticSetError", "load_synthetic", "run_audit", "write_report", "pixel_nn_distances"]
+__all__ = ["AuditConfig", "EmptySyntheticSetError", "load_synthetic", "run_audit", "write_report", "pixel_nn_distances",
+           "audit_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -392,3 +393,29 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def audit_summary(report: dict) -> str:
+    """The audit's headline numbers, one line each (printed by privacy-audit, quoted in model cards)."""
+    lines = []
+    ver = report["siamese_verification"]
+    lines.append(f"Siamese re-ID on held-out studies: mAP@R {ver['mean_average_precision_at_r']:.4f}, "
+                 f"P@1 {ver['precision_at_1']:.4f}, verification AUC {ver['verification_auc']:.4f}")
+    reid = report["reid"]
+    lines.append(f"nearest-training similarity: synthetic median {reid['synthetic_to_train_similarity']['q0.5']:.4f}, "
+                 f"unseen real median {reid['real_test_to_train_similarity']['q0.5']:.4f}; "
+                 f"synthetic flagged {reid['synthetic_flagged']['rate']:.2%} (threshold {report['threshold']:.4f})")
+    retrieval = reid["synthetic_vs_train_retrieval"]
+    if "mean_average_precision_at_r" in retrieval:
+        lines.append(f"synthetic → train re-ID: mAP@R {retrieval['mean_average_precision_at_r']:.4f}, "
+                     f"P@1 {retrieval['precision_at_1']:.4f}")
+    if "planted_copies" in report:
+        pc = report["planted_copies"]
+        lines.append(f"planted copies: gate recall {pc['gate_recall']['rate']:.2%} of {pc['n']}; "
+                     f"false flags: fresh synthetic {report['false_flags']['fresh_synthetic']['rate']:.2%}, "
+                     f"unseen real {report['false_flags']['unseen_real_test']['rate']:.2%}")
+    for name, res in report.get("membership", {}).get("attacks", {}).items():
+        main, control = res["members_vs_nonmembers"], res["control_nonmember_halves"]
+        lines.append(f"membership ({name}): AUC {main['auc']['value']:.3f} {main['auc']['ci95']}, "
+                     f"TPR@1%FPR {main['tpr_at_1pct_fpr']['value']:.3f}; control AUC {control['auc']['value']:.3f}")
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "render_model_card", "main"]
+__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "render_model_card", "component_sections", "main"]
 
 LESIONS = ("none", "mass", "calcification", "architectural_distortion", "asymmetry")
 DENSITIES = ("A", "B", "C", "D")
@@ -211,7 +211,81 @@ seen phantoms; fidelity and privacy numbers for real data come from re-training 
 data (e.g. VinDr-Mammo) with the same commands. The privacy checker (`privacy_checker/`) and
 the fidelity feature extractor (`feature_extractor/`) are added by their own stages
 (`mammosynth build-index`, `mammosynth train-encoder`) and described below when present.
+{info.get('weaknesses', '')}
 """
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.2f}%"
+
+
+def component_sections(ckpt: Path) -> str:
+    """Markdown for the parts other stages add to a checkpoint, from the files they leave.
+
+    * ``privacy_checker/build_report.json`` (``mammosynth build-index``): re-ID quality of the
+      Siamese network on held-out studies, index size and the calibrated threshold;
+    * ``feature_extractor/config.json`` ``training_info`` (``mammosynth train-encoder``);
+    * ``reports/privacy.json`` (``mammosynth privacy-audit``) and ``reports/eval/metrics.json``
+      (``mammosynth evaluate``): their headline numbers; the reports themselves sit beside.
+    """
+    parts: list[str] = []
+    build = ckpt / "privacy_checker" / "build_report.json"
+    if build.is_file():
+        b = json.loads(build.read_text())
+        ver, cal, idx = b["siamese_verification"], b["calibration"], b["index"]
+        run = b.get("siamese_run") or {}
+        how = (f"trained by `mammosynth {' '.join(run['argv'][1:])}` ({run.get('steps')} steps, "
+               f"{run.get('elapsed_min') or 0:.0f} min)" if run.get("argv") else "trained by `mammosynth train-siamese`")
+        mapr = ver["mean_average_precision_at_r"]
+        parts.append(f"""## Privacy checker (`privacy_checker/`)
+
+Siamese re-identification network (`SiameseEmbedder`), {how}, indexed by `mammosynth build-index`.
+
+* Re-identification on the {ver['n_images']} **test** images of {ver['n_studies']} held-out studies:
+  P@1 **{ver['precision_at_1']:.3f}**, R-precision **{ver['r_precision']:.3f}**, mAP@R **{mapr:.3f}**
+  (target ≥ 0.9: {'met' if mapr >= 0.9 else 'not met'}), verification ROC-AUC **{ver['verification_auc']:.3f}**.
+* Index: {idx['images']:,} {idx['split']} images of {idx['studies']:,} studies ({idx['backend']} search).
+  Threshold **{cal['threshold']:.4f}** cosine similarity, calibrated on {cal['n_images']} unseen
+  images: false-flag rate {_pct(cal['false_flag_rate'])} (target ≤ 1%; cross-validated
+  {_pct(cal.get('cv_false_flag_rate'))}; 95% upper bound {_pct(cal.get('false_flag_upper95'))}).
+* Stored in float32 on purpose: the threshold is calibrated to four decimals, and the folder's
+  fingerprint check refuses altered weights.
+""")
+    encoder = ckpt / "feature_extractor" / "config.json"
+    if encoder.is_file():
+        config = json.loads(encoder.read_text())
+        training = config.get("training_info") or {}
+        val = training.get("validation") or {}
+        acc = ", ".join(f"{k.replace('_accuracy', '')} {v:.3f}" for k, v in val.items()
+                        if isinstance(v, (int, float)) and "accuracy" in k)
+        parts.append(f"""## Fidelity feature extractor (`feature_extractor/`)
+
+`FidelityEncoder` (multi-task CNN: density, lesion type, view, cancer, lesion heat map), trained on
+the real training split by `mammosynth train-encoder` ({(training.get('recipe') or {}).get('epochs', '?')} epochs,
+{(training.get('seconds') or 0) / 60:.1f} min). Test-split accuracy: {acc or 'see config.json'}.
+Used by `mammosynth evaluate` for FID/KID, precision/recall, density/coverage and adherence.
+""")
+    privacy = ckpt / "reports" / "privacy.json"
+    if privacy.is_file():
+        from ..privacy.audit import audit_summary
+
+        report = json.loads(privacy.read_text())
+        lines = "\n".join(f"* {line}" for line in audit_summary(report).splitlines())
+        parts.append(f"""## Privacy audit (`reports/privacy.json`, plots beside it)
+
+{report.get('command', '`mammosynth privacy-audit`')} on {report.get('n_synthetic', 'the')} synthetic images:
+
+{lines}
+""")
+    metrics = ckpt / "reports" / "eval" / "metrics.json"
+    if metrics.is_file():
+        summary = (metrics.parent / "summary.md").read_text() if (metrics.parent / "summary.md").is_file() else ""
+        body = "\n".join(line for line in summary.splitlines() if not line.startswith("# "))
+        parts.append(f"""## Evaluation (`reports/eval/`: metrics.json, plots, summary.md)
+
+{body.strip()}
+""")
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -225,7 +299,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=6, help="seeds per lesion type in the conditioning check")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--skip_samples", action="store_true")
+    parser.add_argument("--notes", default=None,
+                        help="Markdown file of observed weaknesses, quoted under 'Intended use and limits'")
+    parser.add_argument("--card_only", action="store_true",
+                        help="only re-render README.md from training_summary.json and the component/report files "
+                             "(after build-index, train-encoder, privacy-audit or evaluate); no sampling")
     args = parser.parse_args(argv)
+    ckpt = Path(args.checkpoint)
+    if args.card_only:
+        info = json.loads((ckpt / "training_summary.json").read_text())
+        if args.notes:
+            info["weaknesses"] = Path(args.notes).read_text()
+            (ckpt / "training_summary.json").write_text(json.dumps(info, indent=2, default=str))
+        card = render_model_card(info) + "\n" + component_sections(ckpt)
+        (ckpt / "README.md").write_text(card)
+        print(f"wrote {ckpt / 'README.md'}")
+        return info
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
@@ -264,8 +353,9 @@ def main(argv: list[str] | None = None) -> dict:
         (ckpt / "conditioning.json").write_text(json.dumps(conditioning, indent=2))
     info = {"vae": vae, "ldm": ldm, "data": data, "conditioning": conditioning, "timing": timing,
             "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),
-            "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")}}
-    (ckpt / "README.md").write_text(render_model_card(info))
+            "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")},
+            "weaknesses": Path(args.notes).read_text() if args.notes else ""}
+    (ckpt / "README.md").write_text(render_model_card(info) + "\n" + component_sections(ckpt))
     (ckpt / "training_summary.json").write_text(json.dumps(info, indent=2, default=str))
     print(f"wrote {ckpt / 'README.md'}; VAE+UNet fp16 {info['sizes_mb']['vae'] + info['sizes_mb']['unet']:.1f} MB; "
           f"sampling {timing['seconds']:.2f} s")

@@ -107,15 +107,20 @@ def launch_options(services: Services) -> dict[str, Any]:
                                    "admin / admin (results)." if services.config.study is None and services.config.auth
                                    is None else "Log in with your study account.")
     # Only the blinded case files may be served from the study folder — never the key.
-    study_root = services.config.study or Path(services.config.work_dir) / "demo-study"
-    options["allowed_paths"].append(str(Path(study_root).resolve() / "cases"))
-    options["blocked_paths"] = [str(Path(study_root).resolve() / "key")]
+    study_root = _study_root(services)
+    options["allowed_paths"].append(str(study_root / "cases"))
+    options["blocked_paths"] = [str(study_root / "key")]
     return options
+
+
+def _study_root(services: Services) -> Path:
+    return Path(services.config.study or Path(services.config.work_dir) / "demo-study").resolve()
 
 
 def create_app(config: AppConfig, loader: Any = None, start_demo: bool = True) -> tuple[gr.Blocks, dict, Services]:
     """Services, Blocks and launch options for ``config``; starts the demo-study builder if needed."""
     services = create_services(config, loader=loader)
+    gr.set_static_paths([_study_root(services) / "cases"])
     demo = build_app(services)
     demo.queue(default_concurrency_limit=8, max_size=64)  # generation has its own limit
     if config.study is None and config.demo_study and start_demo:

@@ -211,7 +211,7 @@ def build_study_tab(services: Services) -> dict[str, Any]:
         return show(username, result, note="<span class='ms-saved'>✓ saved</span>")
 
     submit.click(on_submit, [case_id, answer, confidence, birads], outputs, api_visibility="private",
-                 queue=False, show_progress="hidden")
+                 queue=False, concurrency_limit=None, show_progress="hidden")
     poll.tick(on_load, None, outputs, api_visibility="private", show_progress="hidden")
 
     # -- the API (same handlers, same identity and roles) ----------------------------------------
@@ -250,9 +250,11 @@ def build_study_tab(services: Services) -> dict[str, Any]:
         except Exception as error:  # noqa: BLE001
             raise _refusal(error) from None
 
-    # queue=False: these are quick (a SQLite read or write) and go straight to a worker thread
-    api_next.click(study_next, None, [api_image, api_case], api_name="study_next", queue=False)
+    # Quick (a SQLite read or write): the page calls them without the queue (queue=False), and
+    # gradio_client, which always goes through the queue, is not held to the queue's default limit.
+    light = dict(queue=False, concurrency_limit=None)
+    api_next.click(study_next, None, [api_image, api_case], api_name="study_next", **light)
     api_answer.click(study_answer, [in_case, in_answer, in_conf, in_birads, in_seconds], [api_image, api_case],
-                     api_name="study_answer", queue=False)
-    api_prog.click(study_progress, None, api_progress, api_name="study_progress", queue=False)
+                     api_name="study_answer", **light)
+    api_prog.click(study_progress, None, api_progress, api_name="study_progress", **light)
     return {"outputs": outputs, "on_load": on_load}
