@@ -298,4 +298,4 @@ def test_model_card_sections_come_from_the_component_files(tmp_path):
     card = component_sections(tmp_path)
     assert "mAP@R **0.905**" in card and "(target ≥ 0.9: met)" in card and "0.8123" in card
     assert "`mammosynth train-siamese --max_train_steps 9`" in card
-    assert "* FID 12.5 (floor 3.1)" in card and "# Evaluation" not in card
+    assert "* FID 12.5 (floor 3.1)" in card and "\n# Evaluation" not in card
