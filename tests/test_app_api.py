@@ -185,7 +185,7 @@ def test_a_reader_answers_and_resumes_after_logging_in_again(app):
     again = client(app, "reader2")  # a new session (reload, other machine)
     assert again.predict(api_name="/study_next")[1]["case_id"] == case["case_id"]
     assert again.predict(api_name="/study_progress") == {"reader_id": "reader2", "answered": 3, "total": 16,
-                                                         "label": "3 / 16", "done": False}
+                                                         "label": "3 / 16", "done": False, "confidence_scale": "1-5"}
     # another reader sees only their own progress
     assert client(app, "reader3").predict(api_name="/study_progress")["answered"] == 0
 
@@ -240,7 +240,7 @@ def test_blinded_payloads_are_identical_in_shape_format_and_metadata(app):
             "keys": tuple(sorted(case)), "types": tuple(type(case[k]).__name__ for k in sorted(case) if k != "stored"),
             "name_length": len(Path(image).name), "bytes": len(data), "header": data[:33], "suffix": Path(image).suffix,
         })
-        assert set(case) <= {"case_id", "position", "total", "label", "finished", "stored"}
+        assert set(case) <= {"case_id", "position", "total", "label", "finished", "stored", "confidence_scale"}
         assert truth[case["case_id"]] not in json.dumps(case)
         image, case = c.predict(case["case_id"], "real", 3, None, None, api_name="/study_answer")
     assert seen["real"] and seen["synthetic"]
@@ -249,10 +249,128 @@ def test_blinded_payloads_are_identical_in_shape_format_and_metadata(app):
         assert len(values) == 1, f"{field} differs between cases: {values}"
 
 
+def test_case_images_are_served_from_the_study_folder_as_stored(app):
+    """No per-request copy or re-encoding: the reader gets the study's own bytes, the key stays blocked."""
+    import httpx
+
+    c = client(app, "reader3")
+    image, case = c.predict(api_name="/study_next")
+    stored = app["study"] / "cases" / f"{case['case_id']}.png"
+    assert Path(image).read_bytes() == stored.read_bytes()
+    with httpx.Client(base_url=app["url"].rstrip("/"), timeout=30) as http:
+        assert http.post("/login", data={"username": "reader3", "password": "reader3"}).status_code == 200
+        served = http.get(f"/gradio_api/file={stored.resolve()}")
+        assert served.status_code == 200 and served.content == stored.read_bytes()
+        key = (app["study"] / "key" / "truth.json").resolve()
+        assert key.is_file() and http.get(f"/gradio_api/file={key}").status_code == 403
+
+
+# ---- a study on the 0–100 confidence scale ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_0_100(app, tmp_path_factory):
+    from mammosynth.ui.testing import make_tiny_study
+
+    tmp = tmp_path_factory.mktemp("app-0-100")
+    study = make_tiny_study(tmp / "study", tmp / "study-src", confidence_scale="0-100")
+    demo, url, services = launch(tmp, app["checkpoint"], study)
+    yield {"url": url, "study": study}
+    demo.close()
+
+
+def test_a_0_to_100_study_takes_any_whole_confidence_from_0_to_100(app_0_100):
+    from mammosynth.study import Study
+
+    c = client(app_0_100, "reader1")
+    assert c.predict(api_name="/study_progress")["confidence_scale"] == "0-100"
+    image, case = c.predict(api_name="/study_next")
+    assert case["confidence_scale"] == "0-100"
+    for bad, message in ((101, "from 0 to 100"), (-1, "from 0 to 100"), (12.5, "from 0 to 100"),
+                         ("high", "from 0 to 100"), (None, "choose how confident you are, 0 to 100")):
+        with pytest.raises(AppError, match=message):
+            c.predict(case["case_id"], "real", bad, None, None, api_name="/study_answer")
+    seen = []
+    for confidence in (0, 73, 100):
+        seen.append(case["case_id"])
+        image, case = c.predict(case["case_id"], "synthetic", confidence, None, None, api_name="/study_answer")
+        assert case["stored"]["case_id"] == seen[-1] and case["confidence_scale"] == "0-100"
+    answers = Study.open(app_0_100["study"]).store.answers("reader1")
+    assert [(a.case_id, a.confidence) for a in answers] == list(zip(seen, (0, 73, 100)))
+
+
+# ---- nearest training images (--show-neighbours) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def neighbour_checkpoint(tmp_path_factory):
+    """A checkpoint whose privacy index records its (tiny) training data, as a real one does."""
+    from mammosynth.ui.testing import make_tiny_checkpoint
+
+    tmp = tmp_path_factory.mktemp("neighbours")
+    return make_tiny_checkpoint(tmp / "checkpoint", training_data=tmp / "training-data")
+
+
+def training_thumbnails(checkpoint: Path) -> dict[str, np.ndarray]:
+    """What a thumbnail of each training image looks like (8-bit, auto window), by image id."""
+    from mammosynth.data.prepared import load_prepared
+    from mammosynth.ui.display import apply_window, auto_window
+
+    index_meta = json.loads((checkpoint / "privacy_checker" / "config.json").read_text())["index_meta"]
+    data = load_prepared(index_meta["data"])
+    frames = {r.image_id: np.asarray(data.images[int(r.index)]) for r in data.manifest.itertuples()}
+    return {i: apply_window(f, auto_window(f)) for i, f in frames.items()}
+
+
+@pytest.mark.parametrize("show", [True, False], ids=["with-show-neighbours", "without"])
+def test_neighbour_thumbnails_only_with_show_neighbours(app, neighbour_checkpoint, tmp_path, monkeypatch, show):
+    """With the flag, the verdict comes with the nearest training images; without, no training pixel leaves.
+
+    The app's temp folder is outside the working directory and the system temp folder (as the
+    default ~/.cache/mammosynth/tmp is), so its downloads must be allowed explicitly.
+    """
+    import tempfile
+
+    from PIL import Image
+
+    for name in ("cwd", "systemp"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "systemp"))
+    demo, url, _ = launch(tmp_path, neighbour_checkpoint, app["study"], show_neighbours=show)
+    try:
+        c = Client(url, auth=("reader1", "reader1"), verbose=False)
+        gallery, verdicts, files, details, _, _, neighbours, _ = generate(c)
+    finally:
+        demo.close()
+    nearest = [nid for nid, _ in details["images"][0]["privacy"]["neighbours"]]
+    assert len(nearest) == 3 and all(f"`{nid[:10]}`" in verdicts for nid in nearest)  # ids: always
+    thumbs = training_thumbnails(neighbour_checkpoint)
+    if show:
+        assert [item["caption"] for item in neighbours] == [f"training {nid[:10]}" for nid in nearest]
+        for item, nid in zip(neighbours, nearest):
+            assert np.array_equal(np.asarray(Image.open(item["image"])), thumbs[nid])
+    else:
+        assert neighbours == []
+        sent = [item["image"] for item in gallery] + [f for f in files if f.endswith(".png")]
+        for path in sent:
+            pixels = np.asarray(Image.open(path))
+            assert not any(pixels.shape == t.shape and np.array_equal(pixels, t) for t in thumbs.values())
+        assert not list((tmp_path / "temp").rglob("neighbour_*"))
+
+
+def test_app_py_shows_neighbours_only_when_asked():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mammosynth_app_main", Path(__file__).parents[1] / "app.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    assert main.config_from_args(main.parse_args([])).show_neighbours is False
+    assert main.config_from_args(main.parse_args(["--show-neighbours"])).show_neighbours is True
+
+
 def test_without_a_study_the_demo_study_is_prepared_in_the_background(app, tmp_path):
     """``python app.py`` with no --study: demo accounts work at once; the study says it is preparing."""
-    import time
-
     from mammosynth.ui.app import create_app
     from mammosynth.ui.demo import start_demo_study
     from mammosynth.ui.services import AppConfig

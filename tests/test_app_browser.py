@@ -3,6 +3,7 @@
 * generate: pick conditions (a preset), set a lesion box, generate, see the image and the
   privacy verdict, download the DICOM and validate it with ``dciodvfy``;
 * reader study: log in as a reader, answer 3 cases with the keyboard, reload, resume at 4;
+  on a 0–100 study the confidence is a slider, set with the keys too (and required);
 * results: log in as admin and see the statistics.
 
 Screenshots go to ``test-artifacts/`` (and, with ``MAMMOSYNTH_UPDATE_SCREENSHOTS=1``, to
@@ -74,6 +75,23 @@ def app(tmp_path_factory):
     config = AppConfig(checkpoint=checkpoint, study=study, work_dir=tmp / "work", temp_dir=tmp / "temp",
                        default_steps=20 if real else 3)
     demo, options, services = create_app(config)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    yield {"url": f"http://127.0.0.1:{port}/", "study": study, "checkpoint": checkpoint}
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_0_100(app, tmp_path_factory):
+    """A second server: the same app over a study that asks for confidence on 0–100."""
+    from mammosynth.ui.app import create_app
+    from mammosynth.ui.services import AppConfig
+    from mammosynth.ui.testing import make_tiny_study
+
+    tmp = tmp_path_factory.mktemp("browser-0-100")
+    study = make_tiny_study(tmp / "study", tmp / "study-src", confidence_scale="0-100")
+    config = AppConfig(checkpoint=app["checkpoint"], study=study, work_dir=tmp / "work", temp_dir=tmp / "temp")
+    demo, options, _ = create_app(config)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
     yield {"url": f"http://127.0.0.1:{port}/", "study": study}
@@ -176,6 +194,42 @@ def test_a_reader_answers_three_cases_reloads_and_resumes_at_case_4(app, browser
     answers = Study.open(app["study"]).store.answers("reader2")
     assert [a.answer for a in answers] == ["synthetic", "real", "synthetic"]
     assert all(a.confidence == 4 for a in answers)
+
+
+def test_a_0_to_100_study_shows_a_slider_set_by_keys_and_required(app_0_100, browser):
+    context, page = login(browser, app_0_100["url"], "reader1")
+    try:
+        open_tab(page, "Reader study")
+        page.locator("#case-image img").wait_for()
+        slider = page.locator("#confidence-slider input[type=range]")
+        slider.wait_for()
+        assert page.locator("#confidence").is_hidden()
+        page.locator("#study-keys").get_by_text(re.compile("0 / 25 / 50 / 75 / 100")).wait_for()
+        page.locator("#case-image").hover()
+        page.keyboard.press("s")
+        page.keyboard.press("Enter")  # the slider was not set: refused, the case stays
+        page.locator("#study-notice").get_by_text(re.compile("choose how confident you are, 0 to 100")).wait_for()
+        assert case_label(page) == "1 / 16"
+        page.keyboard.press("4")  # 75
+        assert slider.input_value() == "75"
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#ms-case-label')?.textContent === '2 / 16'")
+        assert page.locator("#study-notice").inner_text().strip() == ""  # stored: the notice is gone
+        page.locator("#case-image").hover()
+        page.keyboard.press("r")
+        page.keyboard.press("5")  # 100
+        page.keyboard.press("ArrowLeft")  # 95
+        assert slider.input_value() == "95"
+        shot(page, "study-0-100")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#ms-case-label')?.textContent === '3 / 16'")
+        assert slider.input_value() == "0"  # a new case starts unset
+    finally:
+        context.close()
+    from mammosynth.study import Study
+
+    answers = Study.open(app_0_100["study"]).store.answers("reader1")
+    assert [(a.answer, a.confidence) for a in answers] == [("synthetic", 75), ("real", 95)]
 
 
 def test_an_admin_sees_the_results(app, browser):

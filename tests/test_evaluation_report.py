@@ -114,3 +114,19 @@ def test_inception_weights_from_a_local_torchscript_file(sets, tmp_path):
     bad.write_bytes(b"not torchscript")
     assert main(["evaluate", "--data", str(sets["real"]), "--synthetic", str(sets["copy"]), "--out", str(out),
                  "--parts", "fidelity", "--inception-weights", str(bad)]) == 2
+
+
+def test_reports_say_when_the_real_data_is_phantom(sets, tmp_path):
+    from mammosynth.evaluation.evaluate import PHANTOM_MANUFACTURER, describe_source
+
+    assert describe_source(load_prepared(sets["real"])) == {"source": "toy", "is_phantom": False}
+    data = load_prepared(sets["real"])
+    rows = data.manifest.head(2)
+    # as ingestion writes phantom DICOM: no source in meta, the layout it came from, manufacturer in extra
+    with PreparedWriter(tmp_path / "ph", 32, 24, meta={"source_format": "vindr"}) as writer:
+        for (_, row), frame in zip(rows.iterrows(), data.frames(rows["index"].to_numpy())):
+            record = {k: row[k] for k in row.index if k != "index"}
+            record["extra"] = {"manufacturer": PHANTOM_MANUFACTURER}
+            writer.add(frame, record)
+        writer.finalize()
+    assert describe_source(load_prepared(tmp_path / "ph")) == {"source": "vindr layout", "is_phantom": True}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,8 @@ def _privacy_audit(args: argparse.Namespace) -> int:
         mia_bootstrap=args.bootstrap, seed=args.seed,
     )
     report = run_audit(checker, data, synthetic, pipe, config)
+    report["command"] = "`mammosynth " + " ".join(sys.argv[1:]) + "`" if sys.argv[1:2] == ["privacy-audit"] else None
+    report["n_synthetic"] = len(synthetic.manifest)
     files = write_report(report, args.out)
     print(audit_summary(report))
     print("wrote " + ", ".join(str(f) for f in files))

@@ -81,6 +81,27 @@ class EvaluationConfig:
         return data
 
 
+
+#: What the phantom generator writes as Manufacturer (0008,0070); ingestion keeps it in ``extra``.
+PHANTOM_MANUFACTURER = "Phantom Imaging Systems"
+
+
+def describe_source(data: Any) -> dict[str, Any]:
+    """Where a prepared dataset came from: ``{"source": ..., "is_phantom": bool}``.
+
+    ``source`` is the dataset's ``meta.json`` source (or the format it was ingested from, e.g.
+    ``vindr``); ``is_phantom`` is true when the meta says so or the images carry the phantom
+    generator's manufacturer, so reports never present phantom numbers as VinDr-Mammo ones.
+    """
+    meta = data.meta
+    source = meta.get("source") or (f"{meta['source_format']} layout" if meta.get("source_format") else None)
+    if not source and "source" in data.manifest:
+        source = ",".join(sorted(set(data.manifest["source"].astype(str))))
+    extra = data.manifest["extra"].astype(str) if "extra" in data.manifest else None
+    phantom = bool(meta.get("phantom")) or "phantom" in str(source or "").lower() or (
+        extra is not None and bool(extra.str.contains(PHANTOM_MANUFACTURER, regex=False).any()))
+    return {"source": source or "unknown", "is_phantom": phantom}
+
 def split_by_study(rows: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Positions of ``rows`` in two study-disjoint halves of (about) equal image counts."""
     studies = rows["study_id"].to_numpy()
@@ -167,8 +188,7 @@ def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | Prep
             raise ValueError(f"the {name} set has {len(rows)} images; an evaluation needs at least 2 per set")
     timings: dict[str, float] = {}
     metrics: dict[str, Any] = {
-        "real": {"path": str(real_data.root), "source": real_data.meta.get("source", "unknown"),
-                 "is_phantom": bool(real_data.meta.get("phantom") or "phantom" in str(real_data.meta.get("source", ""))),
+        "real": {"path": str(real_data.root), **describe_source(real_data),
                  "test_split": config.test_split, "n_test": int(len(test_rows)), "n_train": int(len(train_rows))},
         "synthetic": {"path": str(synth_data.root), "n": int(len(synth_rows)),
                       "checkpoint": synth_data.meta.get("checkpoint"), "generation": synth_data.meta.get("generation")},

@@ -280,7 +280,9 @@ Used by `mammosynth evaluate` for FID/KID, precision/recall, density/coverage an
     metrics = ckpt / "reports" / "eval" / "metrics.json"
     if metrics.is_file():
         summary = (metrics.parent / "summary.md").read_text() if (metrics.parent / "summary.md").is_file() else ""
-        body = "\n".join(line for line in summary.splitlines() if not line.startswith("# "))
+        # the summary's own title goes; its sections become subsections of this one
+        body = "\n".join("#" + line if line.startswith("## ") else line
+                         for line in summary.splitlines() if not line.startswith("# "))
         parts.append(f"""## Evaluation (`reports/eval/`: metrics.json, plots, summary.md)
 
 {body.strip()}

@@ -86,8 +86,10 @@ makes the same image again.
 Checkpoint: `{config.checkpoint}`.
 
 ### Reader study
-Readers see one blinded case at a time and say whether it is real or synthetic, with a confidence.
-Keys: `R` / `S`, `1`–`5`, `Enter`; zoom with the wheel or `+`/`−`, window/level with the sliders under the image.
+Readers see one blinded case at a time and say whether it is real or synthetic, with a confidence on the
+study's scale: buttons for 1–5, a slider for 0–100 (set for every case; `1`–`5` jump to 0/25/50/75/100,
+`←`/`→` nudge it). Keys: `R` / `S`, `1`–`5`, `Enter`; zoom with the wheel or `+`/`−`, window/level with the
+sliders under the image.
 Answers are stored at once; a reload or a server restart continues at the next unanswered case.
 
 ### API (gradio_client)
@@ -110,6 +112,15 @@ def launch_options(services: Services) -> dict[str, Any]:
     study_root = _study_root(services)
     options["allowed_paths"].append(str(study_root / "cases"))
     options["blocked_paths"] = [str(study_root / "key")]
+    # What the app writes (images, views, result exports) lives in its temp folder, which Gradio
+    # does not know about when it is outside the working directory and /tmp (the default is
+    # ~/.cache/mammosynth/tmp); the checkpoint's report figures are shown too — not its weights.
+    temp = Path(services.config.temp_dir).resolve()
+    options["allowed_paths"] += [str(temp / kind) for kind in ("generated", "views", "results")]
+    checkpoint = Path(services.config.checkpoint).resolve()
+    options["allowed_paths"] += [str(checkpoint / "reports")] + [str(p) for p in checkpoint.glob("*.png")]
+    if services.config.reports is not None:
+        options["allowed_paths"].append(str(Path(services.config.reports).resolve()))
     return options
 
 
@@ -118,7 +129,12 @@ def _study_root(services: Services) -> Path:
 
 
 def create_app(config: AppConfig, loader: Any = None, start_demo: bool = True) -> tuple[gr.Blocks, dict, Services]:
-    """Services, Blocks and launch options for ``config``; starts the demo-study builder if needed."""
+    """Services, Blocks and launch options for ``config``; starts the demo-study builder if needed.
+
+    The study's blinded case files are registered as Gradio static files: a case is served
+    from the study folder as it is, instead of being hashed and copied into Gradio's cache on
+    every ``study_next`` / ``study_answer`` (the key folder stays blocked).
+    """
     services = create_services(config, loader=loader)
     gr.set_static_paths([_study_root(services) / "cases"])
     demo = build_app(services)

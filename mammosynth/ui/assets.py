@@ -17,8 +17,9 @@ CSS = """
 .ms-progress { height: 6px; background: var(--border-color-primary); border-radius: 3px; margin-top: 0.4rem; }
 .ms-progress > div { height: 6px; background: var(--color-accent); border-radius: 3px; }
 .ms-saved { color: #2e9e4f; font-size: 0.9rem; margin-left: 0.5rem; }
-#answer label, #confidence label { font-size: 1.05rem; }
+#answer label, #confidence label, #confidence-slider label { font-size: 1.05rem; }
 #gen-validity p { margin: 0; }
+#study-notice p { margin: 0; color: #c2410c; }
 #model-banner p { margin: 0; }
 .preset { flex-grow: 0 !important; }
 """
@@ -56,6 +57,31 @@ HEAD = """
     if (match) { match.click(); return true; }
     return false;
   }
+  // The 0–100 confidence slider (shown instead of the 1–5 buttons when the study uses that scale):
+  // keys 1–5 set its ends and quarters, arrows nudge it; an 'input' event tells Gradio a person set it.
+  function slider() {
+    const host = document.getElementById('confidence-slider');
+    return visible(host) ? host.querySelector('input[type=range]') : null;
+  }
+  function setSlider(el, value) {
+    const low = parseFloat(el.min), high = parseFloat(el.max);
+    el.value = String(Math.min(Math.max(value, low), high));
+    el.dispatchEvent(new Event('input', { bubbles: true }));
+  }
+  function confidenceKey(key) {
+    const el = slider();
+    if (!el) return choose('confidence', key);
+    const low = parseFloat(el.min), high = parseFloat(el.max);
+    setSlider(el, Math.round(low + (parseInt(key, 10) - 1) * (high - low) / 4));
+    return true;
+  }
+  function nudge(t, sign) {
+    const el = slider();
+    if (!el || t === el) return false;  // a focused slider moves by itself
+    const low = parseFloat(el.min), high = parseFloat(el.max);
+    setSlider(el, parseFloat(el.value) + sign * Math.max(1, Math.floor((high - low) / 20)));
+    return true;
+  }
   document.addEventListener('keydown', (e) => {
     if (!visible(document.getElementById('case-image')) || e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
@@ -65,7 +91,8 @@ HEAD = """
     let handled = true;
     if (key === 'r') choose('answer', 'real');
     else if (key === 's') choose('answer', 'synthetic');
-    else if (['1', '2', '3', '4', '5'].includes(key)) choose('confidence', key);
+    else if (['1', '2', '3', '4', '5'].includes(key)) confidenceKey(key);
+    else if (key === 'arrowleft' || key === 'arrowright') handled = nudge(t, key === 'arrowleft' ? -1 : 1);
     else if (key === 'enter') document.getElementById('submit-answer')?.click();
     else if (key === '+' || key === '=') zoom(1.25);
     else if (key === '-' || key === '_') zoom(0.8);

@@ -1,8 +1,9 @@
 """The Reader study tab and the ``study_next`` / ``study_answer`` / ``study_progress`` endpoints.
 
 Blinding: a reader receives the case file exactly as the study stored it (a 16-bit PNG of
-content-independent size, named by an opaque random id), its position and the total,
-nothing else. The truth key is never read here. Identity is the logged-in user
+content-independent size, named by an opaque random id, served straight from the study's
+``cases/`` folder), its position, the total and the study's confidence scale, nothing else.
+The truth key is never read here. Identity is the logged-in user
 (``gr.Request.username``); a reader only ever sees their own cases and progress.
 
 Pure functions (:func:`next_case_payload`, :func:`submit_answer`, :func:`progress_payload`)
@@ -22,7 +23,8 @@ from .services import Services, StudyUnavailable
 
 logger = logging.getLogger("mammosynth.app")
 
-__all__ = ["next_case_payload", "submit_answer", "progress_payload", "build_study_tab", "VIEWER_SVG"]
+__all__ = ["next_case_payload", "submit_answer", "progress_payload", "build_study_tab", "keyboard_help",
+           "uses_slider", "VIEWER_SVG"]
 
 #: The SVG filter the viewer's window/level uses (a linear transfer function per channel).
 VIEWER_SVG = """
@@ -45,8 +47,31 @@ VIEWER_SVG = """
 </div>
 """
 
-KEYBOARD_HELP = ("**Keys:** `R` real · `S` synthetic · `1`–`5` confidence · `Enter` submit · "
-                 "`+`/`−` zoom · `0` reset view")
+
+
+def uses_slider(low: int, high: int) -> bool:
+    """A confidence scale wider than ten steps (0–100) is a slider; a short one (1–5) is buttons."""
+    return high - low >= 10
+
+
+def keyboard_help(low: int, high: int) -> str:
+    """The shortcut line under the answer buttons, for the study's confidence scale."""
+    if uses_slider(low, high):
+        quarters = " / ".join(str(v) for v in _slider_keys(low, high))
+        confidence = f"`1`–`5` confidence {quarters} · `←`/`→` ±{max(1, (high - low) // 20)}"
+    else:
+        confidence = f"`{low}`–`{high}` confidence"
+    return f"**Keys:** `R` real · `S` synthetic · {confidence} · `Enter` submit · `+`/`−` zoom · `0` reset view"
+
+
+def _slider_keys(low: int, high: int) -> list[int]:
+    """The values keys 1–5 set on a slider scale: its ends and quarters (0 / 25 / 50 / 75 / 100)."""
+    return [round(low + k * (high - low) / 4) for k in range(5)]
+
+
+def _scale(study: Any) -> tuple[str, int, int]:
+    low, high = study.settings.confidence_range
+    return study.settings.confidence_scale, int(low), int(high)
 
 
 def _reader(services: Services, username: str | None) -> tuple[Any, str]:
@@ -54,15 +79,15 @@ def _reader(services: Services, username: str | None) -> tuple[Any, str]:
     return services.studies.study(), str(username)
 
 
-def case_dict(view: Any) -> dict:
-    """The blinded description of a case: opaque id, position, total, label."""
+def case_dict(view: Any, scale: str) -> dict:
+    """The blinded description of a case: opaque id, position, total, label, the confidence scale."""
     return {"case_id": view.case_id, "position": view.position, "total": view.total, "label": view.label,
-            "finished": False}
+            "finished": False, "confidence_scale": scale}
 
 
-def finished_dict(progress: Any) -> dict:
+def finished_dict(progress: Any, scale: str) -> dict:
     return {"case_id": None, "position": progress.answered, "total": progress.total,
-            "label": f"{progress.answered} / {progress.total}", "finished": True}
+            "label": f"{progress.answered} / {progress.total}", "finished": True, "confidence_scale": scale}
 
 
 def next_case_payload(services: Services, username: str | None) -> tuple[str | None, dict]:
@@ -72,11 +97,12 @@ def next_case_payload(services: Services, username: str | None) -> tuple[str | N
         AccessDenied: not a reader account. StudyUnavailable: no study (yet).
     """
     study, reader = _reader(services, username)
+    scale = study.settings.confidence_scale
     view = study.next_case(reader)
     if view is None:
-        return None, finished_dict(study.progress(reader))
+        return None, finished_dict(study.progress(reader), scale)
     services.studies.mark_shown(reader, view.case_id)
-    return str(view.image_path), case_dict(view)
+    return str(view.image_path), case_dict(view, scale)
 
 
 def submit_answer(services: Services, username: str | None, case_id: Any, answer: Any, confidence: Any,
@@ -93,13 +119,15 @@ def submit_answer(services: Services, username: str | None, case_id: Any, answer
         raise StudyError("no case id was sent: call study_next first")
     if answer is None or str(answer).strip() == "":
         raise StudyError("choose whether the image is real or synthetic (keys R / S)")
+    _, low, high = _scale(study)
     if confidence is None or confidence == "":
-        raise StudyError("choose how confident you are (keys 1–5)")
+        how = "move the slider or press 1–5" if uses_slider(low, high) else "keys 1–5"
+        raise StudyError(f"choose how confident you are, {low} to {high} ({how})")
     try:
         confidence = float(confidence)
         confidence = int(confidence) if confidence.is_integer() else confidence
     except (TypeError, ValueError):
-        raise StudyError(f"confidence must be a whole number, got {confidence!r}") from None
+        raise StudyError(f"confidence must be a whole number from {low} to {high}, got {confidence!r}") from None
     if birads in ("", "none", "not assessed"):
         birads = None
     if birads is not None:
@@ -119,11 +147,11 @@ def submit_answer(services: Services, username: str | None, case_id: Any, answer
 
 
 def progress_payload(services: Services, username: str | None) -> dict:
-    """The reader's own progress: answered, total, label, done."""
+    """The reader's own progress: answered, total, label, done, and the study's confidence scale."""
     study, reader = _reader(services, username)
     p = study.progress(reader)
     return {"reader_id": reader, "answered": p.answered, "total": p.total, "label": f"{p.answered} / {p.total}",
-            "done": p.done}
+            "done": p.done, "confidence_scale": study.settings.confidence_scale}
 
 
 def _refusal(error: Exception) -> gr.Error:
@@ -164,54 +192,74 @@ def build_study_tab(services: Services) -> dict[str, Any]:
         with gr.Column(scale=1, min_width=240):
             answer = gr.Radio([("Real  (R)", "real"), ("Synthetic  (S)", "synthetic")], label="This image is…",
                               elem_id="answer")
+            # The study's scale decides which one shows (on page load): buttons for 1–5, a slider for 0–100.
             confidence = gr.Radio([("1 · guessing", 1), ("2", 2), ("3", 3), ("4", 4), ("5 · certain", 5)],
                                   label="Confidence", elem_id="confidence")
+            confidence_slider = gr.Slider(0, 100, value=None, step=1, visible=False, elem_id="confidence-slider",
+                                          label="Confidence: 0 = guessing … 100 = certain (set it for every case)")
+            # True once the reader has moved the slider for this case: an untouched slider is no answer.
+            confidence_set = gr.Checkbox(False, visible=False)
             birads = gr.Dropdown([("not assessed", "none"), ("1", "1"), ("2", "2"), ("3", "3"), ("4", "4"), ("5", "5")],
                                  value="none", label="BI-RADS assessment (optional)", elem_id="answer-birads",
                                  visible=False)
             submit = gr.Button("Submit answer  (Enter)", variant="primary", elem_id="submit-answer")
-            gr.Markdown(KEYBOARD_HELP, elem_id="study-keys")
+            # why an answer was not stored (gr.Warning toasts need the queue; this event skips it)
+            notice = gr.Markdown("", elem_id="study-notice")
+            keys = gr.Markdown(keyboard_help(1, 5), elem_id="study-keys")
     case_id = gr.Textbox(visible=False, elem_id="case-id")
     poll = gr.Timer(3.0, active=False)
 
     def show(username: str | None, case: tuple[str | None, dict] | None = None, note: str = "") -> tuple:
-        """UI outputs for the reader's current state."""
+        """UI outputs for the reader's current state (a new case clears the answer and the confidence)."""
         role = services.role(username)
         keep = gr.update()
+        idle = (keep, keep, keep, "")  # confidence slider, its "set" flag, the key help, the notice
         if role == "admin":
             msg = "You are logged in as a study admin: admins read no cases. See the <b>Results</b> tab."
-            return None, "", _status_html(services, username, None, msg), None, None, keep, gr.Timer(active=False)
+            return (None, "", _status_html(services, username, None, msg), None, None, keep, gr.Timer(active=False),
+                    *idle)
         try:
             path, info = case if case is not None else next_case_payload(services, username)
         except StudyUnavailable as error:
             waiting = services.studies.state in ("preparing", "pending")
             return (None, "", _status_html(services, username, None, str(error)), None, None, keep,
-                    gr.Timer(active=waiting))
+                    gr.Timer(active=waiting), *idle)
         except AccessDenied as error:
-            return None, "", _status_html(services, username, None, str(error)), None, None, keep, gr.Timer(active=False)
+            return (None, "", _status_html(services, username, None, str(error)), None, None, keep,
+                    gr.Timer(active=False), *idle)
         study = services.studies.study()
         ask = bool(study.settings.ask_birads)
-        return (path, info["case_id"] or "", _status_html(services, username, info, note), None, None,
-                gr.update(visible=ask, value="none"), gr.Timer(active=False))
+        _, low, high = _scale(study)
+        slider = uses_slider(low, high)
+        return (path, info["case_id"] or "", _status_html(services, username, info, note), None,
+                gr.update(value=None, visible=not slider), gr.update(visible=ask, value="none"),
+                gr.Timer(active=False), gr.update(value=None, minimum=low, maximum=high, visible=slider), False,
+                keyboard_help(low, high), "")
 
-    outputs = [image, case_id, status, answer, confidence, birads, poll]
+    outputs = [image, case_id, status, answer, confidence, birads, poll, confidence_slider, confidence_set, keys,
+               notice]
 
     def on_load(request: gr.Request) -> tuple:
         return show(username_of(request))
 
-    def on_submit(case: str, answer_value: str, confidence_value: Any, birads_value: str, request: gr.Request) -> tuple:
+    def on_submit(case: str, answer_value: str, choice: Any, slid: Any, slid_set: bool, birads_value: str,
+                  request: gr.Request) -> tuple:
         username = username_of(request)
         try:
-            result = submit_answer(services, username, case, answer_value, confidence_value,
+            _, low, high = _scale(services.studies.study())
+            confidence = (slid if slid_set else None) if uses_slider(low, high) else choice
+            result = submit_answer(services, username, case, answer_value, confidence,
                                    None if birads_value in (None, "none") else birads_value, None)
         except Exception as error:  # noqa: BLE001 - shown to the reader, never a trace
             refusal = _refusal(error)
-            gr.Warning(refusal.message)
-            return (gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update())
+            return (*(gr.update() for _ in outputs[:-1]), f"⚠ **{refusal.title}:** {refusal.message}")
         return show(username, result, note="<span class='ms-saved'>✓ saved</span>")
 
-    submit.click(on_submit, [case_id, answer, confidence, birads], outputs, api_visibility="private",
-                 queue=False, concurrency_limit=None, show_progress="hidden")
+    # page-only: moving the slider marks the confidence as given (no server call)
+    confidence_slider.input(None, None, confidence_set, js="() => true", queue=False, api_visibility="private",
+                            show_progress="hidden")
+    submit.click(on_submit, [case_id, answer, confidence, confidence_slider, confidence_set, birads], outputs,
+                 api_visibility="private", queue=False, concurrency_limit=None, show_progress="hidden")
     poll.tick(on_load, None, outputs, api_visibility="private", show_progress="hidden")
 
     # -- the API (same handlers, same identity and roles) ----------------------------------------
@@ -229,7 +277,8 @@ def build_study_tab(services: Services) -> dict[str, Any]:
         api_prog = gr.Button("api progress")
 
     def study_next(request: gr.Request) -> tuple:
-        """The logged-in reader's current case: (16-bit PNG file, {case_id, position, total, label, finished})."""
+        """The logged-in reader's current case: (16-bit PNG file, {case_id, position, total, label, finished,
+        confidence_scale})."""
         try:
             return next_case_payload(services, username_of(request))
         except Exception as error:  # noqa: BLE001
@@ -237,14 +286,15 @@ def build_study_tab(services: Services) -> dict[str, Any]:
 
     def study_answer(case_id: str, answer: str, confidence: float | None, birads: float | None,
                      seconds_on_case: float | None, request: gr.Request) -> tuple:
-        """Store an answer ('real'/'synthetic', confidence, optional BI-RADS, optional seconds); returns the next case."""
+        """Store an answer ('real'/'synthetic', a confidence on the study's scale — 1–5 or 0–100, see
+        ``confidence_scale`` —, optional BI-RADS, optional seconds); returns the next case."""
         try:
             return submit_answer(services, username_of(request), case_id, answer, confidence, birads, seconds_on_case)
         except Exception as error:  # noqa: BLE001
             raise _refusal(error) from None
 
     def study_progress(request: gr.Request) -> dict:
-        """The logged-in reader's own progress: {reader_id, answered, total, label, done}."""
+        """The logged-in reader's own progress: {reader_id, answered, total, label, done, confidence_scale}."""
         try:
             return progress_payload(services, username_of(request))
         except Exception as error:  # noqa: BLE001

@@ -1,7 +1,8 @@
 """Tiny, random-initialised stand-ins for tests and benchmarks of the app (seconds to build).
 
 * :func:`make_tiny_checkpoint` – a complete ``MammoLDMPipeline`` folder at 64×48 with a
-  privacy checker whose index covers a few random frames;
+  privacy checker whose index covers a few random frames (or, with ``training_data``, the
+  frames of a small prepared dataset it writes, so neighbour thumbnails can be shown);
 * :func:`make_tiny_study` – a reader study (real and synthetic demo sets) with the demo
   accounts (``reader1``/``reader1`` … ``admin``/``admin``).
 
@@ -17,13 +18,17 @@ __all__ = ["make_tiny_checkpoint", "make_tiny_study"]
 
 
 def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int = 48, privacy: bool = True,
-                         threshold: float | None = 1.0, seed: int = 0) -> Path:
+                         threshold: float | None = 1.0, seed: int = 0,
+                         training_data: str | os.PathLike | None = None) -> Path:
     """Write a tiny random pipeline checkpoint to ``path`` and return it.
 
     Args:
         privacy: include a privacy checker (index over 6 random frames).
         threshold: the checker's threshold (default 1.0: nothing is flagged; ``None`` keeps the
             calibrated one, which random networks exceed: everything is flagged).
+        training_data: write the 6 indexed frames as a prepared dataset to this folder and
+            record it in the index (as a real checkpoint records its training data), so the
+            app can load the nearest training images (``--show-neighbours``).
     """
     import numpy as np
     import torch
@@ -51,8 +56,9 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
         rng = np.random.default_rng(seed)
         frames = (rng.random((6, height, width)) * 65535).astype(np.uint16)
         ids = [f"train{i:02d}{'0' * 24}" for i in range(6)]
-        index = build_index(embedder, frames, ids, [f"study{i // 2}" for i in range(6)], backend="sklearn",
-                            meta={"data": "", "split": "training"})
+        studies = [f"study{i // 2}" for i in range(6)]
+        data = "" if training_data is None else str(_write_training_data(training_data, frames, ids, studies))
+        index = build_index(embedder, frames, ids, studies, backend="sklearn", meta={"data": data, "split": "training"})
         held = (rng.random((12, height, width)) * 65535).astype(np.uint16)
         calibration = calibrate_threshold(index.max_similarity(embedder.embed_frames(held)), 0.1,
                                           source="random frames (test)")
@@ -66,9 +72,27 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
     return path
 
 
+def _write_training_data(folder: str | os.PathLike, frames, ids: list[str], studies: list[str]) -> Path:
+    """The frames as a prepared dataset (``training`` split) at ``folder``."""
+    from ..data.prepared import PreparedWriter
+
+    folder = Path(folder).resolve()
+    height, width = frames.shape[1:]
+    with PreparedWriter(folder, height, width, meta={"source": "random frames (test)"}) as writer:
+        for k, (frame, image_id, study_id) in enumerate(zip(frames, ids, studies)):
+            writer.add(frame, {"study_id": study_id, "image_id": image_id, "split": "training",
+                               "laterality": "L", "view": "CC", "birads": 1, "density": "B", "lesion": "none",
+                               "cancer": 0, "findings": [], "source": "phantom", "extra": {}})
+        writer.finalize()
+    return folder
+
+
 def make_tiny_study(path: str | os.PathLike, work: str | os.PathLike, n_real: int = 8, n_synthetic: int = 8,
-                    height: int = 64, width: int = 48, ask_birads: bool = False) -> Path:
-    """A small reader study at ``path`` (demo accounts; ``work`` holds the source datasets)."""
+                    height: int = 64, width: int = 48, ask_birads: bool = False, confidence_scale: str = "1-5") -> Path:
+    """A small reader study at ``path`` (demo accounts; ``work`` holds the source datasets).
+
+    ``confidence_scale``: ``"1-5"`` or ``"0-100"`` (see :data:`mammosynth.study.CONFIDENCE_SCALES`).
+    """
     from ..study.create import create_study
     from ..study.demo import make_demo_datasets
     from ..study.study import StudySettings
@@ -80,5 +104,5 @@ def make_tiny_study(path: str | os.PathLike, work: str | os.PathLike, n_real: in
     readers = write_demo_accounts(work / "readers.csv")
     create_study(path, name="tiny test study", real=real, synthetic=synthetic, readers_csv=readers,
                  n_cases=min(n_real, n_synthetic) * 2, real_split=None, seed=0,
-                 settings=StudySettings(ask_birads=ask_birads))
+                 settings=StudySettings(confidence_scale=confidence_scale, ask_birads=ask_birads))
     return Path(path)
