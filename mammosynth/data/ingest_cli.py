@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from .cli_types import fraction, positive_int
 
 __all__ = ["add_ingest_command"]
 
@@ -53,26 +54,6 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value}")
-    return value
-
-
 def _run(args: argparse.Namespace) -> int:
     from .prepare import ingest
 
@@ -105,11 +86,11 @@ def add_ingest_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--size", type=_size, default=(256, 192), metavar="HxW",
                         help="frame size HEIGHTxWIDTH, multiples of 8 (default: 256x192; 512x384 and "
                         "1024x768 for GPU work)")
-    parser.add_argument("--workers", type=_positive, default=None, metavar="K",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="K",
                         help="processes decoding images in parallel (default: all cores); one process writes")
-    parser.add_argument("--limit", type=_positive, default=None, metavar="N",
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="ingest at most N images (the first in study/image order), e.g. for a quick try")
-    parser.add_argument("--test-fraction", type=_fraction, default=0.2, metavar="F",
+    parser.add_argument("--test-fraction", type=fraction, default=0.2, metavar="F",
                         help="dicom-folder only: share of studies without a labelled split put in 'test' "
                         "(default: %(default)s)")
     parser.set_defaults(handler=_run)

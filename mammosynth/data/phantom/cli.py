@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from ..cli_types import fraction, positive_int
 
 DESCRIPTION = """\
 Generate procedural phantom mammograms in the exact VinDr-Mammo layout:
@@ -44,26 +45,6 @@ def _prevalence(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_phantom_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``phantom`` to a CLI's subcommands and return its parser."""
     parser = subparsers.add_parser(
@@ -72,27 +53,27 @@ def add_phantom_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder (created; must not hold a dataset unless --overwrite)")
-    parser.add_argument("--studies", type=_positive, required=True, metavar="N",
+    parser.add_argument("--studies", type=positive_int, required=True, metavar="N",
                         help="number of studies (phantom patients); 4 images each")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="master seed; same seed, same bytes (default: 0)")
     parser.add_argument("--height", type=int, default=1024, metavar="PX",
                         help="image rows; width is height x 2800/3518 like VinDr-Mammo "
                              "(default: 1024; 3518 gives VinDr-size 3518x2800 images)")
-    parser.add_argument("--workers", type=_positive, default=None, metavar="K",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="K",
                         help=f"worker processes (default: all {os.cpu_count()} cores); "
                              "does not change the output")
     parser.add_argument("--density-prevalence", type=_prevalence, default=None,
                         metavar="A,B,C,D",
                         help="share of density A,B,C,D (default: 0.01,0.10,0.76,0.13, like "
                              "VinDr-Mammo)")
-    parser.add_argument("--finding-rate", type=_fraction, default=0.4, metavar="F",
+    parser.add_argument("--finding-rate", type=fraction, default=0.4, metavar="F",
                         help="share of breasts with at least one boxed finding (default: 0.4)")
-    parser.add_argument("--jpeg2000-fraction", type=_fraction, default=0.1, metavar="F",
+    parser.add_argument("--jpeg2000-fraction", type=fraction, default=0.1, metavar="F",
                         help="share of files stored JPEG 2000 lossless (default: 0.1)")
-    parser.add_argument("--test-fraction", type=_fraction, default=0.2, metavar="F",
+    parser.add_argument("--test-fraction", type=fraction, default=0.2, metavar="F",
                         help="share of studies in the 'test' split (default: 0.2, VinDr's 4:1)")
-    parser.add_argument("--birads-noise", type=_fraction, default=0.08, metavar="P",
+    parser.add_argument("--birads-noise", type=fraction, default=0.08, metavar="P",
                         help="per-finding probability of a one-step BI-RADS label error "
                              "(default: 0.08)")
     parser.add_argument("--overwrite", action="store_true",
