@@ -27,7 +27,7 @@ VAE_MINUTES=${VAE_MINUTES:-30}
 LDM_MINUTES=${LDM_MINUTES:-50}
 # Fixed step counts (reproducible whatever the machine's load); the minutes stay as a cap.
 VAE_STEPS=${VAE_STEPS:-1400}
-LDM_STEPS=${LDM_STEPS:-2800}
+LDM_STEPS=${LDM_STEPS:-2000}
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 ldm_steps_arg=${LDM_STEPS:+--max_train_steps $LDM_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -74,6 +74,9 @@ for keep in privacy_checker feature_extractor; do   # components other stages ad
   if [ -d "$CKPT/$keep" ]; then cp -r "$CKPT/$keep" "$CKPT.tmp/"; fi
 done
 rm -rf "$CKPT" && mv "$CKPT.tmp" "$CKPT"
+if [ -d "$CKPT/privacy_checker" ]; then   # keep the gate registered (train-ldm saves without one)
+  python -c "from mammosynth.pipelines.pipeline_mammo_ldm import register_privacy_checker as r; r('$CKPT')"
+fi
 python -m mammosynth.training.model_card \
   --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$RUNS/ldm" --data "$DATA" \
   --command "bash scripts/train_bundled.sh" --num_threads "$THREADS"

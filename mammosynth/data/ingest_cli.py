@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 from .cli_types import fraction, positive_int
 
 __all__ = ["add_ingest_command"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
 from ..cli_types import fraction, positive_int
 
 DESCRIPTION = """\
