@@ -9,17 +9,18 @@ Prints these figures (targets from issue 7, on 2 cores):
 1. ``python app.py`` to a page that answers HTTP 200 (≤ 20 s);
 2. one 20-step image through ``/generate`` with the model warm, median of 3 (≤ 3 s);
 3. ``study_next`` + ``study_answer`` p95 with N concurrent readers (≤ 200 ms), end to end over
-   HTTP as the browser does it: each reader logs in, keeps its own connection and session,
-   POSTs ``/gradio_api/run/<api_name>`` (how the page calls these ``queue=False`` events) and
-   then GETs the returned case image; a call's time ends when the image's last byte has
-   arrived. Two loads:
+   HTTP as the browser does it: each reader logs in and opens its session first (like a page
+   load; not timed), keeps its own connection, POSTs ``/gradio_api/run/<api_name>`` (how the
+   page calls these ``queue=False`` events) and then GETs the returned case image; a call's
+   time ends when the image's last byte has arrived. Two loads:
 
-   * ``with think time``: a reader looks at each case for 0.5–1.5 s before answering
-     (radiologists take 10–60 s; this is 20 readers at many times the real pace);
-   * ``no think time``: every reader fires its next request the moment the last one
-     returns — a saturation test: p95 then grows with N × the server's cost per request.
+   * ``with think time``: a reader looks at each case for 0.5–1.5 s before answering and
+     starts at a random moment within the first 1.5 s (radiologists take 10–60 s a case;
+     this is 20 readers at many times the real pace);
+   * ``no think time``: all readers start together and fire each request the moment the
+     last one returns — a saturation test: p95 then grows with N × the server's cost per case.
 
-   Also printed: the server's CPU time per request, and one reader through ``gradio_client``
+   Also printed: the server's CPU time per case, and one reader through ``gradio_client``
    (the documented Python API). ``gradio_client`` opens new HTTP clients for every call
    (a POST to the queue, an event stream, a download), which costs tens of ms of client CPU
    per call; that is the client's cost, so N concurrent ``gradio_client`` readers in this

@@ -258,11 +258,22 @@ def test_case_images_are_served_from_the_study_folder_as_stored(app):
     stored = app["study"] / "cases" / f"{case['case_id']}.png"
     assert Path(image).read_bytes() == stored.read_bytes()
     with httpx.Client(base_url=app["url"].rstrip("/"), timeout=30) as http:
+        assert http.get(f"/gradio_api/file={stored.resolve()}").status_code in (401, 403)  # not logged in
         assert http.post("/login", data={"username": "reader3", "password": "reader3"}).status_code == 200
         served = http.get(f"/gradio_api/file={stored.resolve()}")
         assert served.status_code == 200 and served.content == stored.read_bytes()
         key = (app["study"] / "key" / "truth.json").resolve()
         assert key.is_file() and http.get(f"/gradio_api/file={key}").status_code == 403
+        # a real and a synthetic case come with the same headers (file times are random by design)
+        from mammosynth.study import Study
+
+        truth = {e["truth"]: c for c, e in Study.open(app["study"]).key()["cases"].items()}
+        headers = []
+        for case_id in (truth["real"], truth["synthetic"]):
+            got = http.get(f"/gradio_api/file={(app['study'] / 'cases' / f'{case_id}.png').resolve()}")
+            headers.append({k: v.replace(case_id, "ID") for k, v in got.headers.items()
+                            if k not in ("date", "etag", "last-modified")})
+        assert headers[0] == headers[1] and headers[0]["content-type"] == "image/png"
 
 
 # ---- a study on the 0–100 confidence scale ------------------------------------------------------

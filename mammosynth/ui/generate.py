@@ -358,9 +358,15 @@ def build_generate_tab(services: Services) -> None:
             logger.exception("generation failed")
             raise gr.Error(f"Generation failed ({type(error).__name__}: {error}). The server log has the details.",
                            title="Generation failed", print_exception=False) from None
-        thumbs = _neighbour_thumbnails(services, outcome) if config.show_neighbours else []
+        verdicts = verdict_table(outcome.images)
+        thumbs = []
+        if config.show_neighbours:  # training pixels leave the server only when the operator said so
+            thumbs = _neighbour_thumbnails(services, outcome)
+            if not thumbs and any(im.verdict is not None and im.verdict.neighbours for im in outcome.images):
+                verdicts += ("\n\nThumbnails of the nearest training images are not available: the training data "
+                             "the privacy index was built from is not on this server.")
         images = render_gallery(outcome.items, outcome.window, outcome.folder)
-        return (images, verdict_table(outcome.images), outcome.files, outcome.details, outcome.window.centre,
+        return (images, verdicts, outcome.files, outcome.details, outcome.window.centre,
                 outcome.window.width, thumbs, outcome.items, model_banner(services))
 
     inputs = [birads, density, view, laterality, lesion, box, seed, steps, guidance, sampler, num_images]

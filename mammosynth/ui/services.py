@@ -258,12 +258,25 @@ class ModelService:
                 results.append(GeneratedImage(np.asarray(out.images[0]), recipe, verdict))
         return results
 
+    def training_data(self) -> Path | None:
+        """The prepared dataset the privacy index was built from, if it is on this server.
+
+        The index records it as given at indexing time (often relative, ``data/prepared-256``):
+        it is looked up from the working directory, then from the checkpoint folder upwards.
+        """
+        checker = getattr(self.pipeline(), "privacy_checker", None)
+        recorded = ((checker.config.index_meta or {}) if checker is not None else {}).get("data")
+        if not recorded:
+            return None
+        recorded = Path(recorded)
+        candidates = [recorded] if recorded.is_absolute() else [
+            recorded, *(base / recorded for base in [self.checkpoint, *self.checkpoint.resolve().parents])]
+        return next((c for c in candidates if (c / "manifest.csv").is_file()), None)
+
     def neighbour_frames(self, image_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Training frames (canonical) of the given ids, when the indexed data is on this server."""
-        pipe = self.pipeline()
-        checker = getattr(pipe, "privacy_checker", None)
-        data_root = ((checker.config.index_meta or {}) if checker is not None else {}).get("data")
-        if not data_root or not Path(data_root).is_dir():
+        data_root = self.training_data()
+        if data_root is None:
             return {}
         from ..data.prepared import load_prepared
 

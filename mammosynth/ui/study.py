@@ -48,7 +48,6 @@ VIEWER_SVG = """
 """
 
 
-
 def uses_slider(low: int, high: int) -> bool:
     """A confidence scale wider than ten steps (0–100) is a slider; a short one (1–5) is buttons."""
     return high - low >= 10
@@ -286,8 +285,8 @@ def build_study_tab(services: Services) -> dict[str, Any]:
 
     def study_answer(case_id: str, answer: str, confidence: float | None, birads: float | None,
                      seconds_on_case: float | None, request: gr.Request) -> tuple:
-        """Store an answer ('real'/'synthetic', a confidence on the study's scale — 1–5 or 0–100, see
-        ``confidence_scale`` —, optional BI-RADS, optional seconds); returns the next case."""
+        """Store an answer ('real'/'synthetic'; a whole-number confidence on the study's ``confidence_scale``,
+        1–5 or 0–100; optional BI-RADS; optional seconds on the case); returns the next case."""
         try:
             return submit_answer(services, username_of(request), case_id, answer, confidence, birads, seconds_on_case)
         except Exception as error:  # noqa: BLE001

@@ -79,7 +79,7 @@ def _write_training_data(folder: str | os.PathLike, frames, ids: list[str], stud
     folder = Path(folder).resolve()
     height, width = frames.shape[1:]
     with PreparedWriter(folder, height, width, meta={"source": "random frames (test)"}) as writer:
-        for k, (frame, image_id, study_id) in enumerate(zip(frames, ids, studies)):
+        for frame, image_id, study_id in zip(frames, ids, studies):
             writer.add(frame, {"study_id": study_id, "image_id": image_id, "split": "training",
                                "laterality": "L", "view": "CC", "birads": 1, "density": "B", "lesion": "none",
                                "cancer": 0, "findings": [], "source": "phantom", "extra": {}})
