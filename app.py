@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--show-neighbours", action="store_true",
                         help="show thumbnails of the nearest training images next to privacy verdicts "
                              "(only where the operator may show training images)")
+    parser.add_argument("--no-privacy-gate", dest="privacy_gate", action="store_false",
+                        help="serve a checkpoint that has no privacy checker on purpose: images are NOT checked "
+                             "against the training set (each verdict says so). Without this flag such a "
+                             "checkpoint is refused at the first generation with advice")
     parser.add_argument("--temp-dir", type=Path, default=None,
                         help="folder for generated files and Gradio's cache (default: WORK_DIR/tmp)")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
@@ -67,7 +71,7 @@ def config_from_args(args: argparse.Namespace):
     return AppConfig(checkpoint=args.checkpoint, study=args.study, auth=args.auth, work_dir=args.work_dir,
                      temp_dir=temp_dir, show_neighbours=args.show_neighbours,
                      demo_study=not args.no_demo_study, max_concurrent_generations=args.max_concurrent_generations,
-                     max_images=args.max_images, reports=args.reports)
+                     max_images=args.max_images, reports=args.reports, privacy_gate=args.privacy_gate)
 
 
 def main(argv: list[str] | None = None) -> None:

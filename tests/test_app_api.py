@@ -170,6 +170,28 @@ def test_a_missing_checkpoint_is_a_message_not_a_crash(app, tmp_path):
         demo.close()
 
 
+def test_a_checkpoint_without_a_gate_is_refused_unless_the_operator_opts_out(tmp_path):
+    import app as app_py
+    from mammosynth.conditions import Conditions
+    from mammosynth.ui.generate import verdict_table
+    from mammosynth.ui.services import AppConfig, GenerationRequest, create_services
+    from mammosynth.ui.testing import make_tiny_checkpoint
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ungated", privacy=False)
+    request = GenerationRequest(conditions=Conditions.create(birads=4, lesion="mass"), seed=0, num_images=1,
+                                num_inference_steps=2, guidance_scale=2.0, scheduler="dpm")
+    config = dict(checkpoint=checkpoint, work_dir=tmp_path, temp_dir=tmp_path / "tmp", demo_study=False)
+    gated = create_services(AppConfig(**config))
+    with pytest.raises(ValueError, match="no privacy checker.*build-index.*--no-privacy-gate"):
+        gated.model.generate(request)
+    args = app_py.parse_args(["--checkpoint", str(checkpoint), "--no-privacy-gate"])
+    assert app_py.config_from_args(args).privacy_gate is False
+    ungated = create_services(AppConfig(**config, privacy_gate=False))
+    images = ungated.model.generate(request)
+    assert len(images) == 1 and images[0].verdict is None
+    assert "**not** checked" in verdict_table(images)
+
+
 # ---- the reader study ---------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ user is looked up with the name Gradio authenticated (``gr.Request.username``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -71,6 +72,8 @@ class AppConfig:
     max_steps: int = 200
     default_steps: int = 20
     reports: Path | None = None
+    #: False: load a checkpoint without its privacy checker on purpose (every verdict "not checked")
+    privacy_gate: bool = True
 
     def __post_init__(self) -> None:
         if self.max_concurrent_generations < 1:
@@ -293,7 +296,8 @@ def verdict_dict(verdict: Any) -> dict[str, Any]:
             "threshold": float(verdict.threshold), "neighbours": [[i, float(s)] for i, s in verdict.neighbours]}
 
 
-def _load_pipeline(path: Path) -> Any:
+def _load_pipeline(path: Path, privacy_gate: bool = True) -> Any:
+    """Load the checkpoint; a checkpoint without a privacy checker is refused unless ``privacy_gate=False``."""
     import torch
 
     # diffusers loads only components whose modules are imported (see the checkpoint's model_index.json)
@@ -301,7 +305,8 @@ def _load_pipeline(path: Path) -> Any:
     from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
     from ..privacy import checker  # noqa: F401
 
-    pipe = MammoLDMPipeline.from_pretrained(path)
+    kwargs = {} if privacy_gate else {"privacy_checker": None, "requires_privacy_checker": False}
+    pipe = MammoLDMPipeline.from_pretrained(path, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -512,6 +517,9 @@ def create_services(config: AppConfig, loader: Callable[[Path], Any] | None = No
         raise FileNotFoundError(f"readers file {readers} does not exist: pass --auth with a readers.csv "
                                 "(id,display_name,role,password_hash)")
     Path(config.temp_dir).mkdir(parents=True, exist_ok=True)
+    if loader is None and not config.privacy_gate:
+        logger.warning("--no-privacy-gate: generated images will NOT be checked against the training set")
+        loader = functools.partial(_load_pipeline, privacy_gate=False)
     return Services(config=config, model=ModelService(config.checkpoint, loader=loader),
                     accounts=Accounts(readers), studies=StudyService(config.study))
 

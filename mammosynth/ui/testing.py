@@ -23,7 +23,9 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
     """Write a tiny random pipeline checkpoint to ``path`` and return it.
 
     Args:
-        privacy: include a privacy checker (index over 6 random frames).
+        privacy: include a privacy checker (index over 6 random frames). Without one the saved
+            pipeline still requires a gate (as `train-ldm` output does): loading it generates
+            only with ``requires_privacy_checker=False`` (the app's ``--no-privacy-gate``).
         threshold: the checker's threshold (default 1.0: nothing is flagged; ``None`` keeps the
             calibrated one, which random networks exceed: everything is flagged).
         training_data: write the 6 indexed frames as a prepared dataset to this folder and
@@ -66,7 +68,7 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
         if threshold is not None:
             checker.register_to_config(threshold=float(threshold))
     pipe = MammoLDMPipeline(vae=vae, unet=unet, condition_encoder=encoder, scheduler=default_scheduler(),
-                            privacy_checker=checker, requires_privacy_checker=privacy)
+                            privacy_checker=checker, requires_privacy_checker=True)
     path = Path(path)
     pipe.save_pretrained(path)
     return path
