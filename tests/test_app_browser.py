@@ -126,6 +126,8 @@ def test_generate_with_a_lesion_box_and_download_a_valid_dicom(app, browser, tmp
     context, page = login(browser, app["url"], "reader1")
     try:
         page.get_by_role("button", name="Suspicious mass · L-MLO").click()
+        # the preset's own box must have landed before we type ours (else its late update wins)
+        page.locator("#gen-validity").get_by_text("Lesion box 0.30,0.36,0.46,0.50").wait_for()
         box = page.locator("#gen-box textarea, #gen-box input").first
         box.fill("0.32,0.40,0.48,0.54")
         box.press("Enter")
@@ -135,6 +137,7 @@ def test_generate_with_a_lesion_box_and_download_a_valid_dicom(app, browser, tmp
         page.locator("#gen-birads input").first.press("Enter")
         page.locator("#gen-validity").get_by_text(re.compile("BI-RADS 1 .* contradictory")).wait_for()
         page.get_by_role("button", name="Suspicious mass · L-MLO").click()
+        page.locator("#gen-validity").get_by_text("Lesion box 0.30,0.36,0.46,0.50").wait_for()
         box.fill("0.32,0.40,0.48,0.54")
         box.press("Enter")
         # wait until the server has taken the new box (the verdict names it), then generate
