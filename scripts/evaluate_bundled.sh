@@ -25,19 +25,24 @@ if [ ! -f "$CKPT/privacy_checker/config.json" ]; then
   exit 2
 fi
 
+stage() { echo "$1 $(( SECONDS - start )) s" | tee -a "$REPORTS/timings.txt"; start=$SECONDS; }
+mkdir -p "$REPORTS"; : > "$REPORTS/timings.txt"; start=$SECONDS
+
 # 1. One synthetic image per training image, same conditions, gated; PROCS processes, rank 0 merges.
 torchrun --standalone --nproc_per_node "$PROCS" -m mammosynth generate-set \
   --checkpoint "$CKPT" --like "$DATA" --split training --out "$OUT" \
   --steps "$STEPS" --guidance "$GUIDANCE" --batch-size 8 --no-progress ${GEN_ARGS:-}
+stage generate-set
 
 # 2. Privacy audit: re-ID, planted copies, membership inference, pixel nearest neighbours.
-mkdir -p "$REPORTS"
 python -m mammosynth privacy-audit --checkpoint "$CKPT" --data "$DATA" --synthetic "$OUT" \
   --out "$REPORTS/privacy.json" --num-threads "$THREADS" ${AUDIT_ARGS:-}
+stage privacy-audit
 
 # 3. Fidelity, utility, adherence, realism (+ the audit merged).
 python -m mammosynth evaluate --data "$DATA" --synthetic "$OUT" --checkpoint "$CKPT" \
   --out "$REPORTS/eval" --privacy-report "$REPORTS/privacy.json" --threads "$THREADS" ${EVAL_ARGS:-}
+stage evaluate
 
 # 4. The seed paper's table with our numbers, and the model card.
 python -m mammosynth paper-table --reports "$REPORTS/eval" --privacy-report "$REPORTS/privacy.json" \
