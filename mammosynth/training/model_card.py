@@ -184,7 +184,7 @@ during training (the lesion mask is dropped with the lesion field).
 
 | stage | steps | minutes | batch | loss first → last |
 |---|---|---|---|---|
-| VAE (L1 + 0.5·(1−SSIM) + 1e-6·KL, {vae.get('crop', '?')} crops) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
+| VAE (L1{f" ×{1 + vae['lesion_weight']:g} inside lesion boxes" if vae.get('lesion_weight') else ''} + 0.5·(1−SSIM) + 1e-6·KL, {vae.get('crop', '?')} crops{f", {vae['lesion_crop_prob']:.0%} centred on the lesion" if vae.get('lesion_crop_prob') else ''}) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
 | LDM (ε-prediction MSE, EMA 0.999) | {ldm.get('steps')} | {ldm.get('elapsed_min', 0):.1f} | {ldm.get('batch')} | {ldm.get('first_loss', float('nan')):.4f} → {ldm.get('final_loss', float('nan')):.4f} |
 
 Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}.
@@ -333,7 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
     vae = {**vae_info.get("metrics", {}), **_loss_summary(vae_run / "log.csv"),
            "block_out_channels": pipe.vae.config.block_out_channels, "params_m": n(pipe.vae),
            "batch": vae_info.get("config", {}).get("train_batch_size"),
-           "crop": vae_info.get("config", {}).get("crop")}
+           "crop": vae_info.get("config", {}).get("crop"),
+           "lesion_weight": vae_info.get("config", {}).get("lesion_weight", 0.0),
+           "lesion_crop_prob": vae_info.get("config", {}).get("lesion_crop_prob", 0.0)}
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
            "batch": ldm_info.get("config", {}).get("train_batch_size")}
