@@ -4,17 +4,21 @@
 # Input:  data/prepared-256, made by
 #           mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512
 #           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
-# Output: runs/bundled/{vae,ldm}/ (run folders: config, git sha, data hash, logs, checkpoints)
+# Output: runs/bundled/{vae,ldm}/ (RUNS=runs/bundled2 for the shipped run) (run folders: config, git sha, data hash, logs, checkpoints)
 #         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
 #
-# Budget: about 75 minutes on 2 cores with one torch thread per job (the bundled run:
-# VAE 700 steps in 18 min + 4 min evaluation, LDM 1800 steps in 39 min incl. latent
-# encoding, model card ~3 min). Fixed step counts (VAE_STEPS, LDM_STEPS) make the run
-# reproducible whatever the machine's load; the minutes (VAE_MINUTES, LDM_MINUTES) are a cap.
-# The privacy checker and the fidelity encoder are separate stages (see README.md):
-#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese --max_train_steps 678 --num_threads 1
-#   mammosynth build-index --siamese runs/bundled/siamese --data data/prepared-256 --out $CKPT/privacy_checker
+# Budget: about 2 hours on 2 cores with one torch thread per job, a second job beside it (the
+# bundled run: VAE 1400 steps in 42 min + 4 min evaluation, LDM 2000 steps in 45 min + 7 min
+# latent encoding, model card ~4 min). Fixed step counts (VAE_STEPS, LDM_STEPS) make the run
+# reproducible whatever the machine's load; the minutes (VAE_MINUTES, LDM_MINUTES) are a cap
+# (the bundled run used VAE_MINUTES=90 LDM_MINUTES=100, since a loaded machine needs more).
+# The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
+# ones were made by (the Siamese run took 79 min beside the VAE/LDM run):
+#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese2 --max_train_steps 2200 --num_threads 1 --seed 0
+#   mammosynth build-index --siamese runs/bundled/siamese2 --data data/prepared-256 --out $CKPT/privacy_checker
 #   mammosynth train-encoder --data data/prepared-256 --out $CKPT/feature_extractor --threads 1
+# build-index registers the checker in $CKPT/model_index.json; this script keeps both folders
+# when it rebuilds $CKPT. scripts/evaluate_bundled.sh then measures the checkpoint.
 # Re-running the script resumes where it stopped (finished stages are skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +27,8 @@ DATA=${DATA:-data/prepared-256}
 RUNS=${RUNS:-runs/bundled}
 CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}
 THREADS=${THREADS:-1}
-VAE_MINUTES=${VAE_MINUTES:-30}
-LDM_MINUTES=${LDM_MINUTES:-50}
+VAE_MINUTES=${VAE_MINUTES:-90}
+LDM_MINUTES=${LDM_MINUTES:-100}
 # Fixed step counts (reproducible whatever the machine's load); the minutes stay as a cap.
 VAE_STEPS=${VAE_STEPS:-1400}
 LDM_STEPS=${LDM_STEPS:-2000}
