@@ -148,6 +148,18 @@ def test_checker_finds_exact_copies_and_round_trips(checker, tmp_path):
         np.testing.assert_allclose([v.similarity for v in again], [v.similarity for v in verdicts], atol=1e-5)
 
 
+def test_checker_judges_in_float32_under_a_callers_bf16_autocast(checker):
+    """A pipeline run under bf16 autocast must get the same verdicts as in float32."""
+    import torch
+
+    checker, frames = checker
+    plain = checker.check(frames[[1, 5]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = checker.check(frames[[1, 5]])
+    assert [v.neighbours for v in cast] == [v.neighbours for v in plain]
+    assert [v.similarity for v in cast] == [v.similarity for v in plain]
+
+
 def test_checker_refuses_wrong_images(checker):
     checker, frames = checker
     with pytest.raises(IndexMismatchError, match="images are 128x96 but .* built from 64x48"):

@@ -243,8 +243,13 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         Returns:
             One :class:`PrivacyVerdict` per frame.
         """
-        embeddings = self.embed(frames)
-        return self.verdicts(*self.nearest(embeddings))
+        import torch
+
+        # The threshold was calibrated on float32 similarities: never judge under a caller's
+        # autocast (e.g. a pipeline run in bf16).
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            embeddings = self.embed(frames)
+            return self.verdicts(*self.nearest(embeddings))
 
 
 def _is_checker_folder(path: Path) -> bool:

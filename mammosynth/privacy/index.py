@@ -202,7 +202,7 @@ def _exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk: in
     idx_out = np.empty((len(queries), k), np.int64)
     for start in range(0, len(queries), chunk):
         top = torch.topk(q[start : start + chunk] @ reference.T, k, dim=1)
-        sims_out[start : start + chunk] = top.values.numpy()
+        sims_out[start : start + chunk] = top.values.float().numpy()
         idx_out[start : start + chunk] = top.indices.numpy()
     return sims_out, idx_out
 
