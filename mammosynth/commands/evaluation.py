@@ -98,8 +98,7 @@ def _generate_set(args: argparse.Namespace) -> int:
     settings = GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,
                                   seed=args.seed, copies=args.copies, privacy=args.privacy,
                                   max_resamples=args.max_resamples, limit=args.limit)
-    kwargs = {"privacy_checker": None, "requires_privacy_checker": False} if args.privacy == "off" else {}
-    pipe = MammoLDMPipeline.from_pretrained(args.checkpoint, **kwargs)
+    pipe = MammoLDMPipeline.from_pretrained(args.checkpoint, privacy_gate=args.privacy != "off")
     state = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch: one shard per process
         from accelerate import PartialState

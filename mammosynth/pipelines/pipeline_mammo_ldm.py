@@ -441,8 +441,12 @@ class MammoLDMPipeline(DiffusionPipeline):
         """Load a local checkpoint folder; raises :class:`CheckpointError` saying what to do.
 
         Weights load as float32 unless ``torch_dtype`` is given (fp16 on CPU is slow).
+        ``privacy_gate=False`` loads without the privacy checker on purpose (the same as
+        ``privacy_checker=None, requires_privacy_checker=False``; logs a loud warning).
         """
         path = Path(pretrained_model_name_or_path)
+        if not kwargs.pop("privacy_gate", True):
+            kwargs.update(privacy_checker=None, requires_privacy_checker=False)
         check_checkpoint_folder(path)
         if "torch_dtype" not in kwargs:
             kwargs.setdefault("dtype", torch.float32)

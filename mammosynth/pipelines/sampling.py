@@ -33,8 +33,7 @@ def load_pipeline(checkpoint: str | Path, scheduler: str = "dpm", privacy_gate: 
     """
     from .pipeline_mammo_ldm import MammoLDMPipeline, scheduler_from_name
 
-    kwargs = {} if privacy_gate else {"privacy_checker": None, "requires_privacy_checker": False}
-    pipe = MammoLDMPipeline.from_pretrained(checkpoint, **kwargs)
+    pipe = MammoLDMPipeline.from_pretrained(checkpoint, privacy_gate=privacy_gate)
     pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -305,8 +305,7 @@ def _load_pipeline(path: Path, privacy_gate: bool = True) -> Any:
     from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
     from ..privacy import checker  # noqa: F401
 
-    kwargs = {} if privacy_gate else {"privacy_checker": None, "requires_privacy_checker": False}
-    pipe = MammoLDMPipeline.from_pretrained(path, **kwargs)
+    pipe = MammoLDMPipeline.from_pretrained(path, privacy_gate=privacy_gate)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
