@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -66,6 +67,13 @@ def test_train_siamese_writes_model_metrics_and_resumes(world):
         assert 0.0 <= metrics[key] <= 1.0
     assert (run / "siamese" / "config.json").exists() and (run / "log.csv").exists()
     assert (run / "checkpoints" / "checkpoint-150").is_dir()
+    # the held-out retrieval monitored during training reaches log.csv (a column that first
+    # appears after the first logged row widens the file instead of being dropped)
+    with open(run / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    monitored = [r for r in rows if r["test_mean_average_precision_at_r"]]
+    assert monitored and float(monitored[-1]["test_mean_average_precision_at_r"]) > 0
+    assert all(r["loss"] for r in rows)
     # learned something: same-study images are told apart better than chance (1 of 17 others)
     assert metrics["precision_at_1"] > 0.3 and metrics["verification_auc"] > 0.7
     # resume: 10 more steps continue from checkpoint-150

@@ -299,3 +299,17 @@ def test_model_card_sections_come_from_the_component_files(tmp_path):
     assert "mAP@R **0.905**" in card and "(target ≥ 0.9: met)" in card and "0.8123" in card
     assert "`mammosynth train-siamese --max_train_steps 9`" in card
     assert "* FID 12.5 (floor 3.1)" in card and "\n# Evaluation" not in card
+
+
+def test_csv_log_widens_for_new_columns_and_truncates_on_resume(tmp_path):
+    log = common.CsvLogger(tmp_path / "log.csv")
+    log.log(10, {"loss": 0.5})
+    log.log(20, {"loss": 0.4, "test_map": 0.25})  # a validation column first seen at step 20
+    log.log(30, {"loss": 0.3})
+    rows = read_log(tmp_path / "log.csv")
+    assert list(rows[0]) == ["step", "loss", "test_map"]
+    assert [(r["step"], r["loss"], r["test_map"]) for r in rows] == [
+        ("10", "0.5", ""), ("20", "0.4", "0.25"), ("30", "0.3", "")]
+    log.truncate_after(20)
+    assert [r["step"] for r in read_log(tmp_path / "log.csv")] == ["10", "20"]
+    assert not (tmp_path / "log.csv.tmp").exists()

@@ -224,35 +224,47 @@ class CsvLogger:
         if not self.enabled:
             return
         row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}}
-        new = not self.path.exists()
-        if not new:
-            with open(self.path, encoding="utf-8") as handle:
-                header = handle.readline().strip().split(",")
-            if header != list(row):  # keep the file's columns (a resume may log other keys)
-                row = {k: row.get(k, "") for k in header}
-        with open(self.path, "a", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        header = self._header()
+        if header is None:
+            self._rewrite(list(row), [row])
+        elif set(row) - set(header):
+            # a key not seen before (validation metrics, a resume logging other keys): widen the
+            # file's columns instead of dropping it; the old rows keep their values
+            self._rewrite(header + [k for k in row if k not in header], [*self._rows(), row])
+        else:
+            with open(self.path, "a", encoding="utf-8", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=header).writerow(row)
         if self._writer is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     self._writer.add_scalar(key, value, step)
 
+    def _header(self) -> list[str] | None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        with open(self.path, encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), None)
+
+    def _rows(self) -> list[dict]:
+        with open(self.path, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def _rewrite(self, fieldnames: list[str], rows: list[Mapping]) -> None:
+        """Write the whole file through a temporary file and a rename (a crash leaves the old one)."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fieldnames, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after ``step`` (they belong to steps a resume will redo)."""
-        if not (self.enabled and self.path.exists()):
+        if not self.enabled or self._header() is None:
             return
-        with open(self.path, encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        if not rows:
-            return
-        kept = [r for r in rows if int(float(r["step"])) <= step]
-        with open(self.path, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(kept)
+        header = self._header()
+        kept = [r for r in self._rows() if int(float(r["step"])) <= step]
+        self._rewrite(header, kept)
 
 
 def list_checkpoints(out: Path) -> list[Path]:
