@@ -313,3 +313,25 @@ def test_csv_log_widens_for_new_columns_and_truncates_on_resume(tmp_path):
     log.truncate_after(20)
     assert [r["step"] for r in read_log(tmp_path / "log.csv")] == ["10", "20"]
     assert not (tmp_path / "log.csv.tmp").exists()
+
+
+def test_plan_steps_lets_a_resume_extend_a_finished_run(tmp_path):
+    import argparse
+
+    state = common.TrainState(step=150, max_train_steps=150, done=True)  # stopped (steps or --max_minutes)
+    common.plan_steps(state, argparse.Namespace(max_train_steps=300, max_minutes=None), calibrate=lambda: 0)
+    assert state.max_train_steps == 300 and not state.done
+    fresh = common.TrainState()
+    common.plan_steps(fresh, argparse.Namespace(max_train_steps=None, max_minutes=5.0), calibrate=lambda: 42)
+    assert fresh.max_train_steps == 42
+    with pytest.raises(ValueError, match="--max_train_steps or --max_minutes"):
+        common.plan_steps(common.TrainState(), argparse.Namespace(max_train_steps=None, max_minutes=None),
+                          calibrate=lambda: 1)
+
+
+def test_resume_refuses_a_checkpoint_without_its_train_state(tmp_path):
+    (tmp_path / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="train_state.json"):
+        common.resume_state(tmp_path, "latest")
+    state, path = common.resume_state(tmp_path / "fresh", "latest")
+    assert path is None and state.step == 0

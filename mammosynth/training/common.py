@@ -305,6 +305,19 @@ def resolve_resume(out: Path, resume: str | None) -> Path | None:
     return path
 
 
+def resume_state(out: Path, resume: str | None) -> tuple[TrainState, Path | None]:
+    """The :class:`TrainState` to start from and the checkpoint folder to load (``None``: fresh run)."""
+    state = TrainState()
+    path = resolve_resume(out, resume)
+    if path is not None:
+        state_file = path / "train_state.json"
+        if not state_file.exists():
+            raise FileNotFoundError(f"{path} has no train_state.json: it is not a complete checkpoint of this "
+                                    "run; pass --resume_from_checkpoint with another checkpoint or delete it")
+        state.load_state_dict(json.loads(state_file.read_text(encoding="utf-8")))
+    return state, path
+
+
 def prune_checkpoints(out: Path, keep: int | None) -> None:
     """Delete the oldest checkpoints so that at most ``keep`` remain (``None``/≤0: keep all)."""
     if not keep or keep <= 0:
@@ -362,19 +375,58 @@ def steps_for_budget(minutes: float, sec_per_step: float, reserve_fraction: floa
     return max(int(minutes * 60 * (1 - reserve_fraction) / max(sec_per_step, 1e-6)), 1)
 
 
-def save_checkpoint(accelerator, out: Path, step: int, keep: int | None) -> Path:
-    """``accelerator.save_state`` to ``checkpoints/checkpoint-<step>`` and prune old ones."""
+def save_checkpoint(accelerator, out: Path, step: int, keep: int | None, state: TrainState | None = None) -> Path:
+    """``accelerator.save_state`` (and ``state`` as ``train_state.json``) to ``checkpoints/checkpoint-<step>``.
+
+    Written to a temporary folder and renamed, so a checkpoint folder exists only once it is
+    complete; then old checkpoints beyond ``keep`` are pruned.
+    """
     path = out / "checkpoints" / f"checkpoint-{step}"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         tmp = out / "checkpoints" / f".tmp-checkpoint-{step}"
         shutil.rmtree(tmp, ignore_errors=True)
         accelerator.save_state(str(tmp))
+        if state is not None:
+            (tmp / "train_state.json").write_text(json.dumps(state.state_dict()), encoding="utf-8")
         shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)  # a checkpoint folder exists only once it is complete
+        os.replace(tmp, path)
         prune_checkpoints(out, keep)
     accelerator.wait_for_everyone()
     return path
+
+
+def plan_steps(state: TrainState, args: argparse.Namespace, calibrate) -> None:
+    """Set ``state.max_train_steps``: ``--max_train_steps`` if given (a resume may extend it), else
+    on a fresh run the steps that fit ``--max_minutes`` (``calibrate()`` measures them)."""
+    if args.max_train_steps is not None:
+        state.max_train_steps = args.max_train_steps
+        state.done = state.step >= state.max_train_steps
+    elif state.max_train_steps == 0:
+        if not args.max_minutes:
+            raise ValueError("give --max_train_steps or --max_minutes (or both)")
+        state.max_train_steps = int(calibrate())
+        logger.info("--max_minutes %.1f → %d steps", args.max_minutes, state.max_train_steps)
+
+
+def optimizer_step(accelerator, model, loss: torch.Tensor, optimizer, lr_scheduler, max_grad_norm: float) -> None:
+    """Backward, clip (when gradients sync), step the optimizer and the LR schedule, zero grads."""
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def stop_if_out_of_time(state: TrainState, args: argparse.Namespace, elapsed_s: float) -> bool:
+    """Mark the run done when ``--max_minutes`` is spent; True if it was."""
+    if not (args.max_minutes and elapsed_s >= args.max_minutes * 60):
+        return False
+    logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
+                   state.step, state.max_train_steps)
+    state.done = True
+    return True
 
 
 def save_image_grid(images: np.ndarray, path: Path, ncols: int = 4) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import json
 import logging
 import sys
 from pathlib import Path
@@ -185,18 +184,8 @@ def main(args: argparse.Namespace) -> dict:
 
     denoiser = Denoiser(unet, encoder)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
-    state = common.TrainState()
-    resume = common.resolve_resume(out, args.resume_from_checkpoint)
-    if resume is not None:
-        state.load_state_dict(json.loads((resume / "train_state.json").read_text()))
-    if args.max_train_steps is not None:
-        state.max_train_steps = args.max_train_steps
-        state.done = state.step >= state.max_train_steps
-    elif state.max_train_steps == 0:
-        if not args.max_minutes:
-            raise ValueError("give --max_train_steps or --max_minutes (or both)")
-        state.max_train_steps = _calibrate(denoiser, noise_scheduler, cache, scaling, train, args)
-        logger.info("--max_minutes %.1f → %d steps", args.max_minutes, state.max_train_steps)
+    state, resume = common.resume_state(out, args.resume_from_checkpoint)
+    common.plan_steps(state, args, lambda: _calibrate(denoiser, noise_scheduler, cache, scaling, train, args))
 
     lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
                                             state.max_train_steps, accelerator.num_processes)
@@ -227,12 +216,7 @@ def main(args: argparse.Namespace) -> dict:
             g = common.step_generator(args.seed, micro_step, accelerator.process_index)
             with accelerator.accumulate(prepared):
                 loss = _training_step(prepared, noise_scheduler, cache, idx, scaling, g, args, accelerator.device)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(prepared.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                common.optimizer_step(accelerator, prepared, loss, optimizer, lr_scheduler, args.max_grad_norm)
         if ema is not None:
             ema.step(denoiser.parameters())
         state.step += 1
@@ -246,21 +230,12 @@ def main(args: argparse.Namespace) -> dict:
                                  "sec_per_step": sec, "elapsed_min": elapsed / 60})
             progress.set_postfix(loss=f"{np.mean(window):.4f}")
             window, tic = [], elapsed
-        out_of_time = bool(args.max_minutes) and elapsed >= args.max_minutes * 60
-        if out_of_time:
-            logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
-                           state.step, state.max_train_steps)
-            state.done = True
+        common.stop_if_out_of_time(state, args, elapsed)
         if state.step % args.validation_steps == 0 and accelerator.is_main_process:
             pipe = build_pipeline(vae, denoiser, ema, base)
             _validate(pipe, args, out / "validation" / f"step-{state.step:06d}.png")
         if state.step % args.checkpointing_steps == 0 or state.done:
-            common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit)
-            if accelerator.is_main_process:
-                from ..data.prepared import atomic_write_text
-
-                atomic_write_text(out / "checkpoints" / f"checkpoint-{state.step}" / "train_state.json",
-                                  json.dumps(state.state_dict()))
+            common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit, state)
     progress.close()
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:

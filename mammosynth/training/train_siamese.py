@@ -167,10 +167,7 @@ def main(args: argparse.Namespace) -> dict:
 
     loss_fn, miner = build_loss(args.loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
-    state = common.TrainState()
-    resume = common.resolve_resume(out, args.resume_from_checkpoint)
-    if resume is not None:
-        state.load_state_dict(json.loads((resume / "train_state.json").read_text()))
+    state, resume = common.resume_state(out, args.resume_from_checkpoint)
 
     def step_loss(net, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         positions, labels = sample_batch(groups, args.train_batch_size, args.images_per_study, args.seed,
@@ -184,16 +181,13 @@ def main(args: argparse.Namespace) -> dict:
         loss = loss_fn(embeddings, labels_t, pairs)
         return loss, {"mined": float(sum(len(p) for p in pairs) if isinstance(pairs, tuple) else 0)}
 
-    if args.max_train_steps is not None:
-        state.max_train_steps = args.max_train_steps
-    elif state.max_train_steps == 0:
-        if not args.max_minutes:
-            raise ValueError("give --max_train_steps or --max_minutes (or both)")
+    def calibrate() -> int:
         probe = copy.deepcopy(model)
         sec = common.measure_sec_per_step(lambda i: step_loss(probe, 10_000_000 + i)[0].backward(), warmup=1, steps=3)
-        state.max_train_steps = common.steps_for_budget(args.max_minutes, sec, reserve_fraction=0.15)
-        logger.info("measured %.2f s/step: --max_minutes %.1f → %d steps", sec, args.max_minutes, state.max_train_steps)
-        del probe
+        logger.info("measured %.2f s/step", sec)
+        return common.steps_for_budget(args.max_minutes, sec, reserve_fraction=0.15)
+
+    common.plan_steps(state, args, calibrate)
 
     lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
                                             state.max_train_steps, accelerator.num_processes)
@@ -216,13 +210,9 @@ def main(args: argparse.Namespace) -> dict:
             micro_step = state.step * args.gradient_accumulation_steps + micro
             with accelerator.accumulate(model):
                 loss, parts = step_loss(model, micro_step)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                common.optimizer_step(accelerator, model, loss, optimizer, lr_scheduler, args.max_grad_norm)
         state.step += 1
+        state.done = state.step >= state.max_train_steps
         progress.update(1)
         elapsed = clock.update()
         window.append(loss.item())
@@ -241,15 +231,9 @@ def main(args: argparse.Namespace) -> dict:
                         metrics["mean_average_precision_at_r"], metrics["precision_at_1"])
         if values:
             log.log(state.step, values)
-        out_of_time = bool(args.max_minutes) and elapsed >= args.max_minutes * 60
-        if out_of_time:
-            logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
-                           state.step, state.max_train_steps)
-            state.done = True
-        if state.step % args.checkpointing_steps == 0 or out_of_time or state.step == state.max_train_steps:
-            path = common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit)
-            if accelerator.is_main_process:
-                atomic_write_text(path / "train_state.json", json.dumps(state.state_dict()))
+        common.stop_if_out_of_time(state, args, elapsed)
+        if state.step % args.checkpointing_steps == 0 or state.done:
+            common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit, state)
     progress.close()
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:

@@ -175,18 +175,8 @@ def main(args: argparse.Namespace) -> dict:
         common.write_run_info(out, args, "vae", {"model": {"vae": dict(vae.config)}})
 
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
-    state = common.TrainState()
-    resume = common.resolve_resume(out, args.resume_from_checkpoint)
-    if resume is not None:
-        state.load_state_dict(json.loads((resume / "train_state.json").read_text()))
-    if args.max_train_steps is not None:
-        state.max_train_steps = args.max_train_steps
-        state.done = state.step >= state.max_train_steps
-    elif state.max_train_steps == 0:
-        if not args.max_minutes:
-            raise ValueError("give --max_train_steps or --max_minutes (or both)")
-        state.max_train_steps = _calibrate(vae, train, args, crop)
-        logger.info("--max_minutes %.1f → %d steps", args.max_minutes, state.max_train_steps)
+    state, resume = common.resume_state(out, args.resume_from_checkpoint)
+    common.plan_steps(state, args, lambda: _calibrate(vae, train, args, crop))
 
     lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
                                             state.max_train_steps, accelerator.num_processes)
@@ -229,12 +219,7 @@ def main(args: argparse.Namespace) -> dict:
             images = images.to(accelerator.device)
             with accelerator.accumulate(wrapper):
                 loss, parts = wrapper(images, generator=g, masks=masks)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(wrapper.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                common.optimizer_step(accelerator, wrapper, loss, optimizer, lr_scheduler, args.max_grad_norm)
         if ema is not None:
             ema.step(vae.parameters())
         state.step += 1
@@ -248,27 +233,15 @@ def main(args: argparse.Namespace) -> dict:
                                  "sec_per_step": sec, "elapsed_min": elapsed / 60})
             progress.set_postfix(loss=f"{np.mean(window):.4f}", ssim=f"{parts['ssim']:.3f}")
             window, tic = [], elapsed
-        out_of_time = bool(args.max_minutes) and elapsed >= args.max_minutes * 60
-        if out_of_time:
-            logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
-                           state.step, state.max_train_steps)
-            state.done = True
+        common.stop_if_out_of_time(state, args, elapsed)
         if (state.step % args.validation_steps == 0) and accelerator.is_main_process:
             _validate(vae, ema, val_frames, out / "validation" / f"step-{state.step:06d}.png",
                       from_unit_range)
         if state.step % args.checkpointing_steps == 0 or state.done:
-            _save(accelerator, out, state, args.checkpoints_total_limit)
+            common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit, state)
     progress.close()
     state.done = True
     return _finish(accelerator, vae, ema, data, train, out, args, state, measure_scaling_factor)
-
-
-def _save(accelerator, out: Path, state: common.TrainState, keep: int | None) -> None:
-    from ..data.prepared import atomic_write_text
-
-    path = common.save_checkpoint(accelerator, out, state.step, keep)
-    if accelerator.is_main_process:
-        atomic_write_text(path / "train_state.json", json.dumps(state.state_dict()))
 
 
 def _validation_frames(data, n: int) -> np.ndarray:
