@@ -4,18 +4,22 @@
 # Input:  data/prepared-256, made by
 #           mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512
 #           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
-# Output: runs/bundled/{vae,ldm}/ (RUNS=runs/bundled2 for the shipped run) (run folders: config, git sha, data hash, logs, checkpoints)
+# Output: runs/bundled/{vae,ldm}/ (run folders: config, git sha, data hash, logs, checkpoints)
 #         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
+# The shipped checkpoint: RUNS=runs/bundled3 (its vae/ is runs/bundled2/vae; its ldm/ is
+# runs/bundled2/ldm, 2000 steps, resumed to 4400 steps by the second leg below).
 #
-# Budget: about 2 hours on 2 cores with one torch thread per job, a second job beside it (the
-# bundled run: VAE 1400 steps in 42 min + 4 min evaluation, LDM 2000 steps in 45 min + 7 min
-# latent encoding, model card ~4 min). Fixed step counts (VAE_STEPS, LDM_STEPS) make the run
-# reproducible whatever the machine's load; the minutes (VAE_MINUTES, LDM_MINUTES) are a cap
-# (the bundled run used VAE_MINUTES=90 LDM_MINUTES=100, since a loaded machine needs more).
+# Budget on 2 cores with one torch thread per job and a second job beside it (the bundled run):
+# VAE 1400 steps in 42 min + 4 min evaluation; LDM leg 1, 2000 steps in 45 min + 7 min latent
+# encoding; LDM leg 2 to 4400 steps in 65 min; model card ~4 min. Fixed step counts (VAE_STEPS,
+# LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible whatever the machine's load; the minutes
+# (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
-# ones were made by (the Siamese run took 79 min beside the VAE/LDM run):
-#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese2 --max_train_steps 2200 --num_threads 1 --seed 0
-#   mammosynth build-index --siamese runs/bundled/siamese2 --data data/prepared-256 --out $CKPT/privacy_checker
+# ones were made by (Siamese leg 1, 2200 steps in 79 min; leg 2 resumes it to 4600 steps with two
+# disguised copies per study in each batch; both beside other jobs):
+#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese3 --max_train_steps 2200 --num_threads 1 --seed 0
+#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese3 --max_train_steps 4600 --copies_per_study 2 --num_threads 2 --seed 0 --max_minutes 160
+#   mammosynth build-index --siamese runs/bundled/siamese3 --data data/prepared-256 --out $CKPT/privacy_checker
 #   mammosynth train-encoder --data data/prepared-256 --out $CKPT/feature_extractor --threads 1
 # build-index registers the checker in $CKPT/model_index.json; this script keeps both folders
 # when it rebuilds $CKPT. scripts/evaluate_bundled.sh then measures the checkpoint.
@@ -32,8 +36,9 @@ LDM_MINUTES=${LDM_MINUTES:-100}
 # Fixed step counts (reproducible whatever the machine's load); the minutes stay as a cap.
 VAE_STEPS=${VAE_STEPS:-1400}
 LDM_STEPS=${LDM_STEPS:-2000}
+LDM_EXTEND_STEPS=${LDM_EXTEND_STEPS-4400}   # later legs (totals); empty: one leg only
+LDM_EXTEND_MINUTES=${LDM_EXTEND_MINUTES:-30}  # added to the cumulative --max_minutes cap per leg
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
-ldm_steps_arg=${LDM_STEPS:+--max_train_steps $LDM_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
 if [ ! -f "$DATA/manifest.csv" ]; then
@@ -57,18 +62,30 @@ else
     --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
 fi
 
-# 2. Conditional LDM on cached VAE latents (CFG dropout 0.1 per field + 0.1 all)
-if [ -f "$RUNS/ldm/pipeline/model_index.json" ]; then
-  echo "LDM already trained: $RUNS/ldm"
-else
+# 2. Conditional LDM on cached VAE latents (CFG dropout 0.1 per field + 0.1 all), in legs: the
+#    first runs a cosine schedule over LDM_STEPS; each later leg (LDM_EXTEND_STEPS, space-separated
+#    totals) resumes the same run with a longer --max_train_steps, which restarts the cosine at the
+#    point it would have reached on the longer schedule (a warm restart). --max_minutes is cumulative.
+ldm_steps_done() {
+  python -c "import json,sys; print(json.load(open(sys.argv[1])).get('metrics', {}).get('steps', 0))" \
+    "$RUNS/ldm/run.json" 2>/dev/null || echo 0
+}
+leg_minutes=$LDM_MINUTES
+for leg_steps in ${LDM_STEPS:-0} $LDM_EXTEND_STEPS; do
+  if [ -f "$RUNS/ldm/pipeline/model_index.json" ] && [ "$(ldm_steps_done)" -ge "$leg_steps" ]; then
+    echo "LDM already trained to $(ldm_steps_done) steps: $RUNS/ldm"
+    leg_minutes=$(( leg_minutes + LDM_EXTEND_MINUTES )); continue
+  fi
+  leg_arg=--max_train_steps; [ "$leg_steps" -gt 0 ] || leg_arg=
   python -m mammosynth.training.train_ldm \
     --data "$DATA" --vae "$RUNS/vae" --out "$RUNS/ldm" --preset bundled \
     --train_batch_size 16 --learning_rate 3e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
     --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 \
-    --max_minutes "$LDM_MINUTES" $ldm_steps_arg --checkpointing_steps 100 --checkpoints_total_limit 2 \
+    --max_minutes "$leg_minutes" ${leg_arg:+$leg_arg $leg_steps} --checkpointing_steps 100 --checkpoints_total_limit 2 \
     --validation_steps 300 --logging_steps 10 --save_fp16 \
     --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
-fi
+  leg_minutes=$(( leg_minutes + LDM_EXTEND_MINUTES ))
+done
 
 # 3. Assemble the checkpoint folder, sample grids, conditioning check and model card
 rm -rf "$CKPT.tmp"

@@ -204,6 +204,10 @@ def test_build_privacy_checker_from_prepared(tmp_path):
     embedder.save_pretrained(tmp_path / "run" / "siamese")
     checker, report = build_privacy_checker(load_embedder(tmp_path / "run"), data)
     assert report["index"]["images"] == 24 and report["calibration"]["n_images"] == 12
+    relations = report["siamese_relations"]  # every partner of the 12 calibration images, by relation
+    per_study = data.split("test")["study_id"].value_counts()
+    assert sum(r["pairs"] for r in relations.values()) == int((per_study * (per_study - 1)).sum())
+    assert all(0 <= r["within_r"] <= 1 for r in relations.values())
     assert set(checker.config.index_image_ids) == set(data.split("training")["image_id"])
     assert report["calibration"]["false_flag_rate"] <= 1 / 12  # too few to resolve 1 %: the max
     with pytest.raises(ValueError, match="split 'validation' is not in"):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from mammosynth.models.siamese import SiameseEmbedder
-from mammosynth.privacy.reid import build_loss, retrieval_metrics, study_labels, verification_auc
+from mammosynth.privacy.reid import (build_loss, relation_breakdown, retrieval_metrics, study_labels,
+                                    verification_auc)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -110,3 +111,24 @@ def test_embedder_unit_norm_and_save_load(tmp_path):
         model.embed_frames(frames[0])
     with pytest.raises(ValueError, match="input_size"):
         SiameseEmbedder(input_size=(8, 8))
+
+
+def test_relation_breakdown_matches_hand_ranks():
+    # one study of four views (L-CC, L-MLO, R-CC, R-MLO) at 0, 10, 30, 100 degrees on a circle
+    # and two strangers at 22 and 210 degrees (cosine similarity falls with the angle)
+    emb = _circle([0, 10, 30, 100, 22, 210])
+    ids = ["s", "s", "s", "s", "x", "y"]
+    lat = ["L", "L", "R", "R", "L", "L"]
+    view = ["CC", "MLO", "CC", "MLO", "CC", "CC"]
+    out = relation_breakdown(emb, ids, lat, view)
+    # rank (0 = nearest) of each partner, R = 3 partners per query:
+    #   from 0°:   10°→0, 30°→2, 100°→3      (order 10, 22, 30, 100, 210)
+    #   from 10°:  0°→0, 30°→2, 100°→3       (order 0, 22, 30, 100, 210)
+    #   from 30°:  10°→1, 0°→2, 100°→3       (order 22, 10, 0, 100, 210)
+    #   from 100°: 30°→0, 10°→2, 0°→3        (order 30, 22, 10, 0, 210)
+    assert out["same-side/other-view"] == {"pairs": 4, "within_r": 0.75, "median_rank": 0.0}   # 0, 0, 3, 0
+    assert out["other-side/same-view"] == {"pairs": 4, "within_r": 0.75, "median_rank": 2.0}   # 2, 2, 3, 2
+    assert out["other-side/other-view"] == {"pairs": 4, "within_r": 0.5, "median_rank": 2.5}   # 3, 3, 2, 1
+    assert set(out) == {"same-side/other-view", "other-side/same-view", "other-side/other-view"}
+    with pytest.raises(ValueError, match="have to match"):
+        relation_breakdown(emb, ids, lat[:-1], view)

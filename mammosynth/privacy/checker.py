@@ -312,7 +312,7 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
     """
     from .calibration import calibrate_threshold
     from .index import build_index
-    from .reid import evaluate_embeddings
+    from .reid import evaluate_embeddings, relation_breakdown
 
     rows = data.split(split)
     held = data.split(calibration_split)
@@ -342,4 +342,7 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
         "siamese_verification": {"split": calibration_split,
                                  **evaluate_embeddings(held_emb, held["study_id"].tolist())},
     }
+    if {"laterality", "view"} <= set(held.columns):
+        report["siamese_relations"] = relation_breakdown(held_emb, held["study_id"].tolist(),
+                                                         held["laterality"].tolist(), held["view"].tolist())
     return checker, report

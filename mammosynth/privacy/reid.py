@@ -25,6 +25,7 @@ __all__ = [
     "retrieval_metrics",
     "verification_auc",
     "evaluate_embeddings",
+    "relation_breakdown",
     "build_loss",
 ]
 
@@ -151,6 +152,41 @@ def evaluate_embeddings(embeddings: np.ndarray, study_ids: Sequence[str]) -> dic
     metrics["n_images"] = int(len(embeddings))
     metrics["n_studies"] = int(len(set(map(str, study_ids))))
     return metrics
+
+
+def relation_breakdown(embeddings: np.ndarray, study_ids: Sequence[str], lateralities: Sequence[str],
+                       views: Sequence[str]) -> dict[str, dict[str, float]]:
+    """How well each kind of same-study partner is retrieved (leave-one-out, cosine similarity).
+
+    For every image and every other image of its study, the partner's rank among all other
+    images is taken; the partner is "within R" when that rank is below R, the number of the
+    query's partners (what mAP@R and R-precision reward). Pairs are grouped by relation:
+    ``same-side/other-view`` (e.g. L-CC → L-MLO), ``other-side/same-view`` (L-CC → R-CC),
+    ``other-side/other-view`` (L-CC → R-MLO) and ``same-side/same-view`` (a repeat).
+
+    Returns:
+        ``{relation: {"pairs": n, "within_r": fraction, "median_rank": rank}}`` (rank 0 = nearest).
+    """
+    emb = np.asarray(embeddings, dtype=np.float32)
+    codes = study_labels(study_ids)
+    if not (len(emb) == len(codes) == len(lateralities) == len(views)):
+        raise ValueError(f"got {len(emb)} embeddings, {len(codes)} study ids, {len(lateralities)} lateralities "
+                         f"and {len(views)} views; they have to match")
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    ranks_of = np.argsort(np.argsort(-sim, axis=1, kind="stable"), axis=1, kind="stable")
+    found: dict[str, list[tuple[int, bool]]] = {}
+    for i in range(len(codes)):
+        partners = np.flatnonzero(codes == codes[i])
+        partners = partners[partners != i]
+        for j in partners:
+            side = "same-side" if str(lateralities[j]) == str(lateralities[i]) else "other-side"
+            view = "same-view" if str(views[j]) == str(views[i]) else "other-view"
+            rank = int(ranks_of[i, j])
+            found.setdefault(f"{side}/{view}", []).append((rank, rank < len(partners)))
+    return {key: {"pairs": len(v), "within_r": float(np.mean([w for _, w in v])),
+                  "median_rank": float(np.median([r for r, _ in v]))}
+            for key, v in sorted(found.items())}
 
 
 def build_loss(name: str = "multi-similarity"):

@@ -237,13 +237,16 @@ def component_sections(ckpt: Path) -> str:
         how = (f"trained by `mammosynth {' '.join(run['argv'][1:])}` ({run.get('steps')} steps, "
                f"{run.get('elapsed_min') or 0:.0f} min)" if run.get("argv") else "trained by `mammosynth train-siamese`")
         mapr = ver["mean_average_precision_at_r"]
+        rel = b.get("siamese_relations") or {}
+        relations = ("\n* Same-study partners ranked within R, by relation: " + "; ".join(
+            f"{k} {v['within_r']:.1%} (median rank {v['median_rank']:g})" for k, v in rel.items()) + ".") if rel else ""
         parts.append(f"""## Privacy checker (`privacy_checker/`)
 
 Siamese re-identification network (`SiameseEmbedder`), {how}, indexed by `mammosynth build-index`.
 
 * Re-identification on the {ver['n_images']} **test** images of {ver['n_studies']} held-out studies:
   P@1 **{ver['precision_at_1']:.3f}**, R-precision **{ver['r_precision']:.3f}**, mAP@R **{mapr:.3f}**
-  (target ≥ 0.9: {'met' if mapr >= 0.9 else 'not met'}), verification ROC-AUC **{ver['verification_auc']:.3f}**.
+  (target ≥ 0.9: {'met' if mapr >= 0.9 else 'not met'}), verification ROC-AUC **{ver['verification_auc']:.3f}**.{relations}
 * Index: {idx['images']:,} {idx['split']} images of {idx['studies']:,} studies ({idx['backend']} search).
   Threshold **{cal['threshold']:.4f}** cosine similarity, calibrated on {cal['n_images']} unseen
   images: false-flag rate {_pct(cal['false_flag_rate'])} (target ≤ 1%; cross-validated
