@@ -31,6 +31,7 @@ DATA=${DATA:-data/prepared-256}
 RUNS=${RUNS:-runs/bundled}
 CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}
 THREADS=${THREADS:-1}
+NOTES=${NOTES-docs/bundled-model-notes.md}   # the card's "known weaknesses" text; NOTES= for none
 VAE_MINUTES=${VAE_MINUTES:-90}
 LDM_MINUTES=${LDM_MINUTES:-100}
 # Fixed step counts (reproducible whatever the machine's load); the minutes stay as a cap.
@@ -100,6 +101,6 @@ if [ -d "$CKPT/privacy_checker" ]; then   # keep the gate registered (train-ldm 
 fi
 python -m mammosynth.training.model_card \
   --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$RUNS/ldm" --data "$DATA" \
-  --command "bash scripts/train_bundled.sh" --num_threads "$THREADS"
+  --command "bash scripts/train_bundled.sh" --num_threads "$THREADS" ${NOTES:+--notes "$NOTES"}
 du -sh "$CKPT"/vae "$CKPT"/unet "$CKPT"/condition_encoder
 echo "done: $CKPT"

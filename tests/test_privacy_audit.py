@@ -57,6 +57,8 @@ def test_build_index_registers_the_gate_in_the_checkpoint(world):
     index = json.loads((world["root"] / "ckpt" / "model_index.json").read_text())
     assert index["privacy_checker"] == ["mammosynth.privacy.checker", "PrivacyChecker"]
     assert index["requires_privacy_checker"] is True
+    made = json.loads((world["checker"] / "build_report.json").read_text())["siamese_run"]
+    assert made["steps"] == 150 and len(made["all_argv"]) == 1  # one invocation so far (resumed later)
 
 
 def test_train_siamese_writes_model_metrics_and_resumes(world):

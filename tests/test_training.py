@@ -290,7 +290,9 @@ def test_model_card_sections_come_from_the_component_files(tmp_path):
              "calibration": {"threshold": 0.8123, "n_images": 40, "false_flag_rate": 0.0, "cv_false_flag_rate": 0.01,
                              "false_flag_upper95": 0.07},
              "index": {"images": 120, "split": "training", "studies": 30, "backend": "exact"},
-             "siamese_run": {"argv": ["x", "train-siamese", "--max_train_steps", "9"], "steps": 9, "elapsed_min": 1.0},
+             "siamese_run": {"argv": ["x", "train-siamese", "--max_train_steps", "9"], "steps": 9, "elapsed_min": 1.0,
+                             "all_argv": [["x", "train-siamese", "--max_train_steps", "5"],
+                                          ["x", "train-siamese", "--max_train_steps", "9"]]},
              "siamese_relations": {"other-side/other-view": {"pairs": 40, "within_r": 0.625, "median_rank": 2.0}}}
     (tmp_path / "privacy_checker" / "build_report.json").write_text(json.dumps(build))
     (tmp_path / "reports" / "eval").mkdir(parents=True)
@@ -298,7 +300,8 @@ def test_model_card_sections_come_from_the_component_files(tmp_path):
     (tmp_path / "reports" / "eval" / "summary.md").write_text("# Evaluation\n\n* FID 12.5 (floor 3.1)\n")
     card = component_sections(tmp_path)
     assert "mAP@R **0.905**" in card and "(target ≥ 0.9: met)" in card and "0.8123" in card
-    assert "`mammosynth train-siamese --max_train_steps 9`" in card
+    assert ("trained by `mammosynth train-siamese --max_train_steps 5`, then resumed by "
+            "`mammosynth train-siamese --max_train_steps 9` (9 steps, 1 min)") in card
     assert "other-side/other-view 62.5% (median rank 2)" in card
     assert "* FID 12.5 (floor 3.1)" in card and "\n# Evaluation" not in card
 

@@ -80,7 +80,9 @@ def _build_index(args: argparse.Namespace) -> int:
     run = Path(args.siamese)
     if (run / "run.json").is_file():  # a train-siamese run folder: record how the network was made
         info = json.loads((run / "run.json").read_text())
-        report["siamese_run"] = {"folder": str(run), "argv": info.get("invocations", [{}])[-1].get("argv"),
+        invocations = info.get("invocations") or [{}]
+        report["siamese_run"] = {"folder": str(run), "argv": invocations[-1].get("argv"),
+                                 "all_argv": [i.get("argv") for i in invocations if i.get("argv")],
                                  "steps": info.get("metrics", {}).get("steps"),
                                  "elapsed_min": info.get("metrics", {}).get("elapsed_min"),
                                  "git_sha": info.get("git_sha")}

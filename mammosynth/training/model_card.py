@@ -234,8 +234,10 @@ def component_sections(ckpt: Path) -> str:
         b = json.loads(build.read_text())
         ver, cal, idx = b["siamese_verification"], b["calibration"], b["index"]
         run = b.get("siamese_run") or {}
-        how = (f"trained by `mammosynth {' '.join(run['argv'][1:])}` ({run.get('steps')} steps, "
-               f"{run.get('elapsed_min') or 0:.0f} min)" if run.get("argv") else "trained by `mammosynth train-siamese`")
+        legs = run.get("all_argv") or ([run["argv"]] if run.get("argv") else [])
+        how = ("trained by " + ", then resumed by ".join(f"`mammosynth {' '.join(a[1:])}`" for a in legs)
+               + f" ({run.get('steps')} steps, {run.get('elapsed_min') or 0:.0f} min)"
+               if legs else "trained by `mammosynth train-siamese`")
         mapr = ver["mean_average_precision_at_r"]
         rel = b.get("siamese_relations") or {}
         relations = ("\n* Same-study partners ranked within R, by relation: " + "; ".join(

@@ -93,7 +93,9 @@ HEAD = """
     else if (key === 's') choose('answer', 'synthetic');
     else if (['1', '2', '3', '4', '5'].includes(key)) confidenceKey(key);
     else if (key === 'arrowleft' || key === 'arrowright') handled = nudge(t, key === 'arrowleft' ? -1 : 1);
-    else if (key === 'enter') document.getElementById('submit-answer')?.click();
+    // Enter submits a moment later, so a confidence just set by a key has reached Gradio's state
+    // (the slider's value propagates after the input event, not within it)
+    else if (key === 'enter') setTimeout(() => document.getElementById('submit-answer')?.click(), 80);
     else if (key === '+' || key === '=') zoom(1.25);
     else if (key === '-' || key === '_') zoom(0.8);
     else if (key === '0') reset();
