@@ -15,7 +15,7 @@
 # LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible whatever the machine's load; the minutes
 # (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
-# ones were made by (Siamese leg 1, 2200 steps in 79 min; leg 2 resumes it to 4600 steps with two
+# ones were made by (Siamese leg 1, 2200 steps in 79 min, ran as runs/bundled/siamese2 and was copied; leg 2 resumes it to 4600 steps with two
 # disguised copies per study in each batch; both beside other jobs):
 #   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese3 --max_train_steps 2200 --num_threads 1 --seed 0
 #   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese3 --max_train_steps 4600 --copies_per_study 2 --num_threads 2 --seed 0 --max_minutes 160
@@ -73,18 +73,19 @@ ldm_steps_done() {
 }
 leg_minutes=$LDM_MINUTES
 for leg_steps in ${LDM_STEPS:-0} $LDM_EXTEND_STEPS; do
-  if [ -f "$RUNS/ldm/pipeline/model_index.json" ] && [ "$(ldm_steps_done)" -ge "$leg_steps" ]; then
-    echo "LDM already trained to $(ldm_steps_done) steps: $RUNS/ldm"
-    leg_minutes=$(( leg_minutes + LDM_EXTEND_MINUTES )); continue
+  done_steps=$(ldm_steps_done)
+  if [ -f "$RUNS/ldm/pipeline/model_index.json" ] && [ "$done_steps" -ge "$leg_steps" ]; then
+    echo "LDM already trained to $done_steps steps: $RUNS/ldm"
+  else
+    leg_arg=--max_train_steps; [ "$leg_steps" -gt 0 ] || leg_arg=
+    python -m mammosynth.training.train_ldm \
+      --data "$DATA" --vae "$RUNS/vae" --out "$RUNS/ldm" --preset bundled \
+      --train_batch_size 16 --learning_rate 3e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
+      --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 \
+      --max_minutes "$leg_minutes" ${leg_arg:+$leg_arg $leg_steps} --checkpointing_steps 100 --checkpoints_total_limit 2 \
+      --validation_steps 300 --logging_steps 10 --save_fp16 \
+      --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
   fi
-  leg_arg=--max_train_steps; [ "$leg_steps" -gt 0 ] || leg_arg=
-  python -m mammosynth.training.train_ldm \
-    --data "$DATA" --vae "$RUNS/vae" --out "$RUNS/ldm" --preset bundled \
-    --train_batch_size 16 --learning_rate 3e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
-    --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 \
-    --max_minutes "$leg_minutes" ${leg_arg:+$leg_arg $leg_steps} --checkpointing_steps 100 --checkpoints_total_limit 2 \
-    --validation_steps 300 --logging_steps 10 --save_fp16 \
-    --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
   leg_minutes=$(( leg_minutes + LDM_EXTEND_MINUTES ))
 done
 

@@ -80,9 +80,8 @@ def _build_index(args: argparse.Namespace) -> int:
     run = Path(args.siamese)
     if (run / "run.json").is_file():  # a train-siamese run folder: record how the network was made
         info = json.loads((run / "run.json").read_text())
-        invocations = info.get("invocations") or [{}]
-        report["siamese_run"] = {"folder": str(run), "argv": invocations[-1].get("argv"),
-                                 "all_argv": [i.get("argv") for i in invocations if i.get("argv")],
+        report["siamese_run"] = {"folder": str(run),
+                                 "all_argv": [i["argv"] for i in info.get("invocations", []) if i.get("argv")],
                                  "steps": info.get("metrics", {}).get("steps"),
                                  "elapsed_min": info.get("metrics", {}).get("elapsed_min"),
                                  "git_sha": info.get("git_sha")}

@@ -211,6 +211,7 @@ class CsvLogger:
     def __init__(self, path: Path, enabled: bool = True):
         self.path = path
         self.enabled = enabled
+        self._columns: list[str] | None = None  # the file's header, read once
         self._writer = None
         if enabled:
             try:
@@ -240,10 +241,10 @@ class CsvLogger:
                     self._writer.add_scalar(key, value, step)
 
     def _header(self) -> list[str] | None:
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return None
-        with open(self.path, encoding="utf-8", newline="") as handle:
-            return next(csv.reader(handle), None)
+        if self._columns is None and self.path.exists() and self.path.stat().st_size:
+            with open(self.path, encoding="utf-8", newline="") as handle:
+                self._columns = next(csv.reader(handle), None)
+        return self._columns
 
     def _rows(self) -> list[dict]:
         with open(self.path, encoding="utf-8", newline="") as handle:
@@ -257,12 +258,13 @@ class CsvLogger:
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, self.path)
+        self._columns = list(fieldnames)
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after ``step`` (they belong to steps a resume will redo)."""
-        if not self.enabled or self._header() is None:
+        header = self._header() if self.enabled else None
+        if header is None:
             return
-        header = self._header()
         kept = [r for r in self._rows() if int(float(r["step"])) <= step]
         self._rewrite(header, kept)
 
@@ -419,14 +421,12 @@ def optimizer_step(accelerator, model, loss: torch.Tensor, optimizer, lr_schedul
     optimizer.zero_grad(set_to_none=True)
 
 
-def stop_if_out_of_time(state: TrainState, args: argparse.Namespace, elapsed_s: float) -> bool:
-    """Mark the run done when ``--max_minutes`` is spent; True if it was."""
-    if not (args.max_minutes and elapsed_s >= args.max_minutes * 60):
-        return False
-    logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
-                   state.step, state.max_train_steps)
-    state.done = True
-    return True
+def stop_if_out_of_time(state: TrainState, args: argparse.Namespace, elapsed_s: float) -> None:
+    """Mark the run done when ``--max_minutes`` is spent."""
+    if args.max_minutes and elapsed_s >= args.max_minutes * 60:
+        logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
+                       state.step, state.max_train_steps)
+        state.done = True
 
 
 def save_image_grid(images: np.ndarray, path: Path, ncols: int = 4) -> None:

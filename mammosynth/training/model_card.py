@@ -234,7 +234,7 @@ def component_sections(ckpt: Path) -> str:
         b = json.loads(build.read_text())
         ver, cal, idx = b["siamese_verification"], b["calibration"], b["index"]
         run = b.get("siamese_run") or {}
-        legs = run.get("all_argv") or ([run["argv"]] if run.get("argv") else [])
+        legs = run.get("all_argv") or ([run["argv"]] if run.get("argv") else [])  # "argv": reports before all_argv
         how = ("trained by " + ", then resumed by ".join(f"`mammosynth {' '.join(a[1:])}`" for a in legs)
                + f" ({run.get('steps')} steps, {run.get('elapsed_min') or 0:.0f} min)"
                if legs else "trained by `mammosynth train-siamese`")
