@@ -61,6 +61,23 @@ def test_build_index_registers_the_gate_in_the_checkpoint(world):
     assert made["steps"] == 150 and len(made["all_argv"]) == 1  # one invocation so far (resumed later)
 
 
+def test_build_index_with_zoom_tta(world, tmp_path):
+    out = tmp_path / "zoomed"
+    assert cli_main(["build-index", "--siamese", str(world["run"]), "--data", str(world["data"]),
+                     "--out", str(out), "--zoom-tta", "0.9,1.1"]) == 0
+    zoomed = PrivacyChecker.from_pretrained(out)
+    plain = PrivacyChecker.from_pretrained(world["checker"])
+    assert list(zoomed.embedder.config.zoom_tta) == [0.9, 1.1] and not plain.embedder.config.zoom_tta
+    assert json.loads((out / "build_report.json").read_text())["embedder"]["zoom_tta"] == [0.9, 1.1]
+    assert zoomed.config.embedder_fingerprint != plain.config.embedder_fingerprint
+    # the zoomed network's embeddings differ, so the plain index refuses it
+    with pytest.raises(IndexMismatchError):
+        plain.index.check_compatible(zoomed.embedder.fingerprint(), plain.index.image_size)
+    with pytest.raises(SystemExit):
+        cli_main(["build-index", "--siamese", str(world["run"]), "--data", str(world["data"]),
+                  "--out", str(out), "--zoom-tta", "0.9,big"])
+
+
 def test_train_siamese_writes_model_metrics_and_resumes(world):
     run = world["run"]
     metrics = json.loads((run / "metrics.json").read_text())

@@ -113,6 +113,42 @@ def test_embedder_unit_norm_and_save_load(tmp_path):
         SiameseEmbedder(input_size=(8, 8))
 
 
+def test_zoom_about_centre_by_hand():
+    from mammosynth.models.siamese import zoom_about_centre
+
+    image = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4)
+    assert torch.equal(zoom_about_centre(image, 1.0), image)
+    shrunk = zoom_about_centre(torch.ones(1, 1, 4, 4), 0.5)  # a 2×2 copy in the middle, air around it
+    expected = torch.full((1, 1, 4, 4), -1.0)
+    expected[..., 1:3, 1:3] = 1.0
+    assert torch.equal(shrunk, expected)
+    ramp = torch.linspace(-1, 1, 8).repeat(8, 1).view(1, 1, 8, 8)  # left-to-right ramp
+    grown = zoom_about_centre(ramp, 2.0)
+    assert grown.shape == ramp.shape
+    # the centre half of the ramp spread over the frame: a steeper ramp from about -0.5 to 0.5
+    assert grown[0, 0, 0, 0] > ramp[0, 0, 0, 0] and grown[0, 0, 0, -1] < ramp[0, 0, 0, -1]
+    assert torch.all(grown[0, 0, :, 1:] > grown[0, 0, :, :-1])
+
+
+def test_zoom_tta_adds_zoomed_features_and_changes_the_fingerprint():
+    torch.manual_seed(0)
+    kwargs = dict(embedding_dim=16, input_size=(32, 32), block_inplanes=(4, 8, 8, 16))
+    plain = SiameseEmbedder(**kwargs).eval()
+    frames = np.random.default_rng(1).integers(0, 65535, (3, 32, 32), dtype=np.uint16)
+    same = SiameseEmbedder(**kwargs, zoom_tta=(1.0,)).eval()
+    same.load_state_dict(plain.state_dict())
+    # a ×1 "zoom" adds the image's own features again: same direction, same unit embedding
+    np.testing.assert_allclose(same.embed_frames(frames), plain.embed_frames(frames), atol=1e-5)
+    zoomed = SiameseEmbedder(**kwargs, zoom_tta=(0.8, 1.25)).eval()
+    zoomed.load_state_dict(plain.state_dict())
+    emb = zoomed.embed_frames(frames)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert np.abs(emb - plain.embed_frames(frames)).max() > 1e-3
+    assert len({plain.fingerprint(), same.fingerprint(), zoomed.fingerprint()}) == 3
+    with pytest.raises(ValueError, match="zoom_tta"):
+        SiameseEmbedder(**kwargs, zoom_tta=(3.0,))
+
+
 def test_relation_breakdown_matches_hand_ranks():
     # one study of four views (L-CC, L-MLO, R-CC, R-MLO) at 0, 10, 30, 100 degrees on a circle
     # and two strangers at 22 and 210 degrees (cosine similarity falls with the angle)

@@ -293,7 +293,8 @@ def test_model_card_sections_come_from_the_component_files(tmp_path):
              "siamese_run": {"argv": ["x", "train-siamese", "--max_train_steps", "9"], "steps": 9, "elapsed_min": 1.0,
                              "all_argv": [["x", "train-siamese", "--max_train_steps", "5"],
                                           ["x", "train-siamese", "--max_train_steps", "9"]]},
-             "siamese_relations": {"other-side/other-view": {"pairs": 40, "within_r": 0.625, "median_rank": 2.0}}}
+             "siamese_relations": {"other-side/other-view": {"pairs": 40, "within_r": 0.625, "median_rank": 2.0}},
+             "embedder": {"input_size": [128, 96], "flip_invariant": True, "zoom_tta": [0.9, 1.1]}}
     (tmp_path / "privacy_checker" / "build_report.json").write_text(json.dumps(build))
     (tmp_path / "reports" / "eval").mkdir(parents=True)
     (tmp_path / "reports" / "eval" / "metrics.json").write_text("{}")
@@ -303,6 +304,7 @@ def test_model_card_sections_come_from_the_component_files(tmp_path):
     assert ("trained by `mammosynth train-siamese --max_train_steps 5`, then resumed by "
             "`mammosynth train-siamese --max_train_steps 9` (9 steps, 1 min)") in card
     assert "other-side/other-view 62.5% (median rank 2)" in card
+    assert "four flips of the image at 128×96 and of its zooms ×0.9, ×1.1 (`--zoom-tta`)" in card
     assert "* FID 12.5 (floor 3.1)" in card and "\n# Evaluation" not in card
 
 

@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="share of unseen real patients the gate may flag (default 0.01)")
     p.add_argument("--neighbours", type=int, default=3, help="nearest training images reported per verdict")
     p.add_argument("--backend", choices=("auto", "exact", "sklearn", "faiss"), default="auto")
+    p.add_argument("--zoom-tta", type=zoom_factors, default=None, metavar="Z1,Z2,...",
+                   help="test-time zoom factors added to each embedding (e.g. 0.9,1.1; 1+N × the gate's cost); "
+                        "'none' turns off any the network has; default: the network's own setting")
     p.add_argument("--out", required=True, help="output folder (e.g. <checkpoint>/privacy_checker)")
     p.set_defaults(handler=_build_index)
 
@@ -58,6 +61,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_privacy_audit)
 
 
+def zoom_factors(text: str) -> list[float]:
+    """``--zoom-tta``: comma-separated zoom factors in [0.5, 2] (``none`` for no zoom views)."""
+    if text.strip().lower() in ("none", ""):
+        return []
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.9,1.1, got {text!r}") from None
+    if any(not 0.5 <= v <= 2.0 for v in values):
+        raise argparse.ArgumentTypeError(f"zoom factors have to lie in [0.5, 2], got {text!r}")
+    return values
+
+
 def _train_siamese(args: argparse.Namespace) -> int:
     from ..training.train_siamese import main
 
@@ -70,6 +86,8 @@ def _build_index(args: argparse.Namespace) -> int:
     from ..privacy.checker import build_privacy_checker, load_embedder
 
     embedder = load_embedder(args.siamese)
+    if args.zoom_tta is not None:
+        embedder.register_to_config(zoom_tta=args.zoom_tta)
     data = load_prepared(args.data)
     checker, report = build_privacy_checker(embedder, data, split=args.split,
                                             calibration_split=args.calibration_split,
@@ -77,6 +95,7 @@ def _build_index(args: argparse.Namespace) -> int:
                                             backend=args.backend)
     from ..pipelines.pipeline_mammo_ldm import register_privacy_checker
 
+    report["embedder"] = {k: embedder.config[k] for k in ("input_size", "flip_invariant", "zoom_tta")}
     run = Path(args.siamese)
     if (run / "run.json").is_file():  # a train-siamese run folder: record how the network was made
         info = json.loads((run / "run.json").read_text())

@@ -38,6 +38,12 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
             double flips before normalising, so a flipped copy gets exactly the same
             embedding (4 × the compute; flips are the one disguise a CNN with global pooling
             cannot learn to see through from a few thousand images).
+        zoom_tta: extra zoom factors (e.g. ``(0.9, 1.1)``) whose CNN features are added to the
+            image's own before normalising: the image is zoomed about its centre within the
+            same ``input_size`` frame (cropped when enlarged, padded with background when
+            shrunk). Test-time augmentation: costs ``1 + len(zoom_tta)`` × the compute and makes
+            the embedding steadier under the small scale changes between views and breasts.
+            ``build-index --zoom-tta`` sets it; it is part of :meth:`fingerprint`.
 
     ``forward`` takes float images ``(N, 1, H, W)`` in [-1, 1] (see
     :func:`mammosynth.data.dataset.to_unit_range`) and returns ``(N, embedding_dim)``
@@ -53,10 +59,13 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
         block_inplanes: Sequence[int] = (16, 32, 64, 128),
         layers: Sequence[int] = (1, 1, 1, 1),
         flip_invariant: bool = True,
+        zoom_tta: Sequence[float] = (),
     ):
         super().__init__()
         if len(input_size) != 2 or min(input_size) < 32:
             raise ValueError(f"input_size has to be (height, width), each at least 32, but is {tuple(input_size)}")
+        if any(not 0.5 <= float(z) <= 2.0 for z in zoom_tta):
+            raise ValueError(f"zoom_tta factors have to lie in [0.5, 2], but are {tuple(zoom_tta)}")
         if len(block_inplanes) != 4 or len(layers) != 4:
             raise ValueError(
                 f"block_inplanes and layers need 4 entries (one per ResNet stage) but have "
@@ -80,11 +89,11 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
         size = tuple(int(s) for s in self.config.input_size)
         if tuple(images.shape[-2:]) != size:
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
-        if not self.config.flip_invariant:
-            return F.normalize(self.backbone(images), dim=1)
         n = images.shape[0]
-        views = torch.cat([images, images.flip(-2), images.flip(-1), images.flip(-2, -1)])
-        return F.normalize(self.backbone(views).view(4, n, -1).sum(0), dim=1)
+        views = torch.cat([images, *(zoom_about_centre(images, float(z)) for z in self.config.zoom_tta)])
+        if self.config.flip_invariant:
+            views = torch.cat([views, views.flip(-2), views.flip(-1), views.flip(-2, -1)])
+        return F.normalize(self.backbone(views).view(-1, n, self.config.embedding_dim).sum(0), dim=1)
 
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -109,12 +118,15 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
         return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
     def fingerprint(self) -> str:
-        """A short hash of the weights; an index records it to refuse another network.
+        """A short hash of the weights (and of ``zoom_tta`` when set); an index records it to
+        refuse another network or other embedding settings.
 
         Floating tensors are hashed as float16, so the same weights saved in fp32 or fp16
         give the same fingerprint.
         """
         digest = hashlib.sha256()
+        if self.config.zoom_tta:
+            digest.update(repr([round(float(z), 6) for z in self.config.zoom_tta]).encode())
         for name, tensor in sorted(self.state_dict().items()):
             digest.update(name.encode())
             tensor = tensor.detach().cpu()
@@ -122,3 +134,20 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
                 tensor = tensor.to(torch.float16)
             digest.update(tensor.contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
+
+
+def zoom_about_centre(images: torch.Tensor, factor: float, background: float = -1.0) -> torch.Tensor:
+    """Zoom ``(N, C, H, W)`` images by ``factor`` about their centre, keeping ``H×W``: an enlarged
+    image is cropped, a shrunk one padded with ``background`` (air in [-1, 1] units)."""
+    h, w = images.shape[-2:]
+    zh, zw = max(1, round(h * factor)), max(1, round(w * factor))
+    if (zh, zw) == (h, w):
+        return images
+    zoomed = F.interpolate(images, size=(zh, zw), mode="bilinear", antialias=True, align_corners=False)
+    if factor > 1:
+        top, left = (zh - h) // 2, (zw - w) // 2
+        return zoomed[..., top : top + h, left : left + w]
+    out = images.new_full(images.shape, background)
+    top, left = (h - zh) // 2, (w - zw) // 2
+    out[..., top : top + zh, left : left + zw] = zoomed
+    return out

@@ -242,9 +242,14 @@ def component_sections(ckpt: Path) -> str:
         rel = b.get("siamese_relations") or {}
         relations = ("\n* Same-study partners ranked within R, by relation: " + "; ".join(
             f"{k} {v['within_r']:.1%} (median rank {v['median_rank']:g})" for k, v in rel.items()) + ".") if rel else ""
+        emb = b.get("embedder") or {}
+        views = (f" Embeddings sum the features of {'the four flips of ' if emb.get('flip_invariant', True) else ''}"
+                 f"the image at {emb['input_size'][0]}×{emb['input_size'][1]}"
+                 + (f" and of its zooms ×{', ×'.join(f'{z:g}' for z in emb['zoom_tta'])} (`--zoom-tta`)"
+                    if emb.get("zoom_tta") else "") + ".") if emb.get("input_size") else ""
         parts.append(f"""## Privacy checker (`privacy_checker/`)
 
-Siamese re-identification network (`SiameseEmbedder`), {how}, indexed by `mammosynth build-index`.
+Siamese re-identification network (`SiameseEmbedder`), {how}, indexed by `mammosynth build-index`.{views}
 
 * Re-identification on the {ver['n_images']} **test** images of {ver['n_studies']} held-out studies:
   P@1 **{ver['precision_at_1']:.3f}**, R-precision **{ver['r_precision']:.3f}**, mAP@R **{mapr:.3f}**
