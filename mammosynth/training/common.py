@@ -320,6 +320,26 @@ def resume_state(out: Path, resume: str | None) -> tuple[TrainState, Path | None
     return state, path
 
 
+def begin_loop(accelerator, out: Path, state: TrainState, resume: Path | None, args: argparse.Namespace,
+               desc: str):
+    """Load the checkpoint to resume (if any) into the prepared objects, then open the run's
+    ``log.csv`` (rows after ``state.step`` dropped), its :class:`StopClock` and the tqdm bar.
+
+    Returns ``(log, clock, progress)``.
+    """
+    from tqdm.auto import tqdm
+
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        logger.info("resumed from %s at step %d", resume, state.step)
+    log = CsvLogger(out / "log.csv", enabled=accelerator.is_main_process)
+    log.truncate_after(state.step)
+    clock = StopClock(state)
+    progress = tqdm(total=state.max_train_steps, initial=state.step, desc=desc,
+                    disable=args.no_progress or not accelerator.is_local_main_process)
+    return log, clock, progress
+
+
 def prune_checkpoints(out: Path, keep: int | None) -> None:
     """Delete the oldest checkpoints so that at most ``keep`` remain (``None``/≤0: keep all)."""
     if not keep or keep <= 0:

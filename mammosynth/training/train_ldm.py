@@ -142,7 +142,6 @@ def main(args: argparse.Namespace) -> dict:
     """Train (or resume) an LDM run; returns final info."""
     from diffusers import AutoencoderKL, DDPMScheduler
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     from ..data.dataset import PreparedDataset
     from ..data.prepared import load_prepared
@@ -195,16 +194,8 @@ def main(args: argparse.Namespace) -> dict:
         ema = EMAModel(denoiser.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=3 / 4)
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        logger.info("resumed from %s at step %d", resume, state.step)
-    log = common.CsvLogger(out / "log.csv", enabled=accelerator.is_main_process)
-    log.truncate_after(state.step)
-    clock = common.StopClock(state)
     n_items = len(cache["mean"])
-
-    progress = tqdm(total=state.max_train_steps, initial=state.step, desc="train-ldm",
-                    disable=args.no_progress or not accelerator.is_local_main_process)
+    log, clock, progress = common.begin_loop(accelerator, out, state, resume, args, "train-ldm")
     prepared.train()
     window: list[float] = []
     tic = clock.update()

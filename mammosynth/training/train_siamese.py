@@ -129,7 +129,6 @@ def _evaluate(model, images: torch.Tensor, study_ids, batch_size: int = 256) -> 
 
 def main(args: argparse.Namespace) -> dict:
     """Train (or resume) a Siamese run; returns the final test metrics."""
-    from tqdm.auto import tqdm
 
     from ..data.prepared import atomic_write_text, load_prepared
     from ..models.siamese import SiameseEmbedder
@@ -192,16 +191,8 @@ def main(args: argparse.Namespace) -> dict:
     lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
                                             state.max_train_steps, accelerator.num_processes)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        logger.info("resumed from %s at step %d", resume, state.step)
-    log = common.CsvLogger(out / "log.csv", enabled=accelerator.is_main_process)
-    log.truncate_after(state.step)
-    clock = common.StopClock(state)
     unwrapped = accelerator.unwrap_model(model)
-
-    progress = tqdm(total=state.max_train_steps, initial=state.step, desc="train-siamese",
-                    disable=args.no_progress or not accelerator.is_local_main_process)
+    log, clock, progress = common.begin_loop(accelerator, out, state, resume, args, "train-siamese")
     model.train()
     window: list[float] = []
     tic = clock.update()

@@ -149,7 +149,6 @@ def main(args: argparse.Namespace) -> dict:
     """Train (or resume) a VAE run; returns the final metrics."""
     from diffusers import AutoencoderKL
     from diffusers.training_utils import EMAModel
-    from tqdm.auto import tqdm
 
     from ..data.dataset import PreparedDataset, from_unit_range
     from ..data.prepared import load_prepared
@@ -188,16 +187,8 @@ def main(args: argparse.Namespace) -> dict:
                        power=3 / 4, model_cls=AutoencoderKL, model_config=vae.config)
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        logger.info("resumed from %s at step %d", resume, state.step)
-    log = common.CsvLogger(out / "log.csv", enabled=accelerator.is_main_process)
-    log.truncate_after(state.step)
-    clock = common.StopClock(state)
     val_frames = _validation_frames(data, 4)
-
-    progress = tqdm(total=state.max_train_steps, initial=state.step, desc="train-vae",
-                    disable=args.no_progress or not accelerator.is_local_main_process)
+    log, clock, progress = common.begin_loop(accelerator, out, state, resume, args, "train-vae")
     wrapper.train()
     window: list[float] = []
     tic = clock.update()
