@@ -41,7 +41,7 @@ def main() -> int:
 
     from mammosynth.evaluation.classifiers import Recipe
     from mammosynth.evaluation.evaluate import EvaluationConfig, run_evaluation
-    from mammosynth.evaluation.toy import write_toy_dataset
+    from mammosynth.data.toy import write_toy_dataset
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))

@@ -54,14 +54,14 @@ print("working in", WORK, "| tiny" if TINY else "")
 # ## Data
 #
 # Training reads only a *prepared dataset* (`mammosynth ingest`, notebook 01). In tiny mode we
-# write a toy prepared set of 16 blob "breasts" at 64×48 instead.
+# write a toy prepared set of 16 labelled pictures (4 studies) at 64×48 instead.
 
 # %%
 from mammosynth.data.dataset import PreparedDataset
-from mammosynth.training.common import write_toy_dataset
+from mammosynth.data.toy import write_toy_dataset
 
 if TINY:
-    DATA = write_toy_dataset(WORK / "prepared", num_images=16, height=64, width=48)
+    DATA = write_toy_dataset(WORK / "prepared", 16, height=64, width=48)
 else:
     DATA = ROOT / "data" / "prepared-256"
 train_set = PreparedDataset(DATA, split="training")

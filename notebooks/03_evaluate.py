@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,7 +42,7 @@ from IPython.display import Image, Markdown, display
 from mammosynth.evaluation.classifiers import Recipe
 from mammosynth.evaluation.evaluate import EvaluationConfig, run_evaluation
 from mammosynth.evaluation.paper_table import find_reports, paper_table_markdown
-from mammosynth.evaluation.toy import write_toy_dataset
+from mammosynth.data.toy import write_toy_dataset
 
 TINY = os.environ.get("MAMMOSYNTH_NOTEBOOK_TINY") == "1"
 torch.set_num_threads(1 if TINY else max(1, os.cpu_count() or 1))

@@ -11,7 +11,7 @@ import mammosynth
 from mammosynth.cli import main
 from mammosynth.data.prepared import load_prepared
 from mammosynth.evaluation.features import load_fidelity_encoder, train_fidelity_encoder
-from mammosynth.evaluation.toy import write_toy_dataset
+from mammosynth.data.toy import write_toy_dataset
 
 
 def test_lazy_export_and_config_round_trip(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from mammosynth.data.prepared import load_prepared, row_boxes
 from mammosynth.evaluation.generate_set import GenerationSettings, generate_set
-from mammosynth.evaluation.toy import write_toy_dataset
+from mammosynth.data.toy import write_toy_dataset
 from mammosynth.privacy.checker import PrivacyVerdict
 
 

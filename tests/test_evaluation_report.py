@@ -9,7 +9,7 @@ import torch
 
 from mammosynth.cli import main
 from mammosynth.data.prepared import PreparedWriter, load_prepared
-from mammosynth.evaluation.toy import write_toy_dataset
+from mammosynth.data.toy import write_toy_dataset
 
 TINY = ["--classifier-size", "32x24", "--epochs", "2", "--seeds", "0,1", "--encoder-epochs", "3",
         "--encoder-size", "32x24", "--bootstrap", "50", "--threads", "1"]

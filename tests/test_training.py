@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from mammosynth.cli import main as cli
 from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, PrivacyGateMissingError
 from mammosynth.training import common, options, train_ldm, train_vae
-from mammosynth.training.common import write_toy_dataset
+from mammosynth.data.toy import write_toy_dataset
 
 TINY_VAE = ["--preset", "tiny", "--crop", "32x24", "--train_batch_size", "2", "--num_threads", "1", "--no_progress",
             "--logging_steps", "1", "--validation_steps", "2", "--checkpointing_steps", "2",
@@ -28,7 +28,7 @@ TINY_LDM = ["--preset", "tiny", "--embed_dim", "8", "--train_batch_size", "4", "
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
-    return write_toy_dataset(tmp_path_factory.mktemp("toy") / "prepared", num_images=16, height=64, width=48)
+    return write_toy_dataset(tmp_path_factory.mktemp("toy") / "prepared", 16, height=64, width=48)
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_training_bad_input(toy, vae_run, tmp_path):
 
 
 def test_resume_with_other_data_is_refused(vae_run, tmp_path):
-    other = write_toy_dataset(tmp_path / "other", num_images=8, height=64, width=48, seed=1)
+    other = write_toy_dataset(tmp_path / "other", 8, height=64, width=48, seed=1)
     with pytest.raises(ValueError, match="use a new --out"):
         train_vae.main(train_vae.parse_args(["--data", str(other), "--out", str(vae_run), "--max_train_steps", "4",
                                              *TINY_VAE]))

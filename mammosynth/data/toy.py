@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..conditions import Density, Lesion
-from ..data.prepared import PreparedWriter
+from .prepared import PreparedWriter
 
 __all__ = ["toy_frame", "write_toy_dataset"]
 
