@@ -227,12 +227,20 @@ def test_a_0_to_100_study_shows_a_slider_set_by_keys_and_required(app_0_100, bro
         page.keyboard.press("Enter")
         page.wait_for_function("() => document.querySelector('#ms-case-label')?.textContent === '3 / 16'")
         assert slider.input_value() == "0"  # a new case starts unset
+        page.locator("#case-image").hover()
+        page.keyboard.press("r")
+        page.keyboard.press("Enter")  # the mark of the last case does not carry over: refused
+        page.locator("#study-notice").get_by_text(re.compile("choose how confident you are")).wait_for()
+        assert case_label(page) == "3 / 16"
+        page.keyboard.press("3")  # 50, submitted at once by the next key
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('#ms-case-label')?.textContent === '4 / 16'")
     finally:
         context.close()
     from mammosynth.study import Study
 
     answers = Study.open(app_0_100["study"]).store.answers("reader1")
-    assert [(a.answer, a.confidence) for a in answers] == [("synthetic", 75), ("real", 95)]
+    assert [(a.answer, a.confidence) for a in answers] == [("synthetic", 75), ("real", 95), ("real", 50)]
 
 
 def test_an_admin_sees_the_results(app, browser):

@@ -58,7 +58,15 @@ HEAD = """
     return false;
   }
   // The 0–100 confidence slider (shown instead of the 1–5 buttons when the study uses that scale):
-  // keys 1–5 set its ends and quarters, arrows nudge it; an 'input' event tells Gradio a person set it.
+  // keys 1–5 set its ends and quarters, arrows nudge it. An untouched slider is no answer, so the
+  // page remembers whether a person set it for the case on screen (any input in the slider; a new
+  // case image clears it) and Submit's js step reads that mark and the value from the page itself:
+  // Gradio's copy of the value may lag a key press that came just before Enter.
+  let confidenceGiven = false;
+  window.msConfidence = (value, given) => {
+    const el = slider();
+    return el ? [parseFloat(el.value), confidenceGiven] : [value, given];
+  };
   function slider() {
     const host = document.getElementById('confidence-slider');
     return visible(host) ? host.querySelector('input[type=range]') : null;
@@ -93,9 +101,7 @@ HEAD = """
     else if (key === 's') choose('answer', 'synthetic');
     else if (['1', '2', '3', '4', '5'].includes(key)) confidenceKey(key);
     else if (key === 'arrowleft' || key === 'arrowright') handled = nudge(t, key === 'arrowleft' ? -1 : 1);
-    // Enter submits a moment later, so a confidence just set by a key has reached Gradio's state
-    // (the slider's value propagates after the input event, not within it)
-    else if (key === 'enter') setTimeout(() => document.getElementById('submit-answer')?.click(), 80);
+    else if (key === 'enter') document.getElementById('submit-answer')?.click();
     else if (key === '+' || key === '=') zoom(1.25);
     else if (key === '-' || key === '_') zoom(0.8);
     else if (key === '0') reset();
@@ -109,6 +115,7 @@ HEAD = """
     if (act === 'zoom-in') zoom(1.25); else if (act === 'zoom-out') zoom(0.8); else if (act === 'reset') reset();
   });
   document.addEventListener('input', (e) => {
+    if (e.target.closest && e.target.closest('#confidence-slider')) confidenceGiven = true;
     if (e.target.id === 'ms-wl-centre') { view.centre = parseFloat(e.target.value); apply(); }
     if (e.target.id === 'ms-wl-width') { view.width = parseFloat(e.target.value); apply(); }
   });
@@ -126,11 +133,11 @@ HEAD = """
   });
   document.addEventListener('mousemove', (e) => { if (drag) { view.x = e.clientX - drag.x; view.y = e.clientY - drag.y; apply(); } });
   document.addEventListener('mouseup', () => { drag = null; });
-  // a new case resets the view; re-apply after Gradio re-renders the image
+  // a new case resets the view and the confidence mark; re-apply after Gradio re-renders the image
   new MutationObserver(() => {
     const el = image();
     const src = el ? el.getAttribute('src') : null;
-    if (src !== view.src) { view.src = src; Object.assign(view, { zoom: 1, x: 0, y: 0 }); apply(); }
+    if (src !== view.src) { view.src = src; confidenceGiven = false; Object.assign(view, { zoom: 1, x: 0, y: 0 }); apply(); }
   }).observe(document.documentElement, { subtree: true, childList: true, attributes: true, attributeFilter: ['src'] });
 })();
 </script>

@@ -196,7 +196,8 @@ def build_study_tab(services: Services) -> dict[str, Any]:
                                   label="Confidence", elem_id="confidence")
             confidence_slider = gr.Slider(0, 100, value=None, step=1, visible=False, elem_id="confidence-slider",
                                           label="Confidence: 0 = guessing … 100 = certain (set it for every case)")
-            # True once the reader has moved the slider for this case: an untouched slider is no answer.
+            # Carries "the reader set the slider for this case" from the page to on_submit (the page
+            # keeps the mark; Submit's js step fills this in): an untouched slider is no answer.
             confidence_set = gr.Checkbox(False, visible=False)
             birads = gr.Dropdown([("not assessed", "none"), ("1", "1"), ("2", "2"), ("3", "3"), ("4", "4"), ("5", "5")],
                                  value="none", label="BI-RADS assessment (optional)", elem_id="answer-birads",
@@ -212,7 +213,7 @@ def build_study_tab(services: Services) -> dict[str, Any]:
         """UI outputs for the reader's current state (a new case clears the answer and the confidence)."""
         role = services.role(username)
         keep = gr.update()
-        idle = (keep, keep, keep, "")  # confidence slider, its "set" flag, the key help, the notice
+        idle = (keep, keep, "")  # confidence slider, the key help, the notice
         if role == "admin":
             msg = "You are logged in as a study admin: admins read no cases. See the <b>Results</b> tab."
             return (None, "", _status_html(services, username, None, msg), None, None, keep, gr.Timer(active=False),
@@ -232,11 +233,10 @@ def build_study_tab(services: Services) -> dict[str, Any]:
         slider = uses_slider(low, high)
         return (path, info["case_id"] or "", _status_html(services, username, info, note), None,
                 gr.update(value=None, visible=not slider), gr.update(visible=ask, value="none"),
-                gr.Timer(active=False), gr.update(value=None, minimum=low, maximum=high, visible=slider), False,
+                gr.Timer(active=False), gr.update(value=None, minimum=low, maximum=high, visible=slider),
                 keyboard_help(low, high), "")
 
-    outputs = [image, case_id, status, answer, confidence, birads, poll, confidence_slider, confidence_set, keys,
-               notice]
+    outputs = [image, case_id, status, answer, confidence, birads, poll, confidence_slider, keys, notice]
 
     def on_load(request: gr.Request) -> tuple:
         return show(username_of(request))
@@ -254,10 +254,9 @@ def build_study_tab(services: Services) -> dict[str, Any]:
             return (*(gr.update() for _ in outputs[:-1]), f"⚠ **{refusal.title}:** {refusal.message}")
         return show(username, result, note="<span class='ms-saved'>✓ saved</span>")
 
-    # page-only: moving the slider marks the confidence as given (no server call)
-    confidence_slider.input(None, None, confidence_set, js="() => true", queue=False, api_visibility="private",
-                            show_progress="hidden")
+    # the slider's value and "set for this case" mark come from the page at the moment of the click
     submit.click(on_submit, [case_id, answer, confidence, confidence_slider, confidence_set, birads], outputs,
+                 js="(c, a, ch, slid, given, b) => [c, a, ch, ...window.msConfidence(slid, given), b]",
                  api_visibility="private", queue=False, concurrency_limit=None, show_progress="hidden")
     poll.tick(on_load, None, outputs, api_visibility="private", show_progress="hidden")
 
