@@ -15,6 +15,7 @@ Run::
     python benchmarks/bench_privacy.py                 # everything
     python benchmarks/bench_privacy.py --skip-audit    # gate and search only
     python benchmarks/bench_privacy.py --siamese runs/siamese   # time a trained network
+    python benchmarks/bench_privacy.py --siamese runs/siamese --zoom-tta 0.9,1.1   # with zoom views
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ def bench_audit(embedder, n_train: int = 4000, n_test: int = 800, n_synth: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--siamese", help="a trained Siamese folder (default: random weights, default size)")
+    parser.add_argument("--zoom-tta", default=None, help="test-time zoom factors, as build-index --zoom-tta (e.g. 0.9,1.1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-audit", action="store_true")
     parser.add_argument("--skip-search", action="store_true")
@@ -193,6 +195,10 @@ def main() -> None:
     from mammosynth.privacy.index import faiss_available
 
     embedder = load_embedder(args.siamese) if args.siamese else SiameseEmbedder().eval()
+    if args.zoom_tta is not None:
+        from mammosynth.commands.privacy import zoom_factors
+
+        embedder.register_to_config(zoom_tta=zoom_factors(args.zoom_tta))
     print(f"torch threads {torch.get_num_threads()}; embedder {dict(embedder.config)}")
     result: dict = {"threads": torch.get_num_threads(), "faiss_installed": faiss_available()}
     result["gate"] = bench_gate(embedder)
