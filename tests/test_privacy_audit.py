@@ -11,7 +11,8 @@ import torch
 
 from mammosynth.cli import main as cli_main
 from mammosynth.data.prepared import PreparedWriter, load_prepared
-from mammosynth.privacy.audit import AuditConfig, EmptySyntheticSetError, load_synthetic, run_audit, write_report
+from mammosynth.privacy.audit import (AuditConfig, EmptySyntheticSetError, audit_summary, load_synthetic, run_audit,
+                                      write_report)
 from mammosynth.privacy.checker import PrivacyChecker
 from mammosynth.privacy.index import IndexMismatchError
 from mammosynth.privacy.membership import AttackConfig
@@ -129,6 +130,12 @@ def test_audit_catches_planted_copies_and_writes_report(world, tmp_path):
     assert names == ["privacy.json", "privacy_membership_roc.png", "privacy_pixel_nn.png", "privacy_similarity.png"]
     body = json.loads((tmp_path / "reports" / "privacy.json").read_text())  # strict JSON (no NaN)
     assert body["planted_copies"]["n"] == 48 and "_arrays" not in body
+    summary = audit_summary(body)  # the lines the model card quotes
+    recall = body["planted_copies"]["gate_recall"]["rate"]
+    assert f"planted copies: gate recall {recall:.2%} of 48" in summary
+    assert f"(cross-validated {body['false_flags']['unseen_real_cross_validated']:.2%})" in summary
+    low, high = body["membership"]["attacks"]["loss"]["members_vs_nonmembers"]["auc"]["ci95"]
+    assert f"[{low:.2f}, {high:.2f}]" in summary
 
 
 def test_synthetic_with_source_studies_gets_map_at_r(world):

@@ -62,9 +62,18 @@ def test_calibration_false_flag_rate_on_known_distribution():
     fresh = rng.uniform(0, 1, 20_000)
     assert false_flag_rate(fresh, cal.threshold) == pytest.approx(0.01, abs=0.003)
     assert cal.false_flag_upper95 > cal.false_flag_rate
-    # exact case: 1..100, target 5 % → threshold 95 (the 96th..100th are above it)
+    # exact case: 1..100, target 5 % → k = ⌈101 · 0.95⌉ = 96: threshold 96 (97..100 are above it)
     small = calibrate_threshold(np.arange(1, 101), 0.05)
-    assert small.threshold == 95 and small.false_flag_rate == pytest.approx(0.05)
+    assert small.threshold == 96 and small.false_flag_rate == pytest.approx(0.04)
+
+
+def test_calibration_guarantees_the_rate_for_new_patients():
+    # 4,000 calibrations on 120 Uniform(0,1) similarities: a new image is flagged with probability
+    # 1 - threshold. Conformal: E = 1 - 115/121 = 0.0496 ≤ 5 %; the in-sample quantile (6 of 120
+    # above) would give 1 - 114/121 = 0.058.
+    rng = np.random.default_rng(3)
+    flagged = [1 - calibrate_threshold(rng.uniform(0, 1, 120), 0.05).threshold for _ in range(4000)]
+    assert 0.046 < np.mean(flagged) <= 0.0505
 
 
 def test_calibration_bad_input_and_small_sets():

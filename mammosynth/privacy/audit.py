@@ -413,9 +413,11 @@ def audit_summary(report: dict) -> str:
         pc = report["planted_copies"]
         lines.append(f"planted copies: gate recall {pc['gate_recall']['rate']:.2%} of {pc['n']}; "
                      f"false flags: fresh synthetic {report['false_flags']['fresh_synthetic']['rate']:.2%}, "
-                     f"unseen real {report['false_flags']['unseen_real_test']['rate']:.2%}")
+                     f"unseen real {report['false_flags']['unseen_real_test']['rate']:.2%} "
+                     f"(cross-validated {report['false_flags'].get('unseen_real_cross_validated', float('nan')):.2%})")
     for name, res in report.get("membership", {}).get("attacks", {}).items():
         main, control = res["members_vs_nonmembers"], res["control_nonmember_halves"]
-        lines.append(f"membership ({name}): AUC {main['auc']['value']:.3f} {main['auc']['ci95']}, "
+        low, high = main["auc"]["ci95"]
+        lines.append(f"membership ({name}): AUC {main['auc']['value']:.3f} [{low:.2f}, {high:.2f}], "
                      f"TPR@1%FPR {main['tpr_at_1pct_fpr']['value']:.3f}; control AUC {control['auc']['value']:.3f}")
     return "\n".join(lines)

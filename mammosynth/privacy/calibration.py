@@ -2,10 +2,13 @@
 
 The gate flags a generated image when its similarity to the nearest training image is
 *above* the threshold. Real images of patients the model never saw (the test split) are the
-natural negatives: the threshold is their ``1 - target`` quantile of nearest-training
-similarity, so at most ``target`` (default 1 %) of unseen patients are flagged. The
-calibration records how well that holds: the in-sample rate with a Clopper–Pearson 95 %
-upper bound and a cross-validated (by study) out-of-sample rate.
+natural negatives. The threshold is their split-conformal ``1 - target`` quantile of
+nearest-training similarity: the ``⌈(n + 1)(1 - target)⌉``-th smallest of the ``n`` values.
+A new unseen patient's image (exchangeable with the calibration images) is then flagged with
+probability at most ``target`` (default 1 %), not just ``target`` of the calibration images
+themselves; the plain in-sample quantile is slightly optimistic out of sample. The calibration
+records how well that holds: the in-sample rate with a Clopper–Pearson 95 % upper bound and a
+cross-validated (by study) out-of-sample rate.
 """
 
 from __future__ import annotations
@@ -71,11 +74,15 @@ def clopper_pearson(flagged: int, total: int, confidence: float = 0.95) -> tuple
     return low, high
 
 
+def _conformal_rank(n: int, target: float) -> int:
+    """``k = ⌈(n + 1)(1 - target)⌉``: P(new > k-th smallest of n) ≤ target; ``k > n`` means n is too few."""
+    return int(np.ceil((n + 1) * (1.0 - target) - 1e-9))
+
+
 def _threshold(similarities: np.ndarray, target: float) -> float:
-    """The lowest calibration value with at most ``floor(target · n)`` values above it."""
+    """The split-conformal threshold: the ``k``-th smallest value (the largest when ``k > n``)."""
     ordered = np.sort(similarities)
-    allowed = int(np.floor(target * len(ordered) + 1e-9))
-    return float(ordered[len(ordered) - 1 - allowed])
+    return float(ordered[min(_conformal_rank(len(ordered), target), len(ordered)) - 1])
 
 
 def calibrate_threshold(
@@ -86,7 +93,8 @@ def calibrate_threshold(
     seed: int = 0,
     source: str = "",
 ) -> Calibration:
-    """The threshold that flags at most ``target`` of unseen real images.
+    """The threshold that flags an unseen real image with probability at most ``target``
+    (split-conformal, see the module docstring).
 
     Args:
         similarities: nearest-training similarity of each held-out real image.
@@ -107,10 +115,10 @@ def calibrate_threshold(
         raise ValueError(f"the target false-flag rate has to be between 0 and 1, not {target}")
     if not np.isfinite(sims).all():
         raise ValueError("calibration similarities contain nan or inf")
-    if len(sims) * target < 1:
+    if _conformal_rank(len(sims), target) > len(sims):
         warnings.warn(
-            f"{len(sims)} calibration images are too few to resolve a {target:.1%} false-flag rate "
-            f"(need at least {int(np.ceil(1 / target))}); the threshold is their maximum"
+            f"{len(sims)} calibration images are too few to guarantee a {target:.1%} false-flag rate "
+            f"(need at least {int(np.ceil((1 - target) / target))}); the threshold is their maximum"
         )
     threshold = _threshold(sims, target)
     flagged = int((sims > threshold).sum())
