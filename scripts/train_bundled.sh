@@ -15,11 +15,15 @@
 # LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible whatever the machine's load; the minutes
 # (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
-# ones were made by (Siamese leg 1, 2200 steps in 79 min, ran as runs/bundled/siamese2 and was copied; leg 2 resumes it to 4600 steps with two
-# disguised copies per study in each batch; both beside other jobs):
-#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese3 --max_train_steps 2200 --num_threads 1 --seed 0
-#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese3 --max_train_steps 4600 --copies_per_study 2 --num_threads 2 --seed 0 --max_minutes 160
-#   mammosynth build-index --siamese runs/bundled/siamese3 --data data/prepared-256 --out $CKPT/privacy_checker
+# ones were made by the commands below. The Siamese run has three cosine legs (each later leg a warm
+# restart; --max_minutes is cumulative over the run): 2200 steps in 79 min (ran as
+# runs/bundled/siamese2, copied), resumed to 4600 steps with two disguised copies per study in each
+# batch (runs/bundled/siamese3), resumed to 9000 steps in 77 min on a quiet machine
+# (runs/bundled/siamese4; 233 min in all). The index adds zoom views ×0.9 and ×1.1 to each embedding.
+#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese4 --max_train_steps 2200 --num_threads 1 --seed 0
+#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese4 --max_train_steps 4600 --copies_per_study 2 --num_threads 2 --seed 0 --max_minutes 160
+#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese4 --max_train_steps 9000 --copies_per_study 2 --num_threads 2 --seed 0 --max_minutes 236
+#   mammosynth build-index --siamese runs/bundled/siamese4 --data data/prepared-256 --out $CKPT/privacy_checker --zoom-tta 0.9,1.1
 #   mammosynth train-encoder --data data/prepared-256 --out $CKPT/feature_extractor --threads 1
 # build-index registers the checker in $CKPT/model_index.json; this script keeps both folders
 # when it rebuilds $CKPT. scripts/evaluate_bundled.sh then measures the checkpoint.
