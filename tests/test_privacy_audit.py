@@ -103,6 +103,12 @@ def test_train_siamese_writes_model_metrics_and_resumes(world):
     assert again["steps"] == 160
     info = json.loads((run / "run.json").read_text())
     assert len(info["invocations"]) == 2
+    # --max_minutes is the budget of the whole run: a resume whose budget is already spent
+    # trains no step (it used to train one before noticing)
+    assert cli_main(["train-siamese", "--data", str(world["data"]), "--out", str(run), "--max_train_steps", "170",
+                     "--max_minutes", "0.001", *TRAIN_ARGS]) == 0
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 160
+    assert not (run / "checkpoints" / "checkpoint-161").exists()
 
 
 def test_audit_catches_planted_copies_and_writes_report(world, tmp_path):

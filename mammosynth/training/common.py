@@ -335,6 +335,7 @@ def begin_loop(accelerator, out: Path, state: TrainState, resume: Path | None, a
     log = CsvLogger(out / "log.csv", enabled=accelerator.is_main_process)
     log.truncate_after(state.step)
     clock = StopClock(state)
+    stop_if_out_of_time(state, args, state.elapsed_s)  # a resume whose budget is already spent trains no step
     progress = tqdm(total=state.max_train_steps, initial=state.step, desc=desc,
                     disable=args.no_progress or not accelerator.is_local_main_process)
     return log, clock, progress
@@ -442,10 +443,11 @@ def optimizer_step(accelerator, model, loss: torch.Tensor, optimizer, lr_schedul
 
 
 def stop_if_out_of_time(state: TrainState, args: argparse.Namespace, elapsed_s: float) -> None:
-    """Mark the run done when ``--max_minutes`` is spent."""
+    """Mark the run done when ``--max_minutes`` (the budget of all legs of the run) is spent."""
     if args.max_minutes and elapsed_s >= args.max_minutes * 60:
-        logger.warning("--max_minutes %.1f spent at step %d of %d: stopping", args.max_minutes,
-                       state.step, state.max_train_steps)
+        logger.warning("--max_minutes %.1f spent at step %d of %d (%.1f min over all legs of this run): stopping; "
+                       "to continue, resume with a larger total", args.max_minutes, state.step,
+                       state.max_train_steps, elapsed_s / 60)
         state.done = True
 
 
