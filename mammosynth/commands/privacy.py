@@ -62,16 +62,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def zoom_factors(text: str) -> list[float]:
-    """``--zoom-tta``: comma-separated zoom factors in [0.5, 2] (``none`` for no zoom views)."""
+    """``--zoom-tta``: comma-separated zoom factors (``none`` for no zoom views), checked by
+    :func:`~mammosynth.models.siamese.check_zoom_factors`."""
+    from ..models.siamese import check_zoom_factors
+
     if text.strip().lower() in ("none", ""):
         return []
     try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.9,1.1, got {text!r}") from None
-    if any(not 0.5 <= v <= 2.0 for v in values):
-        raise argparse.ArgumentTypeError(f"zoom factors have to lie in [0.5, 2], got {text!r}")
-    return values
+        return check_zoom_factors(text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated zoom factors like 0.9,1.1, got {text!r} "
+                                         f"({error})") from None
 
 
 def _train_siamese(args: argparse.Namespace) -> int:
@@ -95,7 +96,6 @@ def _build_index(args: argparse.Namespace) -> int:
                                             backend=args.backend)
     from ..pipelines.pipeline_mammo_ldm import register_privacy_checker
 
-    report["embedder"] = {k: embedder.config[k] for k in ("input_size", "flip_invariant", "zoom_tta")}
     run = Path(args.siamese)
     if (run / "run.json").is_file():  # a train-siamese run folder: record how the network was made
         info = json.loads((run / "run.json").read_text())

@@ -23,7 +23,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from monai.networks.nets import ResNet
 
-__all__ = ["SiameseEmbedder"]
+__all__ = ["SiameseEmbedder", "check_zoom_factors", "zoom_about_centre"]
 
 
 class SiameseEmbedder(ModelMixin, ConfigMixin):
@@ -64,8 +64,7 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
         super().__init__()
         if len(input_size) != 2 or min(input_size) < 32:
             raise ValueError(f"input_size has to be (height, width), each at least 32, but is {tuple(input_size)}")
-        if any(not 0.5 <= float(z) <= 2.0 for z in zoom_tta):
-            raise ValueError(f"zoom_tta factors have to lie in [0.5, 2], but are {tuple(zoom_tta)}")
+        check_zoom_factors(zoom_tta)
         if len(block_inplanes) != 4 or len(layers) != 4:
             raise ValueError(
                 f"block_inplanes and layers need 4 entries (one per ResNet stage) but have "
@@ -134,6 +133,14 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
                 tensor = tensor.to(torch.float16)
             digest.update(tensor.contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
+
+
+def check_zoom_factors(factors: Sequence[float]) -> list[float]:
+    """``zoom_tta`` factors as floats; each has to lie in [0.5, 2] (else ``ValueError``)."""
+    values = [float(z) for z in factors]
+    if any(not 0.5 <= z <= 2.0 for z in values):
+        raise ValueError(f"zoom_tta factors have to lie in [0.5, 2], but are {tuple(values)}")
+    return values
 
 
 def zoom_about_centre(images: torch.Tensor, factor: float, background: float = -1.0) -> torch.Tensor:

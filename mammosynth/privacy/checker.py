@@ -341,6 +341,7 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
         "calibration": calibration.to_dict(),
         "siamese_verification": {"split": calibration_split,
                                  **evaluate_embeddings(held_emb, held["study_id"].tolist())},
+        "embedder": {k: embedder.config[k] for k in ("input_size", "flip_invariant", "zoom_tta")},
     }
     if {"laterality", "view"} <= set(held.columns):
         report["siamese_relations"] = relation_breakdown(held_emb, held["study_id"].tolist(),

@@ -219,6 +219,17 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * float(value):.2f}%"
 
 
+def _embedding_views(embedder: dict) -> str:
+    """" Embeddings sum the features of …" for a build report's ``embedder`` entry ("" without one)."""
+    if not embedder.get("input_size"):
+        return ""
+    height, width = embedder["input_size"]
+    flips = "the four flips of " if embedder.get("flip_invariant", True) else ""
+    zooms = embedder.get("zoom_tta") or []
+    zoomed = f" and of its zooms ×{', ×'.join(f'{z:g}' for z in zooms)} (`--zoom-tta`)" if zooms else ""
+    return f" Embeddings sum the features of {flips}the image at {height}×{width}{zoomed}."
+
+
 def component_sections(ckpt: Path) -> str:
     """Markdown for the parts other stages add to a checkpoint, from the files they leave.
 
@@ -242,11 +253,7 @@ def component_sections(ckpt: Path) -> str:
         rel = b.get("siamese_relations") or {}
         relations = ("\n* Same-study partners ranked within R, by relation: " + "; ".join(
             f"{k} {v['within_r']:.1%} (median rank {v['median_rank']:g})" for k, v in rel.items()) + ".") if rel else ""
-        emb = b.get("embedder") or {}
-        views = (f" Embeddings sum the features of {'the four flips of ' if emb.get('flip_invariant', True) else ''}"
-                 f"the image at {emb['input_size'][0]}×{emb['input_size'][1]}"
-                 + (f" and of its zooms ×{', ×'.join(f'{z:g}' for z in emb['zoom_tta'])} (`--zoom-tta`)"
-                    if emb.get("zoom_tta") else "") + ".") if emb.get("input_size") else ""
+        views = _embedding_views(b.get("embedder") or {})
         parts.append(f"""## Privacy checker (`privacy_checker/`)
 
 Siamese re-identification network (`SiameseEmbedder`), {how}, indexed by `mammosynth build-index`.{views}
