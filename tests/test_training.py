@@ -342,3 +342,61 @@ def test_resume_refuses_a_checkpoint_without_its_train_state(tmp_path):
         common.resume_state(tmp_path, "latest")
     state, path = common.resume_state(tmp_path / "fresh", "latest")
     assert path is None and state.step == 0
+
+
+def test_min_snr_weights_match_the_formula():
+    from diffusers import DDPMScheduler
+
+    from mammosynth.pipelines.pipeline_mammo_ldm import default_scheduler
+
+    eps = DDPMScheduler.from_config(default_scheduler().config)
+    t = torch.tensor([0, 50, 200, 500, 999])
+    a = eps.alphas_cumprod[t].double()
+    snr = a / (1 - a)
+    expected = torch.minimum(snr, torch.full_like(snr, 5.0)) / snr
+    torch.testing.assert_close(train_ldm.min_snr_weights(eps, t, 5.0).double(), expected, rtol=1e-5, atol=0)
+    assert expected[0] < 0.01 and expected[-1] == 1  # clean timesteps weigh little, noisy ones fully
+    v = DDPMScheduler.from_config(eps.config, prediction_type="v_prediction")
+    torch.testing.assert_close(train_ldm.min_snr_weights(v, t, 5.0).double(),
+                               torch.minimum(snr, torch.full_like(snr, 5.0)) / (snr + 1), rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        train_ldm.min_snr_weights(eps, t, 0.0)
+
+
+def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
+    from diffusers import DDPMScheduler
+
+    from mammosynth.models.conditioning import ConditionEncoder
+    from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
+    from mammosynth.pipelines.pipeline_mammo_ldm import default_scheduler
+
+    cache = torch.load(ldm_run / "latents.pt", weights_only=True)
+    torch.manual_seed(0)
+    unet = build_unet(sample_size=tuple(cache["mean"].shape[-2:]), **UNET_PRESETS["tiny"])
+    denoiser = train_ldm.Denoiser(unet, ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet)))
+    scheduler = DDPMScheduler.from_config(default_scheduler().config)
+    idx = np.arange(8) % len(cache["mean"])
+
+    def loss(gamma):
+        args = train_ldm.parse_args(["--data", "x", "--vae", "x", "--out", "x", "--cond_dropout", "0.1",
+                                     *([] if gamma is None else ["--snr_gamma", str(gamma)])])
+        with torch.no_grad():
+            return train_ldm._training_step(denoiser, scheduler, cache, idx, 1.0, torch.Generator().manual_seed(3),
+                                            args, "cpu").item()
+
+    plain = loss(None)
+    assert loss(1e9) == pytest.approx(plain, rel=1e-5)  # every weight is 1 when gamma exceeds every SNR
+    assert loss(0.5) < plain  # timesteps with SNR above gamma are down-weighted
+
+
+def test_a_later_ldm_leg_can_switch_on_min_snr(ldm_run, vae_run, tmp_path):
+    leg = tmp_path / "ldm"
+    leg.mkdir()
+    shutil.copytree(ldm_run / "checkpoints" / "checkpoint-4", leg / "checkpoints" / "checkpoint-4")
+    shutil.copy(ldm_run / "run.json", leg / "run.json")
+    data = json.loads((ldm_run / "run.json").read_text())["data"]["root"]
+    train_ldm.main(train_ldm.parse_args(["--data", data, "--vae", str(vae_run), "--out", str(leg),
+                                         "--max_train_steps", "6", "--snr_gamma", "5", *TINY_LDM]))
+    assert [int(r["step"]) for r in read_log(leg / "log.csv")] == [5, 6]
+    run = json.loads((leg / "run.json").read_text())
+    assert run["invocations"][-1]["config"]["snr_gamma"] == 5.0 and run["metrics"]["steps"] == 6

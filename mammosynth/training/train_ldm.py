@@ -32,7 +32,7 @@ from . import common, options
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "Denoiser", "VALIDATION_CONDITIONS", "resolve_vae_folder"]
+__all__ = ["parse_args", "main", "Denoiser", "VALIDATION_CONDITIONS", "resolve_vae_folder", "min_snr_weights"]
 
 #: Conditions of the validation grid (one image each; boxes in the displayed frame).
 VALIDATION_CONDITIONS: list[dict] = [
@@ -131,11 +131,31 @@ def _training_step(denoiser, noise_scheduler, cache, idx, scaling: float, genera
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     codes = {k: v.to(device) for k, v in codes.items()}
     pred = denoiser(noisy.to(device), timesteps.to(device), codes, masks.to(device))
+    v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
+    target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
+    if not args.snr_gamma:
+        return F.mse_loss(pred.float(), target.to(device).float())
+    return F.mse_loss(pred.float(), target.to(device).float(), reduction="none").mean(dim=(1, 2, 3)).mul(
+        min_snr_weights(noise_scheduler, timesteps, args.snr_gamma).to(device)).mean()
+
+
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample Min-SNR-γ loss weights (Hang et al. 2023, as in diffusers' training examples).
+
+    With SNR(t) = ᾱ_t / (1 − ᾱ_t): ``min(SNR, γ) / SNR`` for ε-prediction and
+    ``min(SNR, γ) / (SNR + 1)`` for v-prediction, so the nearly clean timesteps, whose noise is
+    easy to regress, stop dominating the gradient and the noisy ones that draw the global
+    layout get their share.
+    """
+    from diffusers.training_utils import compute_snr
+
+    if not gamma > 0:
+        raise ValueError(f"snr_gamma has to be > 0, got {gamma}")
+    snr = compute_snr(noise_scheduler, timesteps).float()
+    clipped = torch.clamp(snr, max=gamma)
     if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    return F.mse_loss(pred.float(), target.to(device).float())
+        return clipped / (snr + 1)
+    return clipped / snr
 
 
 def main(args: argparse.Namespace) -> dict:
