@@ -308,6 +308,15 @@ def test_model_card_sections_come_from_the_component_files(tmp_path):
     assert "* FID 12.5 (floor 3.1)" in card and "\n# Evaluation" not in card
 
 
+def test_model_card_names_the_leg_that_switched_on_min_snr():
+    from mammosynth.training.model_card import ldm_loss_label
+
+    legs = [{"config": {"max_train_steps": 2000}}, {"config": {"max_train_steps": 4400, "snr_gamma": None}},
+            {"config": {"max_train_steps": 12000, "snr_gamma": 5.0}}]
+    assert ldm_loss_label(legs[:2]) == "ε-prediction MSE"
+    assert ldm_loss_label(legs).startswith("ε-prediction MSE; Min-SNR-5 weighting from step 4,400 ")
+
+
 def test_csv_log_widens_for_new_columns_and_truncates_on_resume(tmp_path):
     log = common.CsvLogger(tmp_path / "log.csv")
     log.log(10, {"loss": 0.5})

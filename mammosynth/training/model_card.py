@@ -23,7 +23,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "render_model_card", "component_sections", "main"]
+__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "ldm_loss_label", "render_model_card", "component_sections",
+           "main"]
 
 LESIONS = ("none", "mass", "calcification", "architectural_distortion", "asymmetry")
 DENSITIES = ("A", "B", "C", "D")
@@ -134,6 +135,19 @@ def _folder_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*.safetensors")) / 1e6 if path.exists() else 0.0
 
 
+def ldm_loss_label(invocations: list[dict]) -> str:
+    """The LDM loss as trained over the legs of a run (``run.json`` ``invocations``), e.g.
+    ``"ε-prediction MSE; Min-SNR-5 weighting from step 4,400 (…)"`` when a later leg turned it on."""
+    done = 0
+    for invocation in invocations:
+        config = invocation.get("config", {})
+        if config.get("snr_gamma"):
+            return (f"ε-prediction MSE; Min-SNR-{config['snr_gamma']:g} weighting from step {done:,} "
+                    "(the losses after it are weighted, so lower by construction)")
+        done = config.get("max_train_steps") or done
+    return "ε-prediction MSE"
+
+
 def render_model_card(info: dict[str, Any]) -> str:
     """The model card (Markdown) from collected numbers (see :func:`main` for the keys)."""
     vae, ldm, data, cond = info["vae"], info["ldm"], info["data"], info.get("conditioning") or {}
@@ -185,7 +199,7 @@ during training (the lesion mask is dropped with the lesion field).
 | stage | steps | minutes | batch | loss first → last |
 |---|---|---|---|---|
 | VAE (L1{f" ×{1 + vae['lesion_weight']:g} inside lesion boxes" if vae.get('lesion_weight') else ''} + 0.5·(1−SSIM) + 1e-6·KL, {vae.get('crop', '?')} crops{f", {vae['lesion_crop_prob']:.0%} centred on the lesion" if vae.get('lesion_crop_prob') else ''}) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
-| LDM (ε-prediction MSE, EMA 0.999) | {ldm.get('steps')} | {ldm.get('elapsed_min', 0):.1f} | {ldm.get('batch')} | {ldm.get('first_loss', float('nan')):.4f} → {ldm.get('final_loss', float('nan')):.4f} |
+| LDM ({ldm.get('loss_label', 'ε-prediction MSE')}, EMA 0.999) | {ldm.get('steps')} | {ldm.get('elapsed_min', 0):.1f} | {ldm.get('batch')} | {ldm.get('first_loss', float('nan')):.4f} → {ldm.get('final_loss', float('nan')):.4f} |
 
 Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}.
 
@@ -355,7 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
            "lesion_crop_prob": vae_info.get("config", {}).get("lesion_crop_prob", 0.0)}
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
-           "batch": ldm_info.get("config", {}).get("train_batch_size")}
+           "batch": ldm_info.get("config", {}).get("train_batch_size"),
+           "loss_label": ldm_loss_label(ldm_info.get("invocations", []))}
     data = dict(ldm_info.get("data", {}))
     if args.data:
         from ..data.prepared import load_prepared
