@@ -317,6 +317,17 @@ def test_model_card_names_the_leg_that_switched_on_min_snr():
     assert ldm_loss_label(legs).startswith("ε-prediction MSE; Min-SNR-5 weighting from step 4,400 ")
 
 
+def test_model_card_says_how_latents_are_scaled():
+    from mammosynth.models.autoencoder import build_vae
+    from mammosynth.training.model_card import latent_norm_label
+
+    vae = build_vae(**{"block_out_channels": (8, 8, 16, 16), "norm_num_groups": 4})
+    vae.register_to_config(scaling_factor=0.5233)
+    assert latent_norm_label(vae) == "latents scaled by the VAE scaling_factor 0.5233"
+    vae.register_to_config(latents_mean=[1.0, 2.0, 3.0, 4.0], latents_std=[0.5, 0.25, 1.0, 2.0])
+    assert "standardised per channel" in latent_norm_label(vae) and "std 0.500, 0.250, 1.000, 2.000" in latent_norm_label(vae)
+
+
 def test_csv_log_widens_for_new_columns_and_truncates_on_resume(tmp_path):
     log = common.CsvLogger(tmp_path / "log.csv")
     log.log(10, {"loss": 0.5})
@@ -390,8 +401,8 @@ def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
         args = train_ldm.parse_args(["--data", "x", "--vae", "x", "--out", "x", "--cond_dropout", "0.1",
                                      *([] if gamma is None else ["--snr_gamma", str(gamma)])])
         with torch.no_grad():
-            return train_ldm._training_step(denoiser, scheduler, cache, idx, 1.0, torch.Generator().manual_seed(3),
-                                            args, "cpu").item()
+            return train_ldm._training_step(denoiser, scheduler, cache, idx, (torch.zeros(4), torch.ones(4)),
+                                            torch.Generator().manual_seed(3), args, "cpu").item()
 
     plain = loss(None)
     assert loss(1e9) == pytest.approx(plain, rel=1e-5)  # every weight is 1 when gamma exceeds every SNR
@@ -409,3 +420,53 @@ def test_a_later_ldm_leg_can_switch_on_min_snr(ldm_run, vae_run, tmp_path):
     assert [int(r["step"]) for r in read_log(leg / "log.csv")] == [5, 6]
     run = json.loads((leg / "run.json").read_text())
     assert run["invocations"][-1]["config"]["snr_gamma"] == 5.0 and run["metrics"]["steps"] == 6
+
+
+def test_per_channel_latent_standardisation_round_trips_and_is_checked():
+    from mammosynth.models.autoencoder import build_vae, channel_stats, from_model_space, latent_affine, to_model_space
+
+    vae = build_vae(**{"block_out_channels": (8, 8, 16, 16), "norm_num_groups": 4})
+    vae.register_to_config(scaling_factor=0.5)
+    z = torch.randn(6, 4, 4, 3) * torch.tensor([2.0, 0.25, 3.0, 1.0]).view(1, 4, 1, 1) + torch.tensor([1.0, 2.0, 0, -1]).view(1, 4, 1, 1)
+    torch.testing.assert_close(to_model_space(vae, z), z * 0.5)  # no statistics: the global scale
+    mean, std = channel_stats(z)
+    assert mean[1] == pytest.approx(float(z[:, 1].mean()), abs=1e-5) and std[2] == pytest.approx(float(z[:, 2].std()), rel=1e-4)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    model = to_model_space(vae, z)
+    torch.testing.assert_close(model.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(from_model_space(vae, model), z, atol=1e-5, rtol=0)
+    vae.register_to_config(latents_std=[1.0, 0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="latents_std"):
+        latent_affine(vae)
+    with pytest.raises(ValueError, match="constant"):
+        channel_stats(torch.ones(2, 4, 3, 3))
+
+
+def test_ldm_with_per_channel_latents_saves_its_statistics(toy, vae_run, tmp_path):
+    out = tmp_path / "ldm"
+    assert cli(["train-ldm", "--data", str(toy), "--vae", str(vae_run), "--out", str(out), "--max_train_steps", "2",
+                "--latent_norm", "channel", *TINY_LDM]) == 0
+    cache = torch.load(out / "latents.pt", weights_only=True)
+    from mammosynth.models.autoencoder import channel_stats
+
+    mean, std = channel_stats(cache["mean"])
+    config = json.loads((out / "pipeline" / "vae" / "config.json").read_text())
+    assert config["latents_mean"] == pytest.approx(mean) and config["latents_std"] == pytest.approx(std)
+    assert json.loads((vae_run / "vae" / "config.json").read_text()).get("latents_mean") is None  # source VAE kept
+    pipe = MammoLDMPipeline.from_pretrained(out / "pipeline", requires_privacy_checker=False)
+    data = json.loads((out / "run.json").read_text())["data"]["root"]
+    from mammosynth.data.prepared import load_prepared
+
+    prepared = load_prepared(data)
+    frames = prepared.frames(prepared.split("training")["index"].to_numpy())
+    latents = pipe.encode_images(frames)  # the pipeline works in the standardised space
+    torch.testing.assert_close(latents.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-3, rtol=0)
+    torch.testing.assert_close(latents.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-3, rtol=0)
+    image = pipe.decode_latents(latents[:1])
+    direct = pipe.vae.decode(pipe.vae.encode(torch.from_numpy(frames[:1].astype(np.float32))[:, None] / 32767.5 - 1)
+                             .latent_dist.mode()).sample
+    torch.testing.assert_close(image, ((direct[:, 0] + 1) / 2).clamp(0, 1), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="--latent_norm channel"):  # a VAE that carries statistics needs it
+        train_ldm.main(train_ldm.parse_args(["--data", data, "--vae", str(out / "pipeline" / "vae"), "--out",
+                                             str(tmp_path / "again"), "--max_train_steps", "1", *TINY_LDM]))

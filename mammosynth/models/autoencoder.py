@@ -2,7 +2,11 @@
 
 A 256×192 frame in [-1, 1] becomes a 4×32×24 latent. ``vae.config.scaling_factor`` is
 measured from data (:func:`measure_scaling_factor`: 1 / std of the latents) so that the
-scaled latents the diffusion model sees have unit variance.
+scaled latents the diffusion model sees have unit variance. Per-channel standardisation
+(``latents_mean`` / ``latents_std`` in the config, :func:`latent_affine`) replaces it when
+the channels' spreads differ a lot: with one global scale, a channel with a quarter of the
+spread of the others is drowned by the diffusion noise early, the denoiser recovers it badly,
+and the generated latents keep noise in it that the decoder draws as a grid texture.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import Iterable, Sequence
 import torch
 from diffusers import AutoencoderKL
 
-__all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_factor", "downsample_factor"]
+__all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_factor", "downsample_factor",
+           "latent_affine", "to_model_space", "from_model_space", "channel_stats"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 VAE_PRESETS: dict[str, dict] = {
@@ -58,6 +63,49 @@ def downsample_factor(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def latent_affine(vae: AutoencoderKL) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(shift, scale)``, one value per latent channel: the diffusion model sees ``(z − shift) · scale``.
+
+    With ``latents_mean`` / ``latents_std`` in the VAE config (per-channel standardisation,
+    set by ``train-ldm --latent_norm channel``) that is ``(mean, 1 / std)``; otherwise
+    ``(0, scaling_factor)``, the single global scale of Stable Diffusion.
+    """
+    config = vae.config
+    channels = config.latent_channels
+    if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
+        mean = torch.tensor(config.latents_mean, dtype=torch.float32)
+        std = torch.tensor(config.latents_std, dtype=torch.float32)
+        if mean.shape != (channels,) or std.shape != (channels,) or not bool((std > 0).all()):
+            raise ValueError(f"the VAE config's latents_mean {config.latents_mean} / latents_std {config.latents_std} "
+                             f"must hold {channels} values each, with every std > 0")
+        return mean, 1.0 / std
+    return torch.zeros(channels), torch.full((channels,), float(config.scaling_factor))
+
+
+def to_model_space(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """Unscaled VAE latents ``(N,C,h,w)`` → the latents the diffusion model works on."""
+    shift, scale = (v.to(latents.device, latents.dtype).view(1, -1, 1, 1) for v in latent_affine(vae))
+    return (latents - shift) * scale
+
+
+def from_model_space(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_model_space`."""
+    shift, scale = (v.to(latents.device, latents.dtype).view(1, -1, 1, 1) for v in latent_affine(vae))
+    return latents / scale + shift
+
+
+def channel_stats(latents: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of unscaled latents ``(N,C,h,w)`` (for
+    ``latents_mean`` / ``latents_std``)."""
+    if latents.dim() != 4 or len(latents) == 0:
+        raise ValueError(f"channel_stats needs latents of shape (N, C, h, w) with N > 0, got {tuple(latents.shape)}")
+    values = latents.double().transpose(0, 1).flatten(1)
+    std = values.std(dim=1)
+    if not bool((std > 0).all()):
+        raise ValueError(f"a latent channel is constant (std {std.tolist()}); is the VAE trained?")
+    return [float(v) for v in values.mean(dim=1)], [float(v) for v in std]
+
+
 def encode(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Images ``(N,1,H,W)`` in [-1, 1] → *scaled* latents ``(N,C,H/f,W/f)``.
@@ -66,12 +114,12 @@ def encode(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
     """
     dist = vae.encode(images.to(device=vae.device, dtype=vae.dtype)).latent_dist
     latents = dist.sample(generator) if sample else dist.mode()
-    return latents * vae.config.scaling_factor
+    return to_model_space(vae, latents)
 
 
 def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents → images ``(N,1,H,W)``, roughly in [-1, 1] (not clipped)."""
-    latents = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+    latents = from_model_space(vae, latents.to(device=vae.device, dtype=vae.dtype))
     return vae.decode(latents).sample
 
 

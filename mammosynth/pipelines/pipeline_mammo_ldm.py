@@ -3,7 +3,8 @@
 Components (a diffusers folder: ``model_index.json``, ``vae/``, ``unet/``,
 ``condition_encoder/``, ``scheduler/``, optionally ``privacy_checker/``):
 
-* ``vae`` – 1-channel ``AutoencoderKL`` (f = 8), ``config.scaling_factor`` measured from data
+* ``vae`` – 1-channel ``AutoencoderKL`` (f = 8), ``config.scaling_factor`` (or per-channel
+  ``latents_mean`` / ``latents_std``) measured from data
 * ``unet`` – ``UNet2DModel`` over ``latents ⊕ lesion mask`` with ``class_embed_type="identity"``
 * ``condition_encoder`` – :class:`~mammosynth.models.conditioning.ConditionEncoder`
 * ``scheduler`` – any diffusers scheduler (DPM-Solver++ by default)
@@ -37,6 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..conditions import ConditionError, Conditions, Laterality
 from ..models.conditioning import CONDITION_FIELDS, unconditional_codes
+from ..models.autoencoder import from_model_space, to_model_space
 from ..models.unet import latent_mask
 
 logger = logging.getLogger(__name__)
@@ -272,12 +274,12 @@ class MammoLDMPipeline(DiffusionPipeline):
         if frames.ndim != 3 or frames.dtype != np.uint16:
             raise ValueError(f"frames must be uint16 (N, H, W), got {frames.dtype} {frames.shape}")
         x = to_unit_range(frames[:, None]).to(self._execution_device, self.vae.dtype)
-        return self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+        return to_model_space(self.vae, self.vae.encode(x).latent_dist.mode())
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → float images ``(N, H, W)`` in [0, 1] (canonical)."""
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        images = self.vae.decode(from_model_space(self.vae, latents.to(self.vae.dtype))).sample
         return ((images.float()[:, 0] + 1) / 2).clamp(0, 1)
 
     def _step_kwargs(self, generator, eta: float = 0.0) -> dict[str, Any]:

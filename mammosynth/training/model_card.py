@@ -23,8 +23,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "ldm_loss_label", "render_model_card", "component_sections",
-           "main"]
+__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "ldm_loss_label", "latent_norm_label",
+           "render_model_card", "component_sections", "main"]
 
 LESIONS = ("none", "mass", "calcification", "architectural_distortion", "asymmetry")
 DENSITIES = ("A", "B", "C", "D")
@@ -148,6 +148,15 @@ def ldm_loss_label(invocations: list[dict]) -> str:
     return "ε-prediction MSE"
 
 
+def latent_norm_label(vae) -> str:
+    """How the UNet's latents relate to the VAE's, for the card's model table."""
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return f"latents scaled by the VAE scaling_factor {vae.config.scaling_factor:.4f}"
+    return ("latents standardised per channel (`--latent_norm channel`; mean "
+            f"{', '.join(f'{v:.3f}' for v in mean)}; std {', '.join(f'{v:.3f}' for v in std)}, in vae/config.json)")
+
+
 def render_model_card(info: dict[str, Any]) -> str:
     """The model card (Markdown) from collected numbers (see :func:`main` for the keys)."""
     vae, ldm, data, cond = info["vae"], info["ldm"], info["data"], info.get("conditioning") or {}
@@ -187,7 +196,7 @@ or `mammosynth sample --checkpoint checkpoints/mammosynth-phantom-256 --out out/
 | part | what | parameters | fp16 size |
 |---|---|---|---|
 | vae | `AutoencoderKL`, 1 channel, f=8, blocks {tuple(vae.get('block_out_channels', ()))}, scaling_factor {vae.get('scaling_factor', float('nan')):.4f} | {vae.get('params_m', 0):.1f} M | {info['sizes_mb']['vae']:.1f} MB |
-| unet | `UNet2DModel` on 4 latent + 1 lesion-mask channels, blocks {tuple(ldm.get('block_out_channels', ()))}, condition vector added to the time embedding | {ldm.get('params_m', 0):.1f} M | {info['sizes_mb']['unet']:.1f} MB |
+| unet | `UNet2DModel` on 4 latent + 1 lesion-mask channels, blocks {tuple(ldm.get('block_out_channels', ()))}, condition vector added to the time embedding; {ldm.get('latent_norm', 'latents scaled by the VAE scaling_factor')} | {ldm.get('params_m', 0):.1f} M | {info['sizes_mb']['unet']:.1f} MB |
 | condition_encoder | per-field embeddings (0 = unspecified) → MLP | {ldm.get('encoder_params_m', 0):.2f} M | {info['sizes_mb']['condition_encoder']:.1f} MB |
 | scheduler | DPM-Solver++ (2M), 1000 training steps, scaled-linear betas | | |
 
@@ -370,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
            "batch": ldm_info.get("config", {}).get("train_batch_size"),
-           "loss_label": ldm_loss_label(ldm_info.get("invocations", []))}
+           "loss_label": ldm_loss_label(ldm_info.get("invocations", [])), "latent_norm": latent_norm_label(pipe.vae)}
     data = dict(ldm_info.get("data", {}))
     if args.data:
         from ..data.prepared import load_prepared

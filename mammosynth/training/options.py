@@ -75,6 +75,10 @@ def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--cond_dropout", type=float, default=0.1, help="per-field dropout for CFG")
     parser.add_argument("--cond_drop_all", type=float, default=0.1, help="probability to drop every field")
     parser.add_argument("--num_train_timesteps", type=int, default=1000)
+    parser.add_argument("--latent_norm", choices=("global", "channel"), default="global",
+                        help="how latents are scaled for the UNet: 'global' = the VAE's scaling_factor; 'channel' = "
+                             "standardise each channel by its mean/std over the training latents (stored in the "
+                             "saved pipeline's vae/config.json as latents_mean/latents_std)")
     parser.add_argument("--snr_gamma", type=float, default=None,
                         help="Min-SNR loss weighting (Hang et al. 2023): weight each timestep by min(SNR, gamma) / SNR "
                              "(epsilon) or / (SNR + 1) (v-prediction); 5 is the paper's value. Default: plain MSE")

@@ -2,6 +2,8 @@
 
 The training split is encoded once with the frozen VAE (posterior mean and std, cached
 in ``<out>/latents.pt`` and re-used on resume); each step samples ``z = mean + std·ε``,
+maps it to the model's latent space (the VAE's ``scaling_factor``, or with
+``--latent_norm channel`` per-channel standardisation by the training latents' statistics),
 adds noise at a random timestep, drops condition fields at random for classifier-free
 guidance (the lesion mask goes with the lesion field) and regresses the noise.
 
@@ -118,12 +120,15 @@ def _latent_cache(accelerator, vae, dataset, out: Path, key: str) -> dict[str, t
     return torch.load(path, weights_only=True)
 
 
-def _training_step(denoiser, noise_scheduler, cache, idx, scaling: float, generator, args, device):
+def _training_step(denoiser, noise_scheduler, cache, idx, affine: tuple[torch.Tensor, torch.Tensor], generator, args,
+                   device):
+    """One loss on a batch; ``affine = (shift, scale)`` per channel maps VAE latents to model latents."""
     from ..models.conditioning import CONDITION_FIELDS, drop_conditions
 
     idx_t = torch.from_numpy(idx)
     mean, std = cache["mean"][idx_t], cache["std"][idx_t]
-    latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scaling
+    shift, scale = (v.view(1, -1, 1, 1) for v in affine)
+    latents = (mean + std * torch.randn(mean.shape, generator=generator) - shift) * scale
     noise = torch.randn(latents.shape, generator=generator)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=generator)
     codes = {f: cache[f][idx_t] for f in CONDITION_FIELDS}
@@ -165,6 +170,7 @@ def main(args: argparse.Namespace) -> dict:
 
     from ..data.dataset import PreparedDataset
     from ..data.prepared import load_prepared
+    from ..models.autoencoder import channel_stats, latent_affine
     from ..models.conditioning import ConditionEncoder
     from ..models.unet import UNET_PRESETS, build_unet, time_embed_dim
     from ..pipelines.pipeline_mammo_ldm import default_scheduler
@@ -199,12 +205,20 @@ def main(args: argparse.Namespace) -> dict:
         common.write_run_info(out, args, "ldm", {"vae": {"folder": str(vae_folder), "sha256": _file_sha(vae_folder)},
                                                  "model": {"unet": dict(unet.config), "condition_encoder": dict(encoder.config)}})
     cache = _latent_cache(accelerator, vae, train, out, key=f"{_file_sha(vae_folder)}:{common.manifest_sha256(args.data)}")
-    scaling = float(vae.config.scaling_factor)
+    if args.latent_norm == "channel":  # the pipeline's VAE config carries the statistics (the source folder is kept)
+        latents_mean, latents_std = channel_stats(cache["mean"])
+        vae.register_to_config(latents_mean=latents_mean, latents_std=latents_std)
+        logger.info("per-channel latent standardisation: mean %s, std %s", np.round(latents_mean, 4).tolist(),
+                    np.round(latents_std, 4).tolist())
+    elif getattr(vae.config, "latents_mean", None) is not None:
+        raise ValueError(f"the VAE in {vae_folder} carries per-channel latents_mean/latents_std; train with "
+                         "--latent_norm channel (or use a VAE without them)")
+    affine = latent_affine(vae)
 
     denoiser = Denoiser(unet, encoder)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
     state, resume = common.resume_state(out, args.resume_from_checkpoint)
-    common.plan_steps(state, args, lambda: _calibrate(denoiser, noise_scheduler, cache, scaling, train, args))
+    common.plan_steps(state, args, lambda: _calibrate(denoiser, noise_scheduler, cache, affine, train, args))
 
     lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
                                             state.max_train_steps, accelerator.num_processes)
@@ -226,7 +240,7 @@ def main(args: argparse.Namespace) -> dict:
                                        accelerator.process_index, accelerator.num_processes)
             g = common.step_generator(args.seed, micro_step, accelerator.process_index)
             with accelerator.accumulate(prepared):
-                loss = _training_step(prepared, noise_scheduler, cache, idx, scaling, g, args, accelerator.device)
+                loss = _training_step(prepared, noise_scheduler, cache, idx, affine, g, args, accelerator.device)
                 common.optimizer_step(accelerator, prepared, loss, optimizer, lr_scheduler, args.max_grad_norm)
         if ema is not None:
             ema.step(denoiser.parameters())
@@ -290,7 +304,7 @@ def _validate(pipe, args, path: Path) -> Path:
     return path
 
 
-def _calibrate(denoiser, noise_scheduler, cache, scaling, train, args) -> int:
+def _calibrate(denoiser, noise_scheduler, cache, affine, train, args) -> int:
     probe = copy.deepcopy(denoiser)
     opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
     n = len(cache["mean"])
@@ -298,7 +312,7 @@ def _calibrate(denoiser, noise_scheduler, cache, scaling, train, args) -> int:
     def step(i: int) -> None:
         for _ in range(args.gradient_accumulation_steps):
             idx = common.batch_indices(n, args.train_batch_size, i, args.seed + 1)
-            loss = _training_step(probe, noise_scheduler, cache, idx, scaling, common.step_generator(args.seed, i, 99),
+            loss = _training_step(probe, noise_scheduler, cache, idx, affine, common.step_generator(args.seed, i, 99),
                                   args, "cpu")
             loss.backward()
         opt.step()
