@@ -338,6 +338,14 @@ def test_wrong_config(saved):
         MammoLDMPipeline.from_pretrained(saved)
 
 
+def test_wrong_latent_statistics_are_named(saved):
+    config = json.loads((saved / "vae" / "config.json").read_text())
+    config["latents_mean"], config["latents_std"] = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]  # 3 values for 4 channels
+    (saved / "vae" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="latents_mean .* must hold 4 values each"):
+        MammoLDMPipeline.from_pretrained(saved)
+
+
 def test_mismatched_components_are_named():
     torch.manual_seed(0)
     vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])

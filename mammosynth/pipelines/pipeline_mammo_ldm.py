@@ -38,7 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..conditions import ConditionError, Conditions, Laterality
 from ..models.conditioning import CONDITION_FIELDS, unconditional_codes
-from ..models.autoencoder import from_model_space, to_model_space
+from ..models.autoencoder import from_model_space, latent_affine, to_model_space
 from ..models.unet import latent_mask
 
 logger = logging.getLogger(__name__)
@@ -517,6 +517,10 @@ def check_components(vae, unet, condition_encoder) -> None:
             f"the UNet must take {latent} latent channels + 1 mask channel and return {latent}; it has "
             f"in_channels={unet.config.in_channels}, out_channels={unet.config.out_channels}"
         )
+    try:
+        latent_affine(vae)
+    except ValueError as error:
+        raise CheckpointError(f"{error}; re-copy the checkpoint or re-train it with `mammosynth train-ldm`") from None
     if getattr(unet.config, "class_embed_type", None) != "identity":
         raise CheckpointError(f"the UNet must have class_embed_type='identity', has {unet.config.class_embed_type!r}")
     needed = unet.config.block_out_channels[0] * 4
