@@ -6,16 +6,14 @@
 #           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
 # Output: runs/bundled/{vae,ldm}/ (run folders: config, git sha, data hash, logs, checkpoints)
 #         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
-# The shipped checkpoint: RUNS=runs/bundled4 (its vae/ is runs/bundled2/vae; its ldm/ is
-# runs/bundled2/ldm, 2000 steps, resumed to 4400 steps by the second leg below (runs/bundled3/ldm)
-# and to 12000 steps by the third, with Min-SNR-5 loss weighting and THREADS=2 on a quiet machine).
+# The shipped checkpoint: RUNS=runs/bundled5 (its vae/ is runs/bundled2/vae, made by stage 1 with
+# THREADS=1 beside a second job; its ldm/ is one 7000-step leg of stage 2 with THREADS=2 alone).
 #
-# Budget on 2 cores with one torch thread per job and a second job beside it (the bundled run):
-# VAE 1400 steps in 42 min + 4 min evaluation; LDM leg 1, 2000 steps in 45 min + 7 min latent
-# encoding; LDM leg 2 to 4400 steps in 65 min; leg 3 to 12000 steps in ~95 min with THREADS=2 alone
-# (0.74 s/step); model card ~4 min. Fixed step counts (VAE_STEPS,
-# LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible whatever the machine's load; the minutes
-# (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative) are only a cap.
+# Budget on 2 cores: VAE 1400 steps in 42 min (THREADS=1, a second job beside it) + 4 min evaluation;
+# LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; model card
+# ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible
+# whatever the machine's load; the minutes (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per
+# later leg, cumulative) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
 # ones were made by the commands below. The Siamese run has three cosine legs (each later leg a warm
 # restart; --max_minutes is cumulative over the run): 2200 steps in 79 min (ran as
@@ -39,14 +37,12 @@ CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}
 THREADS=${THREADS:-1}
 NOTES=${NOTES-docs/bundled-model-notes.md}   # the card's "known weaknesses" text; NOTES= for none
 VAE_MINUTES=${VAE_MINUTES:-90}
-LDM_MINUTES=${LDM_MINUTES:-100}
+LDM_MINUTES=${LDM_MINUTES:-200}   # a cap only (7000 steps take ~85 min with THREADS=2 alone, ~170 with THREADS=1)
 # Fixed step counts (reproducible whatever the machine's load); the minutes stay as a cap.
 VAE_STEPS=${VAE_STEPS:-1400}
-LDM_STEPS=${LDM_STEPS:-2000}
-LDM_EXTEND_STEPS=${LDM_EXTEND_STEPS-4400 12000}   # later legs (totals); empty: one leg only
-LDM_EXTEND_MINUTES=${LDM_EXTEND_MINUTES:-120}  # added to the cumulative --max_minutes cap per leg
-LDM_SNR_GAMMA=${LDM_SNR_GAMMA:-5}   # Min-SNR-gamma loss weighting for the legs that start at >= LDM_SNR_FROM steps
-LDM_SNR_FROM=${LDM_SNR_FROM:-4400}  # (the shipped run's first two legs used the plain MSE); empty gamma: never
+LDM_STEPS=${LDM_STEPS:-7000}
+LDM_EXTEND_STEPS=${LDM_EXTEND_STEPS-}   # later legs (space-separated totals); empty: one leg only
+LDM_EXTEND_MINUTES=${LDM_EXTEND_MINUTES:-60}  # added to the cumulative --max_minutes cap per leg
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
@@ -86,13 +82,12 @@ for leg_steps in ${LDM_STEPS:-0} $LDM_EXTEND_STEPS; do
     echo "LDM already trained to $done_steps steps: $RUNS/ldm"
   else
     leg_arg=--max_train_steps; [ "$leg_steps" -gt 0 ] || leg_arg=
-    snr_arg=; if [ -n "$LDM_SNR_GAMMA" ] && [ "$done_steps" -ge "$LDM_SNR_FROM" ]; then snr_arg="--snr_gamma $LDM_SNR_GAMMA"; fi
     python -m mammosynth.training.train_ldm \
       --data "$DATA" --vae "$RUNS/vae" --out "$RUNS/ldm" --preset bundled \
-      --train_batch_size 16 --learning_rate 3e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
-      --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 $snr_arg \
+      --train_batch_size 16 --learning_rate 4e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
+      --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 --latent_norm channel --snr_gamma 5 \
       --max_minutes "$leg_minutes" ${leg_arg:+$leg_arg $leg_steps} --checkpointing_steps 100 --checkpoints_total_limit 2 \
-      --validation_steps 300 --logging_steps 10 --save_fp16 \
+      --validation_steps 500 --logging_steps 10 --save_fp16 \
       --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
   fi
   leg_minutes=$(( leg_minutes + LDM_EXTEND_MINUTES ))

@@ -148,9 +148,10 @@ def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> t
     """Per-sample Min-SNR-γ loss weights (Hang et al. 2023, as in diffusers' training examples).
 
     With SNR(t) = ᾱ_t / (1 − ᾱ_t): ``min(SNR, γ) / SNR`` for ε-prediction and
-    ``min(SNR, γ) / (SNR + 1)`` for v-prediction, so the nearly clean timesteps, whose noise is
-    easy to regress, stop dominating the gradient and the noisy ones that draw the global
-    layout get their share.
+    ``min(SNR, γ) / (SNR + 1)`` for v-prediction: the nearly clean timesteps (whose noise
+    is hard to tell from fine texture, so their ε-loss stays large while saying little about
+    the image) stop dominating the gradient, and the noisy ones that lay out the breast and
+    background get their share.
     """
     from diffusers.training_utils import compute_snr
 
