@@ -470,3 +470,22 @@ def test_ldm_with_per_channel_latents_saves_its_statistics(toy, vae_run, tmp_pat
     with pytest.raises(ValueError, match="--latent_norm channel"):  # a VAE that carries statistics needs it
         train_ldm.main(train_ldm.parse_args(["--data", data, "--vae", str(out / "pipeline" / "vae"), "--out",
                                              str(tmp_path / "again"), "--max_train_steps", "1", *TINY_LDM]))
+
+
+def test_latent_spread_compares_generated_with_training_latents(ldm_run):
+    from mammosynth.data.prepared import load_prepared
+    from mammosynth.models.autoencoder import from_model_space
+    from mammosynth.training.model_card import latent_spread, render_model_card
+
+    pipe = MammoLDMPipeline.from_pretrained(ldm_run / "pipeline", requires_privacy_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    data = load_prepared(json.loads((ldm_run / "run.json").read_text())["data"]["root"])
+    spread = latent_spread(pipe, data, num_images=4, steps=2)
+    frames = data.frames(data.split("training")["index"].to_numpy()[:4])
+    real = from_model_space(pipe.vae, pipe.encode_images(frames)).float()
+    torch.testing.assert_close(torch.tensor(spread["real_std"]), real.transpose(0, 1).flatten(1).std(dim=1))
+    assert len(spread["ratio"]) == 4 and spread["images"] == 4
+    assert spread["ratio"] == pytest.approx([g / r for g, r in zip(spread["generated_std"], spread["real_std"])])
+    card = render_model_card({"vae": {}, "ldm": {}, "data": {}, "latent_spread": spread,
+                              "sizes_mb": {"vae": 1.0, "unet": 1.0, "condition_encoder": 0.1}})
+    assert f"**{', '.join(f'{v:.2f}' for v in spread['ratio'])}**" in card

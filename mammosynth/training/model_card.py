@@ -23,7 +23,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "ldm_loss_label", "latent_norm_label",
+__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "latent_spread", "ldm_loss_label", "latent_norm_label",
            "render_model_card", "component_sections", "main"]
 
 LESIONS = ("none", "mass", "calcification", "architectural_distortion", "asymmetry")
@@ -53,6 +53,35 @@ def lesion_contrast(image: np.ndarray, box: Sequence[float], ring: float = 0.5) 
     if around.size == 0 or inside.size == 0:
         return float("nan")
     return float((inside.mean() - around.mean()) / (around.std() + 1e-3))
+
+
+@torch.no_grad()
+def latent_spread(pipe, data, num_images: int = 16, steps: int = 20, guidance_scale: float = 3.0,
+                  seed: int = 0) -> dict[str, Any]:
+    """Per-channel spread of generated latents against training latents, in the VAE's own space.
+
+    Encodes the first ``num_images`` training frames (posterior mean) and generates as many
+    latents under the same rows' conditions; returns each channel's standard deviation over
+    images and positions for both, and their ratio (1 = generated latents spread like real
+    ones). A ratio well above 1 in a channel is noise the denoiser left there, which the
+    decoder draws as a grid texture; well below 1 is lost contrast.
+    """
+    from ..data.prepared import row_conditions
+    from ..models.autoencoder import from_model_space
+
+    rows = data.split("training").iloc[:num_images]
+    if len(rows) == 0:
+        raise ValueError("latent_spread needs training images in the prepared dataset")
+    real = from_model_space(pipe.vae, pipe.encode_images(data.frames(rows["index"].to_numpy()))).float()
+    conds = [row_conditions(row, data.height, data.width) for row in rows.to_dict("records")]
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(conds))]
+    made = pipe(conditions=conds, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
+                output_type="latent").images
+    made = from_model_space(pipe.vae, made.to(pipe.vae.dtype)).float()
+    real_std = real.transpose(0, 1).flatten(1).std(dim=1)
+    made_std = made.transpose(0, 1).flatten(1).std(dim=1)
+    return {"images": len(rows), "steps": steps, "real_std": real_std.tolist(), "generated_std": made_std.tolist(),
+            "ratio": (made_std / real_std).tolist()}
 
 
 def _pixels(box, h, w):
@@ -157,6 +186,15 @@ def latent_norm_label(vae) -> str:
             f"{', '.join(f'{v:.3f}' for v in mean)}; std {', '.join(f'{v:.3f}' for v in std)}, in vae/config.json)")
 
 
+def _spread_line(spread: dict | None) -> str:
+    if not spread:
+        return ""
+    ratios = ", ".join(f"{v:.2f}" for v in spread["ratio"])
+    return (f"* Latent spread: the standard deviation of generated latents over that of training latents, per channel, "
+            f"for {spread['images']} training images' conditions ({spread['steps']} steps): **{ratios}** (1 = as "
+            "spread as real latents; above 1 is leftover noise, drawn as a grid texture; below 1 is lost contrast).\n")
+
+
 def render_model_card(info: dict[str, Any]) -> str:
     """The model card (Markdown) from collected numbers (see :func:`main` for the keys)."""
     vae, ldm, data, cond = info["vae"], info["ldm"], info["data"], info.get("conditioning") or {}
@@ -216,7 +254,7 @@ Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}
 
 * VAE reconstruction on {vae.get('images')} phantom **test** images: PSNR **{vae.get('psnr', float('nan')):.2f} dB**, SSIM **{vae.get('ssim', float('nan')):.4f}** (higher is better).
 * Sampling, one image, {info.get('timing', {}).get('steps', 20)} steps with CFG, {info.get('timing', {}).get('threads')} CPU threads: **{info.get('timing', {}).get('seconds', float('nan')):.2f} s** (model loaded); see `benchmarks/bench_sampling.py`.
-* Conditioning (lesion at box {tuple(cond.get('box', CHECK_BOX))}, density C, MLO, L; {cond.get('seeds')} seeds, each paired with
+{_spread_line(info.get('latent_spread'))}* Conditioning (lesion at box {tuple(cond.get('box', CHECK_BOX))}, density C, MLO, L; {cond.get('seeds')} seeds, each paired with
   the same seed and lesion "none"; {cond.get('measure', '')}). Control contrast (no lesion): {cond.get('control_contrast', float('nan')):.2f}.
 
 | lesion | contrast at box | − control | localisation ratio | images above their control |
@@ -381,10 +419,12 @@ def main(argv: list[str] | None = None) -> dict:
            "batch": ldm_info.get("config", {}).get("train_batch_size"),
            "loss_label": ldm_loss_label(ldm_info.get("invocations", [])), "latent_norm": latent_norm_label(pipe.vae)}
     data = dict(ldm_info.get("data", {}))
+    prepared = None
     if args.data:
         from ..data.prepared import load_prepared
 
-        manifest = load_prepared(args.data).manifest
+        prepared = load_prepared(args.data)
+        manifest = prepared.manifest
         data.update({"training": int((manifest["split"] == "training").sum()), "test": int((manifest["split"] == "test").sum())})
     gen = torch.Generator().manual_seed(0)
     pipe(birads=3, num_inference_steps=2, generator=gen)  # warm-up
@@ -396,7 +436,9 @@ def main(argv: list[str] | None = None) -> dict:
         sample_grids(pipe, ckpt, steps=args.steps)
         conditioning = conditioning_check(pipe, num_seeds=args.seeds, steps=args.steps)
         (ckpt / "conditioning.json").write_text(json.dumps(conditioning, indent=2))
+    spread = latent_spread(pipe, prepared, steps=args.steps) if prepared is not None and not args.skip_samples else None
     info = {"vae": vae, "ldm": ldm, "data": data, "conditioning": conditioning, "timing": timing,
+            "latent_spread": spread,
             "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),
             "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")},
             "weaknesses": Path(args.notes).read_text() if args.notes else ""}
