@@ -325,7 +325,8 @@ def test_model_card_says_how_latents_are_scaled():
     vae.register_to_config(scaling_factor=0.5233)
     assert latent_norm_label(vae) == "latents scaled by the VAE scaling_factor 0.5233"
     vae.register_to_config(latents_mean=[1.0, 2.0, 3.0, 4.0], latents_std=[0.5, 0.25, 1.0, 2.0])
-    assert "standardised per channel" in latent_norm_label(vae) and "std 0.500, 0.250, 1.000, 2.000" in latent_norm_label(vae)
+    label = latent_norm_label(vae)
+    assert "standardised per channel" in label and "std 0.500, 0.250, 1.000, 2.000" in label
 
 
 def test_csv_log_widens_for_new_columns_and_truncates_on_resume(tmp_path):
@@ -427,10 +428,12 @@ def test_per_channel_latent_standardisation_round_trips_and_is_checked():
 
     vae = build_vae(**{"block_out_channels": (8, 8, 16, 16), "norm_num_groups": 4})
     vae.register_to_config(scaling_factor=0.5)
-    z = torch.randn(6, 4, 4, 3) * torch.tensor([2.0, 0.25, 3.0, 1.0]).view(1, 4, 1, 1) + torch.tensor([1.0, 2.0, 0, -1]).view(1, 4, 1, 1)
+    spread, offset = torch.tensor([2.0, 0.25, 3.0, 1.0]), torch.tensor([1.0, 2.0, 0, -1])
+    z = torch.randn(6, 4, 4, 3) * spread.view(1, 4, 1, 1) + offset.view(1, 4, 1, 1)
     torch.testing.assert_close(to_model_space(vae, z), z * 0.5)  # no statistics: the global scale
     mean, std = channel_stats(z)
-    assert mean[1] == pytest.approx(float(z[:, 1].mean()), abs=1e-5) and std[2] == pytest.approx(float(z[:, 2].std()), rel=1e-4)
+    assert mean[1] == pytest.approx(float(z[:, 1].mean()), abs=1e-5)
+    assert std[2] == pytest.approx(float(z[:, 2].std()), rel=1e-4)
     vae.register_to_config(latents_mean=mean, latents_std=std)
     model = to_model_space(vae, z)
     torch.testing.assert_close(model.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)

@@ -23,8 +23,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "latent_spread", "ldm_loss_label", "latent_norm_label",
-           "render_model_card", "component_sections", "main"]
+__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "latent_spread", "ldm_loss_label",
+           "latent_norm_label", "render_model_card", "component_sections", "main"]
 
 LESIONS = ("none", "mass", "calcification", "architectural_distortion", "asymmetry")
 DENSITIES = ("A", "B", "C", "D")
