@@ -315,6 +315,7 @@ def test_model_card_names_the_leg_that_switched_on_min_snr():
             {"config": {"max_train_steps": 12000, "snr_gamma": 5.0}}]
     assert ldm_loss_label(legs[:2]) == "ε-prediction MSE"
     assert ldm_loss_label(legs).startswith("ε-prediction MSE; Min-SNR-5 weighting from step 4,400 ")
+    assert ldm_loss_label(legs[2:]).startswith("ε-prediction MSE; Min-SNR-5 weighting (")  # on from the start
 
 
 def test_model_card_says_how_latents_are_scaled():

@@ -171,8 +171,9 @@ def ldm_loss_label(invocations: list[dict]) -> str:
     for invocation in invocations:
         config = invocation.get("config", {})
         if config.get("snr_gamma"):
-            return (f"ε-prediction MSE; Min-SNR-{config['snr_gamma']:g} weighting from step {done:,} "
-                    "(the losses after it are weighted, so lower by construction)")
+            since = f" from step {done:,}" if done else ""
+            return (f"ε-prediction MSE; Min-SNR-{config['snr_gamma']:g} weighting{since} "
+                    "(weighted losses, lower by construction)")
         done = config.get("max_train_steps") or done
     return "ε-prediction MSE"
 
