@@ -94,11 +94,14 @@ pd.read_csv(WORK / "runs" / "vae" / "log.csv").plot(x="step", y=["loss", "l1"], 
 #
 # The training split is encoded once with the frozen VAE (cached). Each step drops every
 # condition field with p = 0.1 (and all of them with p = 0.1); the lesion mask is dropped with
-# the lesion field. The final step saves a complete pipeline folder.
+# the lesion field. As for the bundled model, each latent channel is standardised by its
+# training statistics (`--latent_norm channel`: with one global scale a weak channel drowns in
+# the diffusion noise and comes out as a grid texture) and the loss is Min-SNR-5 weighted.
+# The final step saves a complete pipeline folder.
 
 # %%
 ldm_args = ["--data", str(DATA), "--vae", str(WORK / "runs" / "vae"), "--out", str(WORK / "runs" / "ldm"),
-            "--no_progress", "--save_fp16"]
+            "--no_progress", "--save_fp16", "--latent_norm", "channel", "--snr_gamma", "5"]
 if TINY:
     ldm_args += ["--preset", "tiny", "--embed_dim", "8", "--max_train_steps", "3", "--train_batch_size", "4",
                  "--checkpointing_steps", "3", "--validation_steps", "3", "--validation_inference_steps", "2",
