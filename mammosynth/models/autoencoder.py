@@ -17,7 +17,7 @@ import torch
 from diffusers import AutoencoderKL
 
 __all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_factor", "downsample_factor",
-           "latent_affine", "to_model_space", "from_model_space", "channel_stats"]
+           "latent_affine", "apply_latent_affine", "to_model_space", "from_model_space", "channel_stats"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 VAE_PRESETS: dict[str, dict] = {
@@ -82,16 +82,21 @@ def latent_affine(vae: AutoencoderKL) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(channels), torch.full((channels,), float(config.scaling_factor))
 
 
+def apply_latent_affine(latents: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor],
+                        inverse: bool = False) -> torch.Tensor:
+    """``(latents − shift) · scale`` per channel of ``(N,C,h,w)`` latents, or its inverse."""
+    shift, scale = (v.to(latents.device, latents.dtype).view(1, -1, 1, 1) for v in affine)
+    return latents / scale + shift if inverse else (latents - shift) * scale
+
+
 def to_model_space(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """Unscaled VAE latents ``(N,C,h,w)`` → the latents the diffusion model works on."""
-    shift, scale = (v.to(latents.device, latents.dtype).view(1, -1, 1, 1) for v in latent_affine(vae))
-    return (latents - shift) * scale
+    return apply_latent_affine(latents, latent_affine(vae))
 
 
 def from_model_space(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`to_model_space`."""
-    shift, scale = (v.to(latents.device, latents.dtype).view(1, -1, 1, 1) for v in latent_affine(vae))
-    return latents / scale + shift
+    return apply_latent_affine(latents, latent_affine(vae), inverse=True)
 
 
 def channel_stats(latents: torch.Tensor) -> tuple[list[float], list[float]]:

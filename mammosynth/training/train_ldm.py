@@ -123,12 +123,12 @@ def _latent_cache(accelerator, vae, dataset, out: Path, key: str) -> dict[str, t
 def _training_step(denoiser, noise_scheduler, cache, idx, affine: tuple[torch.Tensor, torch.Tensor], generator, args,
                    device):
     """One loss on a batch; ``affine = (shift, scale)`` per channel maps VAE latents to model latents."""
+    from ..models.autoencoder import apply_latent_affine
     from ..models.conditioning import CONDITION_FIELDS, drop_conditions
 
     idx_t = torch.from_numpy(idx)
     mean, std = cache["mean"][idx_t], cache["std"][idx_t]
-    shift, scale = (v.view(1, -1, 1, 1) for v in affine)
-    latents = (mean + std * torch.randn(mean.shape, generator=generator) - shift) * scale
+    latents = apply_latent_affine(mean + std * torch.randn(mean.shape, generator=generator), affine)
     noise = torch.randn(latents.shape, generator=generator)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=generator)
     codes = {f: cache[f][idx_t] for f in CONDITION_FIELDS}
