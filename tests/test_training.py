@@ -115,12 +115,17 @@ def test_ldm_trains_and_saves_a_loadable_fp16_pipeline(ldm_run):
     assert (ldm_run / "latents.pt").exists()
 
 
+def copy_run_at(run: Path, step: int, out: Path) -> str:
+    """A run folder ``out`` holding only ``run``'s checkpoint at ``step`` (as if stopped there); returns its data root."""
+    out.mkdir()
+    shutil.copytree(run / "checkpoints" / f"checkpoint-{step}", out / "checkpoints" / f"checkpoint-{step}")
+    shutil.copy(run / "run.json", out / "run.json")
+    return json.loads((run / "run.json").read_text())["data"]["root"]
+
+
 def test_ldm_resume_matches_an_uninterrupted_run(ldm_run, vae_run, tmp_path):
     killed = tmp_path / "ldm"
-    killed.mkdir()
-    shutil.copytree(ldm_run / "checkpoints" / "checkpoint-2", killed / "checkpoints" / "checkpoint-2")
-    shutil.copy(ldm_run / "run.json", killed / "run.json")
-    data = json.loads((ldm_run / "run.json").read_text())["data"]["root"]
+    data = copy_run_at(ldm_run, 2, killed)
     args = train_ldm.parse_args(["--data", data, "--vae", str(vae_run), "--out", str(killed),
                                  "--max_train_steps", "4", *TINY_LDM])
     train_ldm.main(args)
@@ -413,10 +418,7 @@ def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
 
 def test_a_later_ldm_leg_can_switch_on_min_snr(ldm_run, vae_run, tmp_path):
     leg = tmp_path / "ldm"
-    leg.mkdir()
-    shutil.copytree(ldm_run / "checkpoints" / "checkpoint-4", leg / "checkpoints" / "checkpoint-4")
-    shutil.copy(ldm_run / "run.json", leg / "run.json")
-    data = json.loads((ldm_run / "run.json").read_text())["data"]["root"]
+    data = copy_run_at(ldm_run, 4, leg)
     train_ldm.main(train_ldm.parse_args(["--data", data, "--vae", str(vae_run), "--out", str(leg),
                                          "--max_train_steps", "6", "--snr_gamma", "5", *TINY_LDM]))
     assert [int(r["step"]) for r in read_log(leg / "log.csv")] == [5, 6]
