@@ -67,7 +67,7 @@ def latent_spread(pipe, data, num_images: int = 16, steps: int = 20, guidance_sc
     decoder draws as a grid texture; well below 1 is lost contrast.
     """
     from ..data.prepared import row_conditions
-    from ..models.autoencoder import from_model_space
+    from ..models.autoencoder import channel_stats, from_model_space
 
     rows = data.split("training").iloc[:num_images]
     if len(rows) == 0:
@@ -78,10 +78,9 @@ def latent_spread(pipe, data, num_images: int = 16, steps: int = 20, guidance_sc
     made = pipe(conditions=conds, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
                 output_type="latent").images
     made = from_model_space(pipe.vae, made.to(pipe.vae.dtype)).float()
-    real_std = real.transpose(0, 1).flatten(1).std(dim=1)
-    made_std = made.transpose(0, 1).flatten(1).std(dim=1)
-    return {"images": len(rows), "steps": steps, "real_std": real_std.tolist(), "generated_std": made_std.tolist(),
-            "ratio": (made_std / real_std).tolist()}
+    real_std, made_std = channel_stats(real)[1], channel_stats(made)[1]
+    return {"images": len(rows), "steps": steps, "real_std": real_std, "generated_std": made_std,
+            "ratio": [m / r for m, r in zip(made_std, real_std)]}
 
 
 def _pixels(box, h, w):
