@@ -138,10 +138,10 @@ def _training_step(denoiser, noise_scheduler, cache, idx, affine: tuple[torch.Te
     pred = denoiser(noisy.to(device), timesteps.to(device), codes, masks.to(device))
     v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-    if not args.snr_gamma:
-        return F.mse_loss(pred.float(), target.to(device).float())
-    return F.mse_loss(pred.float(), target.to(device).float(), reduction="none").mean(dim=(1, 2, 3)).mul(
-        min_snr_weights(noise_scheduler, timesteps, args.snr_gamma).to(device)).mean()
+    per_sample = F.mse_loss(pred.float(), target.to(device).float(), reduction="none").mean(dim=(1, 2, 3))
+    if args.snr_gamma:
+        per_sample = per_sample * min_snr_weights(noise_scheduler, timesteps, args.snr_gamma).to(device)
+    return per_sample.mean()
 
 
 def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
