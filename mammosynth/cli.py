@@ -15,7 +15,7 @@ import sys
 #: The command modules live in ``mammosynth/commands/`` (floor 6, like this file).
 COMMAND_MODULES = (
     "mammosynth.commands.data",        # phantom, ingest
-    "mammosynth.commands.generation",  # train-vae, train-ldm, sample
+    "mammosynth.commands.generation",  # train-vae, swap-decoder, train-ldm, sample
     "mammosynth.commands.privacy",     # train-siamese, build-index, privacy-audit
     "mammosynth.commands.evaluation",  # generate-set, evaluate, paper-table
     "mammosynth.commands.study",       # study create|status|analyse|export

@@ -4,14 +4,15 @@
 # Input:  data/prepared-256, made by
 #           mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512
 #           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
-# Output: runs/bundled/{vae,ldm}/ (run folders: config, git sha, data hash, logs, checkpoints)
+# Output: runs/bundled/{vae,ldm,vae_decoder}/ (run folders: config, git sha, data hash, logs, checkpoints)
 #         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
-# The shipped checkpoint: RUNS=runs/bundled5 (its vae/ is runs/bundled2/vae, made by stage 1 with
-# THREADS=1 beside a second job; its ldm/ is one 7000-step leg of stage 2 with THREADS=2 alone).
+# The shipped checkpoint: RUNS=runs/bundled6 (its vae/ is runs/bundled2/vae, made by stage 1 with
+# THREADS=1 beside a second job; its ldm/ is runs/bundled5/ldm, one 7000-step leg of stage 2 with
+# THREADS=2 alone; its vae_decoder/ is stage 3 with THREADS=2).
 #
 # Budget on 2 cores: VAE 1400 steps in 42 min (THREADS=1, a second job beside it) + 4 min evaluation;
-# LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; model card
-# ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible
+# LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; decoder
+# fine-tune DEC_STEPS in ~1 s/step with THREADS=2; model card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible
 # whatever the machine's load; the minutes (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per
 # later leg, cumulative) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
@@ -43,6 +44,8 @@ VAE_STEPS=${VAE_STEPS:-1400}
 LDM_STEPS=${LDM_STEPS:-7000}
 LDM_EXTEND_STEPS=${LDM_EXTEND_STEPS-}   # later legs (space-separated totals); empty: one leg only
 LDM_EXTEND_MINUTES=${LDM_EXTEND_MINUTES:-60}  # added to the cumulative --max_minutes cap per leg
+DEC_STEPS=${DEC_STEPS:-3000}      # decoder fine-tune (stage 3); 0 skips it and ships the VAE's own decoder
+DEC_MINUTES=${DEC_MINUTES:-90}
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
@@ -93,10 +96,33 @@ for leg_steps in ${LDM_STEPS:-0} $LDM_EXTEND_STEPS; do
   leg_minutes=$(( leg_minutes + LDM_EXTEND_MINUTES ))
 done
 
-# 3. Assemble the checkpoint folder, sample grids, conditioning check and model card
+# 3. Decoder fine-tune: the LDM's VAE with its encoder frozen (so the latents, and the LDM trained
+#    on them, stay valid), decoder trained on for DEC_STEPS more steps with 128x96 crops: the 1400-step
+#    VAE decoder is undertrained and draws the latents blurred and grid-textured.
+if [ "$DEC_STEPS" -gt 0 ]; then
+  if [ -f "$RUNS/vae_decoder/metrics.json" ] && [ -f "$RUNS/vae_decoder/vae/config.json" ]; then
+    echo "decoder already fine-tuned: $RUNS/vae_decoder"
+  else
+    python -m mammosynth.training.train_vae \
+      --data "$DATA" --out "$RUNS/vae_decoder" --init_vae "$RUNS/ldm/pipeline/vae" --freeze_encoder --crop 128x96 \
+      --train_batch_size 8 --learning_rate 3e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
+      --ssim_weight 0.5 --kl_weight 1e-6 --lesion_weight 4 --lesion_crop_prob 0.5 --ema_decay 0.999 \
+      --max_minutes "$DEC_MINUTES" --max_train_steps "$DEC_STEPS" --checkpointing_steps 100 --checkpoints_total_limit 2 \
+      --validation_steps 500 --logging_steps 10 --eval_images 400 \
+      --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
+  fi
+fi
+
+# 4. Assemble the checkpoint folder (with the fine-tuned decoder), sample grids, conditioning check
+#    and model card
 rm -rf "$CKPT.tmp"
 mkdir -p "$(dirname "$CKPT")"
 cp -r "$RUNS/ldm/pipeline" "$CKPT.tmp"
+decoder_arg=
+if [ "$DEC_STEPS" -gt 0 ]; then
+  python -m mammosynth swap-decoder --checkpoint "$CKPT.tmp" --vae "$RUNS/vae_decoder"
+  decoder_arg="--decoder_run $RUNS/vae_decoder"
+fi
 for keep in privacy_checker feature_extractor; do   # components other stages add later
   if [ -d "$CKPT/$keep" ]; then cp -r "$CKPT/$keep" "$CKPT.tmp/"; fi
 done
@@ -105,7 +131,7 @@ if [ -d "$CKPT/privacy_checker" ]; then   # keep the gate registered (train-ldm 
   python -c "from mammosynth.pipelines.pipeline_mammo_ldm import register_privacy_checker as r; r('$CKPT')"
 fi
 python -m mammosynth.training.model_card \
-  --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$RUNS/ldm" --data "$DATA" \
+  --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$RUNS/ldm" $decoder_arg --data "$DATA" \
   --command "bash scripts/train_bundled.sh" --num_threads "$THREADS" ${NOTES:+--notes "$NOTES"}
 du -sh "$CKPT"/vae "$CKPT"/unet "$CKPT"/condition_encoder
 echo "done: $CKPT"

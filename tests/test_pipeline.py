@@ -344,6 +344,10 @@ def test_wrong_latent_statistics_are_named(saved):
     (saved / "vae" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="latents_mean .* must hold 4 values each"):
         MammoLDMPipeline.from_pretrained(saved)
+    config["latents_mean"], config["latents_std"] = [0.0] * 4, None  # a mean without its std
+    (saved / "vae" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="latents_mean .* but latents_std None: .* needs both"):
+        MammoLDMPipeline.from_pretrained(saved)
 
 
 def test_mismatched_components_are_named():

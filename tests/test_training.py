@@ -17,6 +17,7 @@ from mammosynth.cli import main as cli
 from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, PrivacyGateMissingError
 from mammosynth.training import common, options, train_ldm, train_vae
 from mammosynth.data.toy import write_toy_dataset
+from mammosynth.models.autoencoder import swap_decoder
 
 TINY_VAE = ["--preset", "tiny", "--crop", "32x24", "--train_batch_size", "2", "--num_threads", "1", "--no_progress",
             "--logging_steps", "1", "--validation_steps", "2", "--checkpointing_steps", "2",
@@ -390,6 +391,15 @@ def test_min_snr_weights_match_the_formula():
         train_ldm.min_snr_weights(eps, t, 0.0)
 
 
+
+def test_snr_gamma_is_checked_when_the_command_is_parsed(capsys):
+    for bad in ("0", "-1", "five"):
+        with pytest.raises(SystemExit):
+            train_ldm.parse_args(["--data", "d", "--vae", "v", "--out", "o", "--snr_gamma", bad])
+        assert f"expected a number > 0, got '{bad}'" in capsys.readouterr().err
+    assert train_ldm.parse_args(["--data", "d", "--vae", "v", "--out", "o", "--snr_gamma", "5"]).snr_gamma == 5.0
+
+
 def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
     from diffusers import DDPMScheduler
 
@@ -476,6 +486,57 @@ def test_ldm_with_per_channel_latents_saves_its_statistics(toy, vae_run, tmp_pat
     with pytest.raises(ValueError, match="--latent_norm channel"):  # a VAE that carries statistics needs it
         train_ldm.main(train_ldm.parse_args(["--data", data, "--vae", str(out / "pipeline" / "vae"), "--out",
                                              str(tmp_path / "again"), "--max_train_steps", "1", *TINY_LDM]))
+
+
+def test_decoder_fine_tune_keeps_the_latent_space_and_swaps_into_the_pipeline(toy, ldm_run, tmp_path):
+    from diffusers import AutoencoderKL
+
+    pipeline = tmp_path / "pipeline"
+    shutil.copytree(ldm_run / "pipeline", pipeline)
+    source = AutoencoderKL.from_pretrained(pipeline / "vae", dtype=torch.float32)
+    tuned = tmp_path / "decoder"
+    assert cli(["train-vae", "--data", str(toy), "--out", str(tuned), "--init_vae", str(pipeline / "vae"),
+                "--freeze_encoder", "--max_train_steps", "3", "--learning_rate", "1e-2", *TINY_VAE[2:]]) == 0
+    result = AutoencoderKL.from_pretrained(tuned / "vae", dtype=torch.float32)
+    before, after = source.state_dict(), result.state_dict()
+    for name in before:
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(before[name], after[name]), name
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("decoder."))
+    assert result.config.scaling_factor == source.config.scaling_factor
+
+    unet_before = load_file(next((pipeline / "unet").glob("*.safetensors")))
+    assert cli(["swap-decoder", "--checkpoint", str(pipeline), "--vae", str(tuned)]) == 0
+    swapped = load_file(next((pipeline / "vae").glob("*.safetensors")))
+    assert all(t.dtype == torch.float16 for t in swapped.values())
+    for name, tensor in swapped.items():
+        assert torch.equal(tensor, after[name].half()), name
+    unet_after = load_file(next((pipeline / "unet").glob("*.safetensors")))
+    assert all(torch.equal(unet_before[n], unet_after[n]) for n in unet_before)
+    assert not (tmp_path / "pipeline" / "vae.tmp").exists() and not (tmp_path / "pipeline" / "vae.old").exists()
+    pipe = MammoLDMPipeline.from_pretrained(pipeline, requires_privacy_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe(num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0].shape == (64, 48)
+
+    moved = tmp_path / "moved"   # a fine-tune that let the encoder move is refused: its latents differ
+    assert cli(["train-vae", "--data", str(toy), "--out", str(moved), "--init_vae", str(pipeline / "vae"),
+                "--max_train_steps", "1", "--learning_rate", "1e-2", *TINY_VAE[2:]]) == 0
+    with pytest.raises(ValueError, match="scaling_factor=.*not the same latent space"):
+        swap_decoder(pipeline, moved)
+    with torch.no_grad():   # same config, one encoder weight nudged
+        result.encoder.conv_in.weight[0, 0, 0, 0] += 0.5
+    result.save_pretrained(tmp_path / "nudged")
+    with pytest.raises(ValueError, match="encoder weight encoder.conv_in.weight differs"):
+        swap_decoder(pipeline, tmp_path / "nudged")
+    with pytest.raises(ValueError, match="--freeze_encoder needs --init_vae"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "x"), "--freeze_encoder",
+                                             "--max_train_steps", "1", *TINY_VAE]))
+    with pytest.raises(ValueError, match="cannot resize"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "y"), "--init_vae",
+                                             str(tuned), "--block_out_channels", "8,8,8,8", "--max_train_steps", "1",
+                                             *TINY_VAE[2:]]))
+    with pytest.raises(FileNotFoundError, match="no vae/config.json"):
+        swap_decoder(tmp_path / "nowhere", tuned)
 
 
 def test_latent_spread_compares_generated_with_training_latents(ldm_run):

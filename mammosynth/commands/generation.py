@@ -1,4 +1,4 @@
-"""``mammosynth train-vae``, ``mammosynth train-ldm`` and ``mammosynth sample``."""
+"""``mammosynth train-vae``, ``swap-decoder``, ``train-ldm`` and ``sample``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 description="Train the 1-channel AutoencoderKL; resumes from the run folder.")
     vae_parser(vae)
     vae.set_defaults(handler=_train_vae)
+
+    swap = subparsers.add_parser(
+        "swap-decoder", help="put a fine-tuned VAE decoder into a pipeline folder (same encoder required)",
+        description="Replace <checkpoint>/vae with a VAE trained by `train-vae --init_vae <checkpoint>/vae "
+        "--freeze_encoder`. The encoder weights and latent scaling must be identical (checked), so the "
+        "checkpoint's diffusion model stays valid; the VAE is saved in the checkpoint's dtype.")
+    swap.add_argument("--checkpoint", required=True, help="pipeline folder whose vae/ is replaced")
+    swap.add_argument("--vae", required=True, help="the decoder-trained VAE: a train-vae run folder or its vae/ folder")
+    swap.set_defaults(handler=_swap_decoder)
 
     ldm = subparsers.add_parser("train-ldm", help="train the conditional latent diffusion model",
                                 description="Train the conditional UNet on a frozen VAE; saves <out>/pipeline.")
@@ -54,6 +63,13 @@ def _train_vae(args: argparse.Namespace) -> int:
     from ..training import train_vae
 
     train_vae.main(args)
+    return 0
+
+
+def _swap_decoder(args: argparse.Namespace) -> int:
+    from ..models.autoencoder import swap_decoder
+
+    print(f"new decoder in {swap_decoder(args.checkpoint, args.vae)}")
     return 0
 
 

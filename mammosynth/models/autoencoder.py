@@ -11,13 +11,17 @@ and the generated latents keep noise in it that the decoder draws as a grid text
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 from diffusers import AutoencoderKL
 
 __all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_factor", "downsample_factor",
-           "latent_affine", "apply_latent_affine", "to_model_space", "from_model_space", "channel_stats"]
+           "latent_affine", "apply_latent_affine", "to_model_space", "from_model_space", "channel_stats", "has_channel_stats",
+           "swap_decoder", "LATENT_SPACE_KEYS"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 VAE_PRESETS: dict[str, dict] = {
@@ -63,6 +67,18 @@ def downsample_factor(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def has_channel_stats(config) -> bool:
+    """Whether a VAE config carries per-channel ``latents_mean`` / ``latents_std``.
+
+    Both or neither: a config with only one of them is malformed (``ValueError``).
+    """
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if (mean is None) != (std is None):
+        raise ValueError(f"the VAE config has latents_mean {mean} but latents_std {std}: per-channel "
+                         "standardisation needs both (or neither, for the global scaling_factor)")
+    return mean is not None
+
+
 def latent_affine(vae: AutoencoderKL) -> tuple[torch.Tensor, torch.Tensor]:
     """``(shift, scale)``, one value per latent channel: the diffusion model sees ``(z − shift) · scale``.
 
@@ -72,7 +88,7 @@ def latent_affine(vae: AutoencoderKL) -> tuple[torch.Tensor, torch.Tensor]:
     """
     config = vae.config
     channels = config.latent_channels
-    if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
+    if has_channel_stats(config):
         mean = torch.tensor(config.latents_mean, dtype=torch.float32)
         std = torch.tensor(config.latents_std, dtype=torch.float32)
         if mean.shape != (channels,) or std.shape != (channels,) or not bool((std > 0).all()):
@@ -140,3 +156,58 @@ def measure_scaling_factor(vae: AutoencoderKL, batches: Iterable[torch.Tensor]) 
     if not std > 0:
         raise ValueError(f"the latents have standard deviation {std}; is the VAE trained?")
     return 1.0 / std
+
+
+#: Config fields that define the latent space: a decoder can only replace another if they match.
+LATENT_SPACE_KEYS = ("in_channels", "latent_channels", "block_out_channels", "down_block_types",
+                     "layers_per_block", "norm_num_groups", "act_fn", "use_quant_conv",
+                     "scaling_factor", "shift_factor", "latents_mean", "latents_std")
+
+
+def swap_decoder(checkpoint: str | os.PathLike, vae_folder: str | os.PathLike) -> Path:
+    """Put the decoder of ``vae_folder`` into the pipeline folder ``checkpoint``.
+
+    ``vae_folder`` is a VAE trained with ``train-vae --init_vae <checkpoint>/vae
+    --freeze_encoder``: same encoder, so same latents, and the checkpoint's diffusion model
+    stays valid. That is checked: the latent-space config fields
+    (:data:`LATENT_SPACE_KEYS`) and every encoder / ``quant_conv`` weight must equal the
+    checkpoint's (in the checkpoint's dtype), or ``ValueError`` says which differs. The new
+    VAE is saved in the checkpoint's dtype (fp16 for the bundled one) and replaces
+    ``<checkpoint>/vae`` atomically. Returns that folder.
+    """
+    target = Path(checkpoint) / "vae"
+    if not (target / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint} has no vae/config.json; pass a pipeline folder (e.g. "
+                                "checkpoints/mammosynth-phantom-256)")
+    if not (Path(vae_folder) / "config.json").is_file() and (Path(vae_folder) / "vae" / "config.json").is_file():
+        vae_folder = Path(vae_folder) / "vae"     # a train-vae run folder
+    from safetensors import safe_open
+
+    weights = sorted(target.glob("*.safetensors"))
+    if not weights:
+        raise FileNotFoundError(f"{target} has no .safetensors weights")
+    with safe_open(str(weights[0]), framework="pt") as handle:   # keep the checkpoint's stored dtype
+        dtype = handle.get_tensor(next(iter(handle.keys()))).dtype
+    old = AutoencoderKL.from_pretrained(target, dtype=dtype)
+    new = AutoencoderKL.from_pretrained(vae_folder, dtype=torch.float32)
+    for key in LATENT_SPACE_KEYS:
+        a, b = old.config.get(key), new.config.get(key)
+        if (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            raise ValueError(f"{vae_folder} has {key}={b!r} but {target} has {a!r}: not the same latent space. "
+                             f"Train the decoder with `mammosynth train-vae --init_vae {target} --freeze_encoder`")
+    new_state = new.state_dict()
+    for name, tensor in old.state_dict().items():
+        if not name.startswith(("encoder.", "quant_conv.")):
+            continue
+        if name not in new_state or not torch.equal(new_state[name].to(dtype), tensor):
+            raise ValueError(f"{vae_folder}: encoder weight {name} differs from {target}'s, so its latents would "
+                             "too; train the decoder with --freeze_encoder from this checkpoint's VAE")
+    tmp = target.with_name("vae.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    new.to(dtype).save_pretrained(tmp)
+    backup = target.with_name("vae.old")
+    shutil.rmtree(backup, ignore_errors=True)
+    os.replace(target, backup)
+    os.replace(tmp, target)
+    shutil.rmtree(backup)
+    return target

@@ -179,9 +179,11 @@ def ldm_loss_label(invocations: list[dict]) -> str:
 
 def latent_norm_label(vae) -> str:
     """How the UNet's latents relate to the VAE's, for the card's model table."""
-    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-    if mean is None or std is None:
+    from ..models.autoencoder import has_channel_stats
+
+    if not has_channel_stats(vae.config):
         return f"latents scaled by the VAE scaling_factor {vae.config.scaling_factor:.4f}"
+    mean, std = vae.config.latents_mean, vae.config.latents_std
     return ("latents standardised per channel (`--latent_norm channel`; mean "
             f"{', '.join(f'{v:.3f}' for v in mean)}; std {', '.join(f'{v:.3f}' for v in std)}, in vae/config.json)")
 
@@ -198,6 +200,7 @@ def _spread_line(spread: dict | None) -> str:
 def render_model_card(info: dict[str, Any]) -> str:
     """The model card (Markdown) from collected numbers (see :func:`main` for the keys)."""
     vae, ldm, data, cond = info["vae"], info["ldm"], info["data"], info.get("conditioning") or {}
+    dec = info.get("decoder") or {}
     rows = "\n".join(
         f"| {name} | {v['contrast']:.2f} | {v['contrast_minus_control']:+.2f} | {v['localisation_ratio']:.2f} | "
         f"{v['fraction_above_control']:.0%} |" for name, v in cond.get("lesions", {}).items()
@@ -207,7 +210,7 @@ def render_model_card(info: dict[str, Any]) -> str:
 **Demo model; not for clinical use.** A conditional latent diffusion model that generates
 256×192 16-bit synthetic mammograms of the *procedural phantom* (not of people), conditioned
 on BI-RADS, density, view, laterality, lesion type and lesion box. It was trained on a
-2-core CPU in about {vae.get('elapsed_min', 0) + ldm.get('elapsed_min', 0):.0f} minutes to show the
+2-core CPU in about {vae.get('elapsed_min', 0) + ldm.get('elapsed_min', 0) + dec.get('elapsed_min', 0):.0f} minutes to show the
 whole system working end to end; it is not a model of real mammograms.
 
 ## Use
@@ -247,12 +250,12 @@ during training (the lesion mask is dropped with the lesion field).
 |---|---|---|---|---|
 | VAE (L1{f" ×{1 + vae['lesion_weight']:g} inside lesion boxes" if vae.get('lesion_weight') else ''} + 0.5·(1−SSIM) + 1e-6·KL, {vae.get('crop', '?')} crops{f", {vae['lesion_crop_prob']:.0%} centred on the lesion" if vae.get('lesion_crop_prob') else ''}) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
 | LDM ({ldm.get('loss_label', 'ε-prediction MSE')}, EMA 0.999) | {ldm.get('steps')} | {ldm.get('elapsed_min', 0):.1f} | {ldm.get('batch')} | {ldm.get('first_loss', float('nan')):.4f} → {ldm.get('final_loss', float('nan')):.4f} |
-
+{_decoder_row(dec)}
 Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}.
 
 ## Measured
 
-* VAE reconstruction on {vae.get('images')} phantom **test** images: PSNR **{vae.get('psnr', float('nan')):.2f} dB**, SSIM **{vae.get('ssim', float('nan')):.4f}** (higher is better).
+{_reconstruction_line(vae, dec)}
 * Sampling, one image, {info.get('timing', {}).get('steps', 20)} steps with CFG, {info.get('timing', {}).get('threads')} CPU threads: **{info.get('timing', {}).get('seconds', float('nan')):.2f} s** (model loaded); see `benchmarks/bench_sampling.py`.
 {_spread_line(info.get('latent_spread'))}* Conditioning (lesion at box {tuple(cond.get('box', CHECK_BOX))}, density C, MLO, L; {cond.get('seeds')} seeds, each paired with
   the same seed and lesion "none"; {cond.get('measure', '')}). Control contrast (no lesion): {cond.get('control_contrast', float('nan')):.2f}.
@@ -274,6 +277,25 @@ the fidelity feature extractor (`feature_extractor/`) are added by their own sta
 (`mammosynth build-index`, `mammosynth train-encoder`) and described below when present.
 {info.get('weaknesses', '')}
 """
+
+
+def _decoder_row(dec: dict) -> str:
+    """The training-table row of the decoder fine-tune (``train-vae --freeze_encoder``), if any."""
+    if not dec:
+        return ""
+    return (f"| VAE decoder fine-tune, encoder frozen (same loss, {dec.get('crop', '?')} crops) | {dec.get('steps')} | "
+            f"{dec.get('elapsed_min', 0):.1f} | {dec.get('batch')} | {dec.get('first_loss', float('nan')):.4f} → "
+            f"{dec.get('final_loss', float('nan')):.4f} |\n")
+
+
+def _reconstruction_line(vae: dict, dec: dict) -> str:
+    nan = float("nan")
+    line = (f"* VAE reconstruction on {vae.get('images')} phantom **test** images: PSNR **{vae.get('psnr', nan):.2f} dB**, "
+            f"SSIM **{vae.get('ssim', nan):.4f}** (higher is better)")
+    if not dec:
+        return line + "."
+    return (line + f" with the VAE's own decoder; with the shipped fine-tuned decoder (same encoder, same latents) "
+            f"PSNR **{dec.get('psnr', nan):.2f} dB**, SSIM **{dec.get('ssim', nan):.4f}** on {dec.get('images')} test images.")
 
 
 def _pct(value: Any) -> str:
@@ -373,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--vae_run", required=True)
     parser.add_argument("--ldm_run", required=True)
+    parser.add_argument("--decoder_run", default=None,
+                        help="train-vae --freeze_encoder run whose decoder the checkpoint ships (mammosynth swap-decoder)")
     parser.add_argument("--data", default=None, help="prepared dataset (for split sizes)")
     parser.add_argument("--command", default="bash scripts/train_bundled.sh")
     parser.add_argument("--num_threads", type=int, default=None)
@@ -414,6 +438,12 @@ def main(argv: list[str] | None = None) -> dict:
            "crop": vae_info.get("config", {}).get("crop"),
            "lesion_weight": vae_info.get("config", {}).get("lesion_weight", 0.0),
            "lesion_crop_prob": vae_info.get("config", {}).get("lesion_crop_prob", 0.0)}
+    decoder = None
+    if args.decoder_run:
+        dec_info = json.loads((Path(args.decoder_run) / "run.json").read_text())
+        decoder = {**dec_info.get("metrics", {}), **_loss_summary(Path(args.decoder_run) / "log.csv"),
+                   "batch": dec_info.get("config", {}).get("train_batch_size"),
+                   "crop": dec_info.get("config", {}).get("crop")}
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
            "batch": ldm_info.get("config", {}).get("train_batch_size"),
@@ -437,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict:
         conditioning = conditioning_check(pipe, num_seeds=args.seeds, steps=args.steps)
         (ckpt / "conditioning.json").write_text(json.dumps(conditioning, indent=2))
     spread = latent_spread(pipe, prepared, steps=args.steps) if prepared is not None and not args.skip_samples else None
-    info = {"vae": vae, "ldm": ldm, "data": data, "conditioning": conditioning, "timing": timing,
+    info = {"vae": vae, "decoder": decoder, "ldm": ldm, "data": data, "conditioning": conditioning, "timing": timing,
             "latent_spread": spread,
             "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),
             "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")},

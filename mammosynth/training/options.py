@@ -14,6 +14,17 @@ VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8) on a prepared datas
 LDM_DESCRIPTION = "Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE."
 
 
+def positive_float(text: str) -> float:
+    """argparse ``type``: a float > 0 (so that a bad value fails when the command is parsed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments every training script takes (data, schedule, precision, checkpoints)."""
     parser.add_argument("--data", required=True, help="prepared dataset folder (from `mammosynth ingest`)")
@@ -50,6 +61,13 @@ def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     add_common_arguments(parser)
     parser.add_argument("--preset", default="bundled", help="VAE size preset (bundled, tiny)")
     parser.add_argument("--block_out_channels", default=None, help="override, e.g. 32,64,128,128")
+    parser.add_argument("--init_vae", default=None,
+                        help="start from this trained VAE (a train-vae run folder, a VAE model folder, or a saved "
+                             "pipeline's vae/ folder) instead of a fresh one of --preset")
+    parser.add_argument("--freeze_encoder", action="store_true",
+                        help="with --init_vae: train only the decoder (and post_quant_conv); the encoder, hence "
+                             "the latent space and its scaling, stay bit for bit, so an LDM trained on that VAE's "
+                             "latents stays valid with the new decoder")
     parser.add_argument("--crop", default="128x96", help="training crop HxW ('full' for whole frames)")
     parser.add_argument("--ssim_weight", type=float, default=0.5)
     parser.add_argument("--lesion_weight", type=float, default=0.0,
@@ -79,7 +97,7 @@ def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                         help="how latents are scaled for the UNet: 'global' = the VAE's scaling_factor; 'channel' = "
                              "standardise each channel by its mean/std over the training latents (stored in the "
                              "saved pipeline's vae/config.json as latents_mean/latents_std)")
-    parser.add_argument("--snr_gamma", type=float, default=None,
+    parser.add_argument("--snr_gamma", type=positive_float, default=None,
                         help="Min-SNR loss weighting (Hang et al. 2023): weight each timestep by min(SNR, gamma) / SNR "
                              "(epsilon) or / (SNR + 1) (v-prediction); 5 is the paper's value. Default: plain MSE")
     parser.add_argument("--num_validation_images", type=int, default=4)

@@ -34,7 +34,7 @@ from . import common, options
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "Denoiser", "VALIDATION_CONDITIONS", "resolve_vae_folder", "min_snr_weights"]
+__all__ = ["parse_args", "main", "Denoiser", "VALIDATION_CONDITIONS", "min_snr_weights"]
 
 #: Conditions of the validation grid (one image each; boxes in the displayed frame).
 VALIDATION_CONDITIONS: list[dict] = [
@@ -48,17 +48,6 @@ VALIDATION_CONDITIONS: list[dict] = [
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return options.ldm_parser().parse_args(argv)
-
-
-def resolve_vae_folder(path: str | Path) -> Path:
-    """A VAE model folder from a train-vae run folder (``<run>/vae``) or the folder itself."""
-    path = Path(path)
-    for candidate in (path / "vae", path):
-        if (candidate / "config.json").is_file() and any(candidate.glob("*.safetensors")):
-            return candidate
-    raise FileNotFoundError(
-        f"no trained VAE in {path} (looked for {path / 'vae' / 'config.json'}); run `mammosynth train-vae` first"
-    )
 
 
 class Denoiser(torch.nn.Module):
@@ -171,7 +160,7 @@ def main(args: argparse.Namespace) -> dict:
 
     from ..data.dataset import PreparedDataset
     from ..data.prepared import load_prepared
-    from ..models.autoencoder import channel_stats, latent_affine
+    from ..models.autoencoder import channel_stats, has_channel_stats, latent_affine
     from ..models.conditioning import ConditionEncoder
     from ..models.unet import UNET_PRESETS, build_unet, time_embed_dim
     from ..pipelines.pipeline_mammo_ldm import default_scheduler
@@ -181,7 +170,7 @@ def main(args: argparse.Namespace) -> dict:
     accelerator = common.make_accelerator(args, out)
     data = load_prepared(args.data)
     train = PreparedDataset(data, split="training")
-    vae_folder = resolve_vae_folder(args.vae)
+    vae_folder = common.resolve_vae_folder(args.vae)
     vae = AutoencoderKL.from_pretrained(vae_folder, dtype=torch.float32).to(accelerator.device)
     vae.requires_grad_(False).eval()
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -211,7 +200,7 @@ def main(args: argparse.Namespace) -> dict:
         vae.register_to_config(latents_mean=latents_mean, latents_std=latents_std)
         logger.info("per-channel latent standardisation: mean %s, std %s", np.round(latents_mean, 4).tolist(),
                     np.round(latents_std, 4).tolist())
-    elif getattr(vae.config, "latents_mean", None) is not None:
+    elif has_channel_stats(vae.config):
         raise ValueError(f"the VAE in {vae_folder} carries per-channel latents_mean/latents_std; train with "
                          "--latent_norm channel (or use a VAE without them)")
     affine = latent_affine(vae)

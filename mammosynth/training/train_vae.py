@@ -4,6 +4,10 @@ Loss: L1 + ``ssim_weight`` · (1 − SSIM) (pytorch-msssim) + ``kl_weight`` · K
 crops (``--crop``) of the canonical frames: a fully convolutional VAE learns the same
 from crops at a fraction of the cost, which is what makes CPU training possible.
 
+``--init_vae`` starts from a trained VAE; with ``--freeze_encoder`` only the decoder trains,
+so the latent space stays bit for bit and an LDM trained on it keeps working with the
+sharper decoder (``mammosynth.models.autoencoder.swap_decoder`` puts it into a pipeline).
+
 At the end: the latent ``scaling_factor`` (1 / std of the latents of training images) is
 measured and written into the VAE config, the VAE (EMA weights) is saved to
 ``<out>/vae``, and reconstruction PSNR / SSIM on the test split go to
@@ -12,6 +16,8 @@ measured and written into the VAE config, the VAE (EMA weights) is saved to
 Run::
 
     mammosynth train-vae --data data/prepared-256 --out runs/vae
+    mammosynth train-vae --data data/prepared-256 --out runs/vae-decoder \
+        --init_vae checkpoints/mammosynth-phantom-256/vae --freeze_encoder
     accelerate launch -m mammosynth.training.train_vae --data ... --out ...
 """
 
@@ -168,12 +174,28 @@ def main(args: argparse.Namespace) -> dict:
     if len(preset["block_out_channels"]) != 4:
         raise ValueError("the VAE needs 4 blocks (f = 8); got block_out_channels "
                          f"{tuple(preset['block_out_channels'])}")
+    if args.freeze_encoder and not args.init_vae:
+        raise ValueError("--freeze_encoder needs --init_vae (the trained VAE whose encoder to keep)")
     torch.manual_seed(args.seed)
-    vae = build_vae(sample_size=data.height, **preset)
+    if args.init_vae:
+        if args.block_out_channels:
+            raise ValueError("--block_out_channels cannot resize the --init_vae VAE; leave it out")
+        vae = AutoencoderKL.from_pretrained(common.resolve_vae_folder(args.init_vae), dtype=torch.float32)
+        if vae.config.in_channels != 1 or vae.config.out_channels != 1:
+            raise ValueError(f"--init_vae {args.init_vae} is not a 1-channel VAE "
+                             f"(in/out channels {vae.config.in_channels}/{vae.config.out_channels})")
+    else:
+        vae = build_vae(sample_size=data.height, **preset)
+    if args.freeze_encoder:
+        # the latent space is the encoder (+ quant_conv): keep it, so latents, their scaling and
+        # any LDM trained on them stay valid; only the decoder learns
+        vae.encoder.requires_grad_(False)
+        if vae.quant_conv is not None:
+            vae.quant_conv.requires_grad_(False)
     if accelerator.is_main_process:
         common.write_run_info(out, args, "vae", {"model": {"vae": dict(vae.config)}})
 
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.adam_weight_decay)
     state, resume = common.resume_state(out, args.resume_from_checkpoint)
     common.plan_steps(state, args, lambda: _calibrate(vae, train, args, crop))
 
@@ -290,8 +312,11 @@ def _finish(accelerator, vae, ema, data, train, out: Path, args, state, measure_
     from ..data.dataset import to_unit_range
 
     batches = (to_unit_range(frames[i:i + 16][:, None]) for i in range(0, len(frames), 16))
-    scaling = measure_scaling_factor(model, batches)
-    model.register_to_config(scaling_factor=float(scaling))
+    if args.freeze_encoder:   # same encoder, same latents: keep the scaling the LDM was trained with
+        scaling = float(model.config.scaling_factor)
+    else:
+        scaling = measure_scaling_factor(model, batches)
+        model.register_to_config(scaling_factor=float(scaling))
     model.save_pretrained(out / "vae")
     rows = data.split("test") if "test" in set(data.manifest["split"]) else data.manifest
     if args.eval_images:
