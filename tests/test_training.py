@@ -96,6 +96,44 @@ def test_vae_resume_matches_an_uninterrupted_run(vae_run, tmp_path):
     assert len(invocations) == 2  # the first run and the resume
 
 
+def test_vae_with_a_patch_gan_logs_both_losses_and_resumes_exactly(toy, tmp_path):
+    gan = ["--adv_weight", "0.5", "--adv_start", "1", "--disc_channels", "8", *TINY_VAE]
+    full = tmp_path / "full"
+    assert cli(["train-vae", "--data", str(toy), "--out", str(full), "--max_train_steps", "4", *gan]) == 0
+    rows = read_log(full / "log.csv")
+    assert [r["adv_g"] for r in rows][0] == "" and all(float(r["adv_g"]) > 0 and float(r["adv_d"]) > 0 for r in rows[1:])
+    stored = sorted(p.name for p in (full / "checkpoints" / "checkpoint-4").iterdir())
+    assert "model_1.safetensors" in stored and "optimizer_1.bin" in stored   # the discriminator and its optimiser
+    killed = tmp_path / "killed"
+    copy_run_at(full, 2, killed)
+    train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(killed), "--max_train_steps", "4", *gan]))
+    for name in ("model.safetensors", "model_1.safetensors"):
+        a = load_file(full / "checkpoints" / "checkpoint-4" / name)
+        b = load_file(killed / "checkpoints" / "checkpoint-4" / name)
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
+    # the adversarial term is the generator's least-squares loss against "real", weighted
+    from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
+
+    torch.manual_seed(0)
+    vae, disc = build_vae(sample_size=32, **VAE_PRESETS["tiny"]), train_vae.build_discriminator(8)
+    images = torch.rand(2, 1, 32, 24) * 2 - 1
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain, _ = train_vae.vae_loss(vae, images, 0.5, 0.0, g())
+    with_adv, parts, recon = train_vae.vae_loss(vae, images, 0.5, 0.0, g(), discriminator=disc, adv_weight=0.5,
+                                                return_reconstruction=True)
+    with torch.no_grad():
+        expected = ((disc(recon)[-1] - 1) ** 2).mean()   # least squares on the raw patch logits
+    assert parts["adv_g"] == pytest.approx(expected.item(), rel=1e-5)
+    assert with_adv.item() == pytest.approx(plain.item() + 0.5 * expected.item(), rel=1e-5)
+    with_adv.backward()
+    assert all(p.grad is None for p in disc.parameters())   # the generator step leaves the discriminator alone
+    d_loss = train_vae.discriminator_loss(disc, images, recon)
+    with torch.no_grad():
+        manual = 0.5 * (disc(recon)[-1] ** 2).mean() + 0.5 * ((disc(images)[-1] - 1) ** 2).mean()
+    assert d_loss.item() == pytest.approx(manual.item(), rel=1e-5)
+
+
 def test_ldm_trains_and_saves_a_loadable_fp16_pipeline(ldm_run):
     from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline
 

@@ -76,6 +76,14 @@ def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--lesion_crop_prob", type=float, default=0.0,
                         help="probability that a training crop is centred on the image's lesion box (if any)")
     parser.add_argument("--kl_weight", type=float, default=1e-6, help="weight of KL (summed per image / pixels)")
+    parser.add_argument("--adv_weight", type=float, default=0.0,
+                        help="weight of a patch-GAN adversarial loss on the reconstructions (MONAI "
+                             "PatchDiscriminator, least squares); 0 = off. L1 + SSIM alone give the conditional "
+                             "mean, a blur: the adversarial term makes the decoder draw texture and small findings")
+    parser.add_argument("--adv_start", type=int, default=0, help="step at which the adversarial term starts")
+    parser.add_argument("--disc_learning_rate", type=float, default=None,
+                        help="discriminator learning rate (constant; default: --learning_rate)")
+    parser.add_argument("--disc_channels", type=int, default=32, help="width of the discriminator's first layer")
     parser.add_argument("--eval_images", type=int, default=200, help="test images for PSNR/SSIM (0 = all)")
     parser.add_argument("--scaling_images", type=int, default=256, help="training images to measure the scaling factor")
     parser.set_defaults(learning_rate=4e-4, train_batch_size=8, lr_warmup_steps=50)

@@ -37,7 +37,7 @@ from . import common, options
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "reconstruction_metrics", "vae_loss"]
+__all__ = ["parse_args", "main", "reconstruction_metrics", "vae_loss", "build_discriminator", "discriminator_loss"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,12 +58,18 @@ def _parse_crop(text: str, height: int, width: int) -> tuple[int, int] | None:
 
 def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
              generator: torch.Generator | None = None, masks: torch.Tensor | None = None,
-             lesion_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + ssim_weight·(1−SSIM) + kl_weight·KL for one batch in [-1, 1].
+             lesion_weight: float = 0.0, discriminator: torch.nn.Module | None = None, adv_weight: float = 0.0,
+             return_reconstruction: bool = False):
+    """L1 + ssim_weight·(1−SSIM) + kl_weight·KL for one batch in [-1, 1]; returns ``(loss, parts)``.
 
     With ``lesion_weight`` > 0 and lesion ``masks`` (N,1,H,W in {0,1}), the L1 term weighs
     pixels inside lesion boxes ``1 + lesion_weight`` times: a calcification cluster is a few
     pixels of a 256×192 frame, and plain L1 lets the VAE blur it away.
+
+    With a ``discriminator`` and ``adv_weight`` > 0, ``adv_weight`` × the generator's
+    least-squares adversarial loss (the discriminator should call the reconstruction real) is
+    added; the discriminator's own weights get no gradient from it. ``return_reconstruction``
+    appends the reconstruction (for the discriminator's step) to the returned tuple.
     """
     from pytorch_msssim import ssim
 
@@ -78,7 +84,35 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
     ssim_value = ssim((recon.float().clamp(-1, 1) + 1) / 2, (images.float() + 1) / 2, data_range=1.0, size_average=True)
     kl = posterior.kl().mean() / images[0].numel()
     loss = l1 + ssim_weight * (1 - ssim_value) + kl_weight * kl
-    return loss, {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
+    parts = {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
+    if discriminator is not None and adv_weight > 0:
+        from monai.losses import PatchAdversarialLoss
+
+        discriminator.requires_grad_(False)
+        logits = discriminator(recon.float().contiguous())[-1]
+        discriminator.requires_grad_(True)
+        adv = PatchAdversarialLoss(criterion="least_squares", no_activation_leastsq=True)(logits, target_is_real=True, for_discriminator=False)
+        loss = loss + adv_weight * adv
+        parts["adv_g"] = adv.item()
+    return (loss, parts, recon) if return_reconstruction else (loss, parts)
+
+
+def build_discriminator(channels: int = 32) -> torch.nn.Module:
+    """MONAI's 2-D ``PatchDiscriminator`` (3 strided layers, a logit per ~70-pixel patch)."""
+    from monai.networks.nets import PatchDiscriminator
+
+    return PatchDiscriminator(spatial_dims=2, num_layers_d=3, channels=channels, in_channels=1, out_channels=1)
+
+
+def discriminator_loss(discriminator: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Least-squares patch-GAN loss of the discriminator: real images → 1, reconstructions → 0."""
+    from monai.losses import PatchAdversarialLoss
+
+    criterion = PatchAdversarialLoss(criterion="least_squares", no_activation_leastsq=True)
+    fake_loss = criterion(discriminator(fake.detach().float().contiguous())[-1], target_is_real=False,
+                          for_discriminator=True)
+    real_loss = criterion(discriminator(real.float().contiguous())[-1], target_is_real=True, for_discriminator=True)
+    return 0.5 * (fake_loss + real_loss)
 
 
 @torch.no_grad()
@@ -107,17 +141,21 @@ def reconstruction_metrics(vae, frames: np.ndarray, batch_size: int = 8) -> dict
 class VAEWithLoss(torch.nn.Module):
     """Wraps the VAE so that one ``forward`` returns the loss (what DDP needs to sync)."""
 
-    def __init__(self, vae, ssim_weight: float, kl_weight: float, lesion_weight: float = 0.0):
+    def __init__(self, vae, ssim_weight: float, kl_weight: float, lesion_weight: float = 0.0,
+                 adv_weight: float = 0.0):
         super().__init__()
         self.vae = vae
         self.ssim_weight = ssim_weight
         self.kl_weight = kl_weight
         self.lesion_weight = lesion_weight
+        self.adv_weight = adv_weight
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                masks: torch.Tensor | None = None):
+                masks: torch.Tensor | None = None, discriminator: torch.nn.Module | None = None):
+        """``(loss, parts, reconstruction)``; the adversarial term only when a discriminator is given."""
         return vae_loss(self.vae, images, self.ssim_weight, self.kl_weight, generator,
-                        masks=masks, lesion_weight=self.lesion_weight)
+                        masks=masks, lesion_weight=self.lesion_weight, discriminator=discriminator,
+                        adv_weight=self.adv_weight, return_reconstruction=True)
 
 
 def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: torch.Generator,
@@ -201,8 +239,14 @@ def main(args: argparse.Namespace) -> dict:
 
     lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
                                             state.max_train_steps, accelerator.num_processes)
-    wrapper = VAEWithLoss(vae, args.ssim_weight, args.kl_weight, args.lesion_weight)
+    wrapper = VAEWithLoss(vae, args.ssim_weight, args.kl_weight, args.lesion_weight, args.adv_weight)
     wrapper, optimizer, lr_scheduler = accelerator.prepare(wrapper, optimizer, lr_scheduler)
+    discriminator = disc_optimizer = None
+    if args.adv_weight > 0:   # its weights and optimiser are saved in every checkpoint (resumable)
+        discriminator = build_discriminator(args.disc_channels)
+        disc_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=args.disc_learning_rate or args.learning_rate,
+                                           betas=(0.5, 0.9), weight_decay=0.0)
+        discriminator, disc_optimizer = accelerator.prepare(discriminator, disc_optimizer)
     ema = None
     if args.use_ema:
         ema = EMAModel(vae.parameters(), decay=args.ema_decay, use_ema_warmup=True,
@@ -230,9 +274,18 @@ def main(args: argparse.Namespace) -> dict:
             else:
                 images = _crop_batch(images, crop, g)
             images = images.to(accelerator.device)
+            adversarial = discriminator is not None and state.step >= args.adv_start
             with accelerator.accumulate(wrapper):
-                loss, parts = wrapper(images, generator=g, masks=masks)
+                loss, parts, recon = wrapper(images, generator=g, masks=masks,
+                                             discriminator=accelerator.unwrap_model(discriminator) if adversarial else None)
                 common.optimizer_step(accelerator, wrapper, loss, optimizer, lr_scheduler, args.max_grad_norm)
+            if adversarial:
+                disc_optimizer.zero_grad(set_to_none=True)
+                d_loss = discriminator_loss(discriminator, images, recon)
+                accelerator.backward(d_loss)
+                disc_optimizer.step()
+                disc_optimizer.zero_grad(set_to_none=True)
+                parts["adv_d"] = d_loss.item()
         if ema is not None:
             ema.step(vae.parameters())
         state.step += 1
@@ -281,15 +334,19 @@ def _validate(vae, ema, frames: np.ndarray, path: Path, from_unit_range) -> None
 def _calibrate(vae, train, args, crop) -> int:
     """Steps that fit --max_minutes, from a measured sec/step on a throwaway copy."""
     probe = copy.deepcopy(vae)
-    opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
+    disc = build_discriminator(args.disc_channels) if args.adv_weight > 0 else None
+    opt = torch.optim.AdamW(list(probe.parameters()) + (list(disc.parameters()) if disc else []), lr=0.0)
 
     def step(i: int) -> None:
         g = common.step_generator(args.seed, i, 99)
         idx = common.batch_indices(len(train), args.train_batch_size, i, args.seed + 1)
         images = _crop_batch(torch.stack([train[int(j)]["image"] for j in idx]), crop, g)
         for _ in range(args.gradient_accumulation_steps):
-            loss, _ = vae_loss(probe, images, args.ssim_weight, args.kl_weight, generator=g)
+            loss, _, recon = vae_loss(probe, images, args.ssim_weight, args.kl_weight, generator=g,
+                                      discriminator=disc, adv_weight=args.adv_weight, return_reconstruction=True)
             loss.backward()
+            if disc is not None:
+                discriminator_loss(disc, images, recon).backward()
         opt.step()
         opt.zero_grad()
 
