@@ -128,6 +128,17 @@ def test_vae_with_a_patch_gan_logs_both_losses_and_resumes_exactly(toy, tmp_path
     assert with_adv.item() == pytest.approx(plain.item() + 0.5 * expected.item(), rel=1e-5)
     with_adv.backward()
     assert all(p.grad is None for p in disc.parameters())   # the generator step leaves the discriminator alone
+    # adaptive: the weight makes the adversarial gradient at the decoder's last layer adv_weight × the
+    # reconstruction gradient there
+    vae.zero_grad()
+    adaptive, parts_a = train_vae.vae_loss(vae, images, 0.5, 0.0, g(), discriminator=disc, adv_weight=0.5,
+                                           adv_adaptive=True)
+    last = vae.decoder.conv_out.weight
+    with_adv_grad = torch.autograd.grad(adaptive, last, retain_graph=True)[0]
+    rec_grad = torch.autograd.grad(train_vae.vae_loss(vae, images, 0.5, 0.0, g())[0], last)[0]
+    adv_part = (with_adv_grad - rec_grad) / parts_a["adv_lambda"]
+    assert parts_a["adv_lambda"] == pytest.approx(0.5 * rec_grad.norm().item() / (adv_part.norm().item() + 1e-4), rel=1e-3)
+    assert plain.item() == pytest.approx(adaptive.item() - parts_a["adv_lambda"] * parts_a["adv_g"], rel=1e-5)
     d_loss = train_vae.discriminator_loss(disc, images, recon)
     with torch.no_grad():
         manual = 0.5 * (disc(recon)[-1] ** 2).mean() + 0.5 * ((disc(images)[-1] - 1) ** 2).mean()

@@ -80,6 +80,10 @@ def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                         help="weight of a patch-GAN adversarial loss on the reconstructions (MONAI "
                              "PatchDiscriminator, least squares); 0 = off. L1 + SSIM alone give the conditional "
                              "mean, a blur: the adversarial term makes the decoder draw texture and small findings")
+    parser.add_argument("--adv_adaptive", action="store_true",
+                        help="scale the adversarial term so that its gradient at the decoder's last layer is "
+                             "--adv_weight times the reconstruction loss's (Esser et al. 2021); then 0.1-0.8 are "
+                             "typical weights")
     parser.add_argument("--adv_start", type=int, default=0, help="step at which the adversarial term starts")
     parser.add_argument("--disc_learning_rate", type=float, default=None,
                         help="discriminator learning rate (constant; default: --learning_rate)")

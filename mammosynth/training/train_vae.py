@@ -59,7 +59,7 @@ def _parse_crop(text: str, height: int, width: int) -> tuple[int, int] | None:
 def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
              generator: torch.Generator | None = None, masks: torch.Tensor | None = None,
              lesion_weight: float = 0.0, discriminator: torch.nn.Module | None = None, adv_weight: float = 0.0,
-             return_reconstruction: bool = False):
+             adv_adaptive: bool = False, return_reconstruction: bool = False):
     """L1 + ssim_weight·(1−SSIM) + kl_weight·KL for one batch in [-1, 1]; returns ``(loss, parts)``.
 
     With ``lesion_weight`` > 0 and lesion ``masks`` (N,1,H,W in {0,1}), the L1 term weighs
@@ -68,8 +68,12 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
 
     With a ``discriminator`` and ``adv_weight`` > 0, ``adv_weight`` × the generator's
     least-squares adversarial loss (the discriminator should call the reconstruction real) is
-    added; the discriminator's own weights get no gradient from it. ``return_reconstruction``
-    appends the reconstruction (for the discriminator's step) to the returned tuple.
+    added; the discriminator's own weights get no gradient from it. With ``adv_adaptive`` the
+    weight is ``adv_weight`` × ‖∇L_rec‖ / ‖∇L_adv‖, both gradients taken at the decoder's last
+    layer (Esser et al. 2021, "Taming Transformers"): the adversarial gradient is then
+    ``adv_weight`` times the reconstruction gradient, whatever their scales (logged as
+    ``adv_lambda``). ``return_reconstruction`` appends the reconstruction (for the
+    discriminator's step) to the returned tuple.
     """
     from pytorch_msssim import ssim
 
@@ -83,7 +87,8 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
         l1 = error.mean()
     ssim_value = ssim((recon.float().clamp(-1, 1) + 1) / 2, (images.float() + 1) / 2, data_range=1.0, size_average=True)
     kl = posterior.kl().mean() / images[0].numel()
-    loss = l1 + ssim_weight * (1 - ssim_value) + kl_weight * kl
+    reconstruction = l1 + ssim_weight * (1 - ssim_value)
+    loss = reconstruction + kl_weight * kl
     parts = {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
     if discriminator is not None and adv_weight > 0:
         from monai.losses import PatchAdversarialLoss
@@ -92,7 +97,14 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
         logits = discriminator(recon.float().contiguous())[-1]
         discriminator.requires_grad_(True)
         adv = PatchAdversarialLoss(criterion="least_squares", no_activation_leastsq=True)(logits, target_is_real=True, for_discriminator=False)
-        loss = loss + adv_weight * adv
+        weight = adv_weight
+        if adv_adaptive:
+            last = vae.decoder.conv_out.weight
+            rec_grad = torch.autograd.grad(reconstruction, last, retain_graph=True)[0]
+            adv_grad = torch.autograd.grad(adv, last, retain_graph=True)[0]
+            weight = adv_weight * (rec_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(max=1e4).detach()
+            parts["adv_lambda"] = float(weight)
+        loss = loss + weight * adv
         parts["adv_g"] = adv.item()
     return (loss, parts, recon) if return_reconstruction else (loss, parts)
 
@@ -142,20 +154,21 @@ class VAEWithLoss(torch.nn.Module):
     """Wraps the VAE so that one ``forward`` returns the loss (what DDP needs to sync)."""
 
     def __init__(self, vae, ssim_weight: float, kl_weight: float, lesion_weight: float = 0.0,
-                 adv_weight: float = 0.0):
+                 adv_weight: float = 0.0, adv_adaptive: bool = False):
         super().__init__()
         self.vae = vae
         self.ssim_weight = ssim_weight
         self.kl_weight = kl_weight
         self.lesion_weight = lesion_weight
         self.adv_weight = adv_weight
+        self.adv_adaptive = adv_adaptive
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
                 masks: torch.Tensor | None = None, discriminator: torch.nn.Module | None = None):
         """``(loss, parts, reconstruction)``; the adversarial term only when a discriminator is given."""
         return vae_loss(self.vae, images, self.ssim_weight, self.kl_weight, generator,
                         masks=masks, lesion_weight=self.lesion_weight, discriminator=discriminator,
-                        adv_weight=self.adv_weight, return_reconstruction=True)
+                        adv_weight=self.adv_weight, adv_adaptive=self.adv_adaptive, return_reconstruction=True)
 
 
 def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: torch.Generator,
@@ -239,7 +252,8 @@ def main(args: argparse.Namespace) -> dict:
 
     lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
                                             state.max_train_steps, accelerator.num_processes)
-    wrapper = VAEWithLoss(vae, args.ssim_weight, args.kl_weight, args.lesion_weight, args.adv_weight)
+    wrapper = VAEWithLoss(vae, args.ssim_weight, args.kl_weight, args.lesion_weight, args.adv_weight,
+                          args.adv_adaptive)
     wrapper, optimizer, lr_scheduler = accelerator.prepare(wrapper, optimizer, lr_scheduler)
     discriminator = disc_optimizer = None
     if args.adv_weight > 0:   # its weights and optimiser are saved in every checkpoint (resumable)
@@ -343,7 +357,8 @@ def _calibrate(vae, train, args, crop) -> int:
         images = _crop_batch(torch.stack([train[int(j)]["image"] for j in idx]), crop, g)
         for _ in range(args.gradient_accumulation_steps):
             loss, _, recon = vae_loss(probe, images, args.ssim_weight, args.kl_weight, generator=g,
-                                      discriminator=disc, adv_weight=args.adv_weight, return_reconstruction=True)
+                                      discriminator=disc, adv_weight=args.adv_weight,
+                                      adv_adaptive=args.adv_adaptive, return_reconstruction=True)
             loss.backward()
             if disc is not None:
                 discriminator_loss(disc, images, recon).backward()
