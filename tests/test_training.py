@@ -385,6 +385,22 @@ def test_model_card_says_how_latents_are_scaled():
     assert "standardised per channel" in label and "std 0.500, 0.250, 1.000, 2.000" in label
 
 
+def test_model_card_reports_the_fine_tuned_decoder():
+    from mammosynth.training.model_card import render_model_card
+
+    base = {"vae": {"psnr": 25.57, "ssim": 0.6376, "images": 400, "elapsed_min": 42.0}, "ldm": {"elapsed_min": 88.0},
+            "data": {}, "sizes_mb": {"vae": 1.0, "unet": 1.0, "condition_encoder": 0.1}}
+    card = render_model_card(base)
+    assert "SSIM **0.6376** (higher is better)." in card and "decoder fine-tune" not in card
+    decoder = {"psnr": 26.9, "ssim": 0.7012, "images": 400, "steps": 2000, "elapsed_min": 50.0, "batch": 8,
+               "crop": "128x96", "first_loss": 0.5, "final_loss": 0.4, "adv_weight": 0.5, "adv_adaptive": True}
+    card = render_model_card({**base, "decoder": decoder})
+    assert ("| VAE decoder fine-tune, encoder frozen (same loss + patch-GAN (adaptive weight 0.5, MONAI "
+            "PatchDiscriminator), 128x96 crops) | 2000 | 50.0 | 8 | 0.5000 → 0.4000 |") in card
+    assert "SSIM **0.6376** with the VAE's own decoder" in card and "SSIM **0.7012** on 400 test images" in card
+    assert "in about 180 minutes" in card
+
+
 def test_csv_log_widens_for_new_columns_and_truncates_on_resume(tmp_path):
     log = common.CsvLogger(tmp_path / "log.csv")
     log.log(10, {"loss": 0.5})

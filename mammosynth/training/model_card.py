@@ -283,7 +283,11 @@ def _decoder_row(dec: dict) -> str:
     """The training-table row of the decoder fine-tune (``train-vae --freeze_encoder``), if any."""
     if not dec:
         return ""
-    return (f"| VAE decoder fine-tune, encoder frozen (same loss, {dec.get('crop', '?')} crops) | {dec.get('steps')} | "
+    adv = ""
+    if dec.get("adv_weight"):
+        adv = (f" + patch-GAN ({'adaptive weight ' if dec.get('adv_adaptive') else 'weight '}{dec['adv_weight']:g}, "
+               "MONAI PatchDiscriminator)")
+    return (f"| VAE decoder fine-tune, encoder frozen (same loss{adv}, {dec.get('crop', '?')} crops) | {dec.get('steps')} | "
             f"{dec.get('elapsed_min', 0):.1f} | {dec.get('batch')} | {dec.get('first_loss', float('nan')):.4f} → "
             f"{dec.get('final_loss', float('nan')):.4f} |\n")
 
@@ -291,11 +295,12 @@ def _decoder_row(dec: dict) -> str:
 def _reconstruction_line(vae: dict, dec: dict) -> str:
     nan = float("nan")
     line = (f"* VAE reconstruction on {vae.get('images')} phantom **test** images: PSNR **{vae.get('psnr', nan):.2f} dB**, "
-            f"SSIM **{vae.get('ssim', nan):.4f}** (higher is better)")
+            f"SSIM **{vae.get('ssim', nan):.4f}**")
     if not dec:
-        return line + "."
+        return line + " (higher is better)."
     return (line + f" with the VAE's own decoder; with the shipped fine-tuned decoder (same encoder, same latents) "
-            f"PSNR **{dec.get('psnr', nan):.2f} dB**, SSIM **{dec.get('ssim', nan):.4f}** on {dec.get('images')} test images.")
+            f"PSNR **{dec.get('psnr', nan):.2f} dB**, SSIM **{dec.get('ssim', nan):.4f}** on {dec.get('images')} test "
+            "images (higher is better).")
 
 
 def _pct(value: Any) -> str:
@@ -443,7 +448,9 @@ def main(argv: list[str] | None = None) -> dict:
         dec_info = json.loads((Path(args.decoder_run) / "run.json").read_text())
         decoder = {**dec_info.get("metrics", {}), **_loss_summary(Path(args.decoder_run) / "log.csv"),
                    "batch": dec_info.get("config", {}).get("train_batch_size"),
-                   "crop": dec_info.get("config", {}).get("crop")}
+                   "crop": dec_info.get("config", {}).get("crop"),
+                   "adv_weight": dec_info.get("config", {}).get("adv_weight", 0.0),
+                   "adv_adaptive": dec_info.get("config", {}).get("adv_adaptive", False)}
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
            "batch": ldm_info.get("config", {}).get("train_batch_size"),
