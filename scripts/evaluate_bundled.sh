@@ -15,7 +15,8 @@ CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}
 OUT=${OUT:-out/bundled-synth}
 REPORTS=${REPORTS:-$CKPT/reports}
 PROCS=${PROCS:-2}
-THREADS=${THREADS:-1}
+THREADS=${THREADS:-1}                            # per generate-set process
+SOLO_THREADS=${SOLO_THREADS:-$(( PROCS * THREADS ))}  # the single-process stages (audit, evaluate) use every core
 STEPS=${STEPS:-20}
 GUIDANCE=${GUIDANCE:-3.0}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -36,12 +37,12 @@ stage generate-set
 
 # 2. Privacy audit: re-ID, planted copies, membership inference, pixel nearest neighbours.
 python -m mammosynth privacy-audit --checkpoint "$CKPT" --data "$DATA" --synthetic "$OUT" \
-  --out "$REPORTS/privacy.json" --num-threads "$THREADS" ${AUDIT_ARGS:-}
+  --out "$REPORTS/privacy.json" --num-threads "$SOLO_THREADS" ${AUDIT_ARGS:-}
 stage privacy-audit
 
 # 3. Fidelity, utility, adherence, realism (+ the audit merged).
 python -m mammosynth evaluate --data "$DATA" --synthetic "$OUT" --checkpoint "$CKPT" \
-  --out "$REPORTS/eval" --privacy-report "$REPORTS/privacy.json" --threads "$THREADS" ${EVAL_ARGS:-}
+  --out "$REPORTS/eval" --privacy-report "$REPORTS/privacy.json" --threads "$SOLO_THREADS" ${EVAL_ARGS:-}
 stage evaluate
 
 # 4. The seed paper's table with our numbers, and the model card.
