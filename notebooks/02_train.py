@@ -22,6 +22,7 @@
 #    its latent scaling factor is measured from data;
 # 2. train the **conditional UNet** on the frozen VAE's latents, with per-field condition
 #    dropout for classifier-free guidance and the lesion box as an extra input channel;
+# 2b. fine-tune the VAE decoder (encoder frozen, patch-GAN) and swap it into the pipeline;
 # 3. load the result as a `MammoLDMPipeline` and sample;
 # 4. load the **bundled checkpoint** and generate a grid over density × lesion type.
 #
@@ -113,6 +114,30 @@ ldm_info
 
 # %%
 pd.read_csv(WORK / "runs" / "ldm" / "log.csv").plot(x="step", y="loss", title="LDM training loss (ε-MSE)");
+
+# %% [markdown]
+# ### 2b. A sharper decoder for the same latents
+#
+# Trained with L1 + SSIM only, the decoder draws the average of what a latent could mean: a blur.
+# The bundled recipe trains it on with the encoder frozen (`--freeze_encoder`, so the latents
+# and the LDM trained on them stay valid) and a patch-GAN term (`--adv_weight 0.5 --adv_adaptive`),
+# then `swap_decoder` (CLI: `mammosynth swap-decoder`) puts it into the pipeline after checking
+# that the encoder and the latent scaling are identical.
+
+# %%
+from mammosynth.models.autoencoder import swap_decoder
+
+dec_args = ["--data", str(DATA), "--out", str(WORK / "runs" / "vae_decoder"), "--no_progress",
+            "--init_vae", str(WORK / "runs" / "ldm" / "pipeline" / "vae"), "--freeze_encoder",
+            "--adv_weight", "0.5", "--adv_adaptive"]
+if TINY:
+    dec_args += ["--crop", "32x24", "--max_train_steps", "2", "--train_batch_size", "2", "--disc_channels", "8",
+                 "--checkpointing_steps", "2", "--validation_steps", "2", "--eval_images", "4"]
+else:
+    dec_args += ["--max_minutes", "5", "--checkpointing_steps", "100", "--validation_steps", "100"]
+dec_metrics = train_vae.main(train_vae.parse_args(dec_args))
+swap_decoder(WORK / "runs" / "ldm" / "pipeline", WORK / "runs" / "vae_decoder")
+{"own decoder": {k: vae_metrics[k] for k in ("psnr", "ssim")}, "fine-tuned": {k: dec_metrics[k] for k in ("psnr", "ssim")}}
 
 # %% [markdown]
 # ## 3. Sample from what we just trained
