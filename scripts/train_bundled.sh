@@ -12,7 +12,7 @@
 #
 # Budget on 2 cores: VAE 1400 steps in 42 min (THREADS=1, a second job beside it) + 4 min evaluation;
 # LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; decoder
-# fine-tune DEC_STEPS in ~1 s/step with THREADS=2; model card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible
+# fine-tune 2000 steps in ~50 min with THREADS=2 (1.45 s/step); model card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible
 # whatever the machine's load; the minutes (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per
 # later leg, cumulative) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
@@ -44,7 +44,7 @@ VAE_STEPS=${VAE_STEPS:-1400}
 LDM_STEPS=${LDM_STEPS:-7000}
 LDM_EXTEND_STEPS=${LDM_EXTEND_STEPS-}   # later legs (space-separated totals); empty: one leg only
 LDM_EXTEND_MINUTES=${LDM_EXTEND_MINUTES:-60}  # added to the cumulative --max_minutes cap per leg
-DEC_STEPS=${DEC_STEPS:-3000}      # decoder fine-tune (stage 3); 0 skips it and ships the VAE's own decoder
+DEC_STEPS=${DEC_STEPS:-2000}      # decoder fine-tune (stage 3); 0 skips it and ships the VAE's own decoder
 DEC_MINUTES=${DEC_MINUTES:-90}
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -97,18 +97,20 @@ for leg_steps in ${LDM_STEPS:-0} $LDM_EXTEND_STEPS; do
 done
 
 # 3. Decoder fine-tune: the LDM's VAE with its encoder frozen (so the latents, and the LDM trained
-#    on them, stay valid), decoder trained on for DEC_STEPS more steps with 128x96 crops: the 1400-step
-#    VAE decoder is undertrained and draws the latents blurred and grid-textured.
+#    on them, stay valid), decoder trained on for DEC_STEPS more steps with 128x96 crops and a
+#    patch-GAN term (adaptive weight 0.5): with L1 + SSIM alone the decoder draws the latents as a
+#    blur with a grid texture; the adversarial term makes it draw the phantom's fine grain.
 if [ "$DEC_STEPS" -gt 0 ]; then
   if [ -f "$RUNS/vae_decoder/metrics.json" ] && [ -f "$RUNS/vae_decoder/vae/config.json" ]; then
     echo "decoder already fine-tuned: $RUNS/vae_decoder"
   else
     python -m mammosynth.training.train_vae \
       --data "$DATA" --out "$RUNS/vae_decoder" --init_vae "$RUNS/ldm/pipeline/vae" --freeze_encoder --crop 128x96 \
-      --train_batch_size 8 --learning_rate 3e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
+      --train_batch_size 8 --learning_rate 2e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
       --ssim_weight 0.5 --kl_weight 1e-6 --lesion_weight 4 --lesion_crop_prob 0.5 --ema_decay 0.999 \
+      --adv_weight 0.5 --adv_adaptive --disc_learning_rate 2e-4 \
       --max_minutes "$DEC_MINUTES" --max_train_steps "$DEC_STEPS" --checkpointing_steps 100 --checkpoints_total_limit 2 \
-      --validation_steps 500 --logging_steps 10 --eval_images 400 \
+      --validation_steps 250 --logging_steps 10 --eval_images 400 \
       --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
   fi
 fi
