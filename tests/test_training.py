@@ -596,6 +596,12 @@ def test_decoder_fine_tune_keeps_the_latent_space_and_swaps_into_the_pipeline(to
     with pytest.raises(ValueError, match="--freeze_encoder needs --init_vae"):
         train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "x"), "--freeze_encoder",
                                              "--max_train_steps", "1", *TINY_VAE]))
+    with pytest.raises(ValueError, match="--adv_weight must be >= 0"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "z"), "--adv_weight", "-1",
+                                             "--max_train_steps", "1", *TINY_VAE]))
+    with pytest.raises(ValueError, match="--adv_adaptive .* --adv_weight"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "z"), "--adv_adaptive",
+                                             "--max_train_steps", "1", *TINY_VAE]))
     with pytest.raises(ValueError, match="cannot resize"):
         train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "y"), "--init_vae",
                                              str(tuned), "--block_out_channels", "8,8,8,8", "--max_train_steps", "1",

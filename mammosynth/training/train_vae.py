@@ -91,12 +91,10 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
     loss = reconstruction + kl_weight * kl
     parts = {"l1": l1.item(), "ssim": ssim_value.item(), "kl": kl.item()}
     if discriminator is not None and adv_weight > 0:
-        from monai.losses import PatchAdversarialLoss
-
         discriminator.requires_grad_(False)
         logits = discriminator(recon.float().contiguous())[-1]
         discriminator.requires_grad_(True)
-        adv = PatchAdversarialLoss(criterion="least_squares", no_activation_leastsq=True)(logits, target_is_real=True, for_discriminator=False)
+        adv = _adversarial_criterion()(logits, target_is_real=True, for_discriminator=False)
         weight = adv_weight
         if adv_adaptive:
             last = vae.decoder.conv_out.weight
@@ -109,6 +107,13 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
     return (loss, parts, recon) if return_reconstruction else (loss, parts)
 
 
+def _adversarial_criterion():
+    """Least squares on the raw patch logits (MONAI's default would first apply a leaky ReLU)."""
+    from monai.losses import PatchAdversarialLoss
+
+    return PatchAdversarialLoss(criterion="least_squares", no_activation_leastsq=True)
+
+
 def build_discriminator(channels: int = 32) -> torch.nn.Module:
     """MONAI's 2-D ``PatchDiscriminator`` (3 strided layers, a logit per ~70-pixel patch)."""
     from monai.networks.nets import PatchDiscriminator
@@ -118,9 +123,7 @@ def build_discriminator(channels: int = 32) -> torch.nn.Module:
 
 def discriminator_loss(discriminator: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Least-squares patch-GAN loss of the discriminator: real images → 1, reconstructions → 0."""
-    from monai.losses import PatchAdversarialLoss
-
-    criterion = PatchAdversarialLoss(criterion="least_squares", no_activation_leastsq=True)
+    criterion = _adversarial_criterion()
     fake_loss = criterion(discriminator(fake.detach().float().contiguous())[-1], target_is_real=False,
                           for_discriminator=True)
     real_loss = criterion(discriminator(real.float().contiguous())[-1], target_is_real=True, for_discriminator=True)
@@ -227,6 +230,10 @@ def main(args: argparse.Namespace) -> dict:
                          f"{tuple(preset['block_out_channels'])}")
     if args.freeze_encoder and not args.init_vae:
         raise ValueError("--freeze_encoder needs --init_vae (the trained VAE whose encoder to keep)")
+    if args.adv_weight < 0:
+        raise ValueError(f"--adv_weight must be >= 0 (0 = no adversarial term), got {args.adv_weight}")
+    if args.adv_adaptive and not args.adv_weight:
+        raise ValueError("--adv_adaptive scales the adversarial term: give it a weight with --adv_weight (e.g. 0.5)")
     torch.manual_seed(args.seed)
     if args.init_vae:
         if args.block_out_channels:
