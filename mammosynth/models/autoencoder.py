@@ -189,7 +189,7 @@ def swap_decoder(checkpoint: str | os.PathLike, vae_folder: str | os.PathLike) -
     with safe_open(str(weights[0]), framework="pt") as handle:   # keep the checkpoint's stored dtype
         dtype = handle.get_tensor(next(iter(handle.keys()))).dtype
     old = AutoencoderKL.from_pretrained(target, dtype=dtype)
-    new = AutoencoderKL.from_pretrained(vae_folder, dtype=torch.float32)
+    new = AutoencoderKL.from_pretrained(vae_folder, dtype=dtype)   # compared and saved in the checkpoint's dtype
     for key in LATENT_SPACE_KEYS:
         a, b = old.config.get(key), new.config.get(key)
         if (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
@@ -199,12 +199,12 @@ def swap_decoder(checkpoint: str | os.PathLike, vae_folder: str | os.PathLike) -
     for name, tensor in old.state_dict().items():
         if not name.startswith(("encoder.", "quant_conv.")):
             continue
-        if name not in new_state or not torch.equal(new_state[name].to(dtype), tensor):
+        if name not in new_state or not torch.equal(new_state[name], tensor):
             raise ValueError(f"{vae_folder}: encoder weight {name} differs from {target}'s, so its latents would "
                              "too; train the decoder with --freeze_encoder from this checkpoint's VAE")
     tmp = target.with_name("vae.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    new.to(dtype).save_pretrained(tmp)
+    new.save_pretrained(tmp)
     backup = target.with_name("vae.old")
     shutil.rmtree(backup, ignore_errors=True)
     os.replace(target, backup)
