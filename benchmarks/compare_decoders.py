@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     from mammosynth.evaluation.features import load_fidelity_encoder
     from mammosynth.evaluation.fidelity import fid, prdc
     from mammosynth.evaluation.generate_set import plan_like
-    from mammosynth.models.autoencoder import from_model_space
     from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline
-    from mammosynth.training.common import resolve_vae_folder, save_image_grid
+    from mammosynth.models.autoencoder import from_model_space, resolve_vae_folder
+    from mammosynth.training.common import save_image_grid
     from mammosynth.training.train_vae import reconstruction_metrics
 
     decoders = {"checkpoint": None}

@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL
 
 __all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_factor", "downsample_factor",
            "latent_affine", "apply_latent_affine", "to_model_space", "from_model_space", "channel_stats", "has_channel_stats",
-           "swap_decoder", "LATENT_SPACE_KEYS"]
+           "swap_decoder", "resolve_vae_folder", "LATENT_SPACE_KEYS"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 VAE_PRESETS: dict[str, dict] = {
@@ -158,6 +158,17 @@ def measure_scaling_factor(vae: AutoencoderKL, batches: Iterable[torch.Tensor]) 
     return 1.0 / std
 
 
+def resolve_vae_folder(path: str | os.PathLike) -> Path:
+    """A VAE model folder from a train-vae run folder (``<run>/vae``) or the folder itself."""
+    path = Path(path)
+    for candidate in (path / "vae", path):
+        if (candidate / "config.json").is_file() and any(candidate.glob("*.safetensors")):
+            return candidate
+    raise FileNotFoundError(
+        f"no trained VAE in {path} (looked for {path / 'vae' / 'config.json'}); run `mammosynth train-vae` first"
+    )
+
+
 #: Config fields that define the latent space: a decoder can only replace another if they match.
 LATENT_SPACE_KEYS = ("in_channels", "latent_channels", "block_out_channels", "down_block_types",
                      "layers_per_block", "norm_num_groups", "act_fn", "use_quant_conv",
@@ -179,8 +190,7 @@ def swap_decoder(checkpoint: str | os.PathLike, vae_folder: str | os.PathLike) -
     if not (target / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} has no vae/config.json; pass a pipeline folder (e.g. "
                                 "checkpoints/mammosynth-phantom-256)")
-    if not (Path(vae_folder) / "config.json").is_file() and (Path(vae_folder) / "vae" / "config.json").is_file():
-        vae_folder = Path(vae_folder) / "vae"     # a train-vae run folder
+    vae_folder = resolve_vae_folder(vae_folder)
     from safetensors import safe_open
 
     weights = sorted(target.glob("*.safetensors"))

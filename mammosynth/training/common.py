@@ -54,7 +54,6 @@ __all__ = [
     "make_lr_scheduler",
     "make_accelerator",
     "StopClock",
-    "resolve_vae_folder",
 ]
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -120,17 +119,6 @@ def batch_indices(num_items: int, batch_size: int, micro_step: int, seed: int,
         order = np.random.default_rng([seed, epoch]).permutation(num_items)
         out[j] = order[offset]
     return out
-
-
-def resolve_vae_folder(path: str | os.PathLike) -> Path:
-    """A VAE model folder from a train-vae run folder (``<run>/vae``) or the folder itself."""
-    path = Path(path)
-    for candidate in (path / "vae", path):
-        if (candidate / "config.json").is_file() and any(candidate.glob("*.safetensors")):
-            return candidate
-    raise FileNotFoundError(
-        f"no trained VAE in {path} (looked for {path / 'vae' / 'config.json'}); run `mammosynth train-vae` first"
-    )
 
 
 def manifest_sha256(data_root: str | os.PathLike) -> str:

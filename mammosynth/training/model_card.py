@@ -279,6 +279,16 @@ the fidelity feature extractor (`feature_extractor/`) are added by their own sta
 """
 
 
+def _stage_summary(run: Path, *config_keys: str) -> dict:
+    """A training stage for the card: its final metrics, first/last loss, batch and the named config values."""
+    from .train_ldm import _loss_summary
+
+    info = json.loads((run / "run.json").read_text())
+    config = info.get("config", {})
+    return {**info.get("metrics", {}), **_loss_summary(run / "log.csv"), "batch": config.get("train_batch_size"),
+            **{key: config.get(key) for key in config_keys}}
+
+
 def _decoder_row(dec: dict) -> str:
     """The training-table row of the decoder fine-tune (``train-vae --freeze_encoder``), if any."""
     if not dec:
@@ -432,25 +442,11 @@ def main(argv: list[str] | None = None) -> dict:
     # The card's sample grids and conditioning check are made before build-index adds the gate.
     pipe = MammoLDMPipeline.from_pretrained(ckpt, requires_privacy_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    vae_info = json.loads((vae_run / "run.json").read_text())
     ldm_info = json.loads((ldm_run / "run.json").read_text())
-    from .train_ldm import _loss_summary
-
     n = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
-    vae = {**vae_info.get("metrics", {}), **_loss_summary(vae_run / "log.csv"),
-           "block_out_channels": pipe.vae.config.block_out_channels, "params_m": n(pipe.vae),
-           "batch": vae_info.get("config", {}).get("train_batch_size"),
-           "crop": vae_info.get("config", {}).get("crop"),
-           "lesion_weight": vae_info.get("config", {}).get("lesion_weight", 0.0),
-           "lesion_crop_prob": vae_info.get("config", {}).get("lesion_crop_prob", 0.0)}
-    decoder = None
-    if args.decoder_run:
-        dec_info = json.loads((Path(args.decoder_run) / "run.json").read_text())
-        decoder = {**dec_info.get("metrics", {}), **_loss_summary(Path(args.decoder_run) / "log.csv"),
-                   "batch": dec_info.get("config", {}).get("train_batch_size"),
-                   "crop": dec_info.get("config", {}).get("crop"),
-                   "adv_weight": dec_info.get("config", {}).get("adv_weight", 0.0),
-                   "adv_adaptive": dec_info.get("config", {}).get("adv_adaptive", False)}
+    vae = {**_stage_summary(vae_run, "crop", "lesion_weight", "lesion_crop_prob"),
+           "block_out_channels": pipe.vae.config.block_out_channels, "params_m": n(pipe.vae)}
+    decoder = _stage_summary(Path(args.decoder_run), "crop", "adv_weight", "adv_adaptive") if args.decoder_run else None
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
            "batch": ldm_info.get("config", {}).get("train_batch_size"),

@@ -160,7 +160,7 @@ def main(args: argparse.Namespace) -> dict:
 
     from ..data.dataset import PreparedDataset
     from ..data.prepared import load_prepared
-    from ..models.autoencoder import channel_stats, has_channel_stats, latent_affine
+    from ..models.autoencoder import channel_stats, has_channel_stats, latent_affine, resolve_vae_folder
     from ..models.conditioning import ConditionEncoder
     from ..models.unet import UNET_PRESETS, build_unet, time_embed_dim
     from ..pipelines.pipeline_mammo_ldm import default_scheduler
@@ -170,7 +170,7 @@ def main(args: argparse.Namespace) -> dict:
     accelerator = common.make_accelerator(args, out)
     data = load_prepared(args.data)
     train = PreparedDataset(data, split="training")
-    vae_folder = common.resolve_vae_folder(args.vae)
+    vae_folder = resolve_vae_folder(args.vae)
     vae = AutoencoderKL.from_pretrained(vae_folder, dtype=torch.float32).to(accelerator.device)
     vae.requires_grad_(False).eval()
     factor = 2 ** (len(vae.config.block_out_channels) - 1)

@@ -212,7 +212,7 @@ def main(args: argparse.Namespace) -> dict:
 
     from ..data.dataset import PreparedDataset, from_unit_range
     from ..data.prepared import load_prepared
-    from ..models.autoencoder import VAE_PRESETS, build_vae, measure_scaling_factor
+    from ..models.autoencoder import VAE_PRESETS, build_vae, measure_scaling_factor, resolve_vae_folder
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +238,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.init_vae:
         if args.block_out_channels:
             raise ValueError("--block_out_channels cannot resize the --init_vae VAE; leave it out")
-        vae = AutoencoderKL.from_pretrained(common.resolve_vae_folder(args.init_vae), dtype=torch.float32)
+        vae = AutoencoderKL.from_pretrained(resolve_vae_folder(args.init_vae), dtype=torch.float32)
         if vae.config.in_channels != 1 or vae.config.out_channels != 1:
             raise ValueError(f"--init_vae {args.init_vae} is not a 1-channel VAE "
                              f"(in/out channels {vae.config.in_channels}/{vae.config.out_channels})")
