@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, vae in decoders.items():
         with torch.no_grad():
             frames = np.concatenate([
-                from_unit_range(vae.decode(from_model_space(vae, batch.to(vae.dtype))).sample.float().clamp(-1, 1)[:, 0])
+                from_unit_range(vae.decode(from_model_space(vae, batch.to(vae.dtype))).sample.float().clamp(-1, 1)
+                                [:, 0])
                 for batch in latents.split(16)])
         features = encoder.embed(frames)
         scores = prdc(real_features, features)

@@ -101,7 +101,7 @@ def test_vae_with_a_patch_gan_logs_both_losses_and_resumes_exactly(toy, tmp_path
     full = tmp_path / "full"
     assert cli(["train-vae", "--data", str(toy), "--out", str(full), "--max_train_steps", "4", *gan]) == 0
     rows = read_log(full / "log.csv")
-    assert [r["adv_g"] for r in rows][0] == "" and all(float(r["adv_g"]) > 0 and float(r["adv_d"]) > 0 for r in rows[1:])
+    assert rows[0]["adv_g"] == "" and all(float(r["adv_g"]) > 0 and float(r["adv_d"]) > 0 for r in rows[1:])
     stored = sorted(p.name for p in (full / "checkpoints" / "checkpoint-4").iterdir())
     assert "model_1.safetensors" in stored and "optimizer_1.bin" in stored   # the discriminator and its optimiser
     killed = tmp_path / "killed"
@@ -137,7 +137,8 @@ def test_vae_with_a_patch_gan_logs_both_losses_and_resumes_exactly(toy, tmp_path
     with_adv_grad = torch.autograd.grad(adaptive, last, retain_graph=True)[0]
     rec_grad = torch.autograd.grad(train_vae.vae_loss(vae, images, 0.5, 0.0, g())[0], last)[0]
     adv_part = (with_adv_grad - rec_grad) / parts_a["adv_lambda"]
-    assert parts_a["adv_lambda"] == pytest.approx(0.5 * rec_grad.norm().item() / (adv_part.norm().item() + 1e-4), rel=1e-3)
+    expected_lambda = 0.5 * rec_grad.norm().item() / (adv_part.norm().item() + 1e-4)
+    assert parts_a["adv_lambda"] == pytest.approx(expected_lambda, rel=1e-3)
     assert plain.item() == pytest.approx(adaptive.item() - parts_a["adv_lambda"] * parts_a["adv_g"], rel=1e-5)
     d_loss = train_vae.discriminator_loss(disc, images, recon)
     with torch.no_grad():

@@ -20,8 +20,8 @@ import torch
 from diffusers import AutoencoderKL
 
 __all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_factor", "downsample_factor",
-           "latent_affine", "apply_latent_affine", "to_model_space", "from_model_space", "channel_stats", "has_channel_stats",
-           "swap_decoder", "resolve_vae_folder", "LATENT_SPACE_KEYS"]
+           "latent_affine", "apply_latent_affine", "to_model_space", "from_model_space", "channel_stats",
+           "has_channel_stats", "swap_decoder", "resolve_vae_folder", "LATENT_SPACE_KEYS"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 VAE_PRESETS: dict[str, dict] = {

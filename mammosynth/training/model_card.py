@@ -297,15 +297,16 @@ def _decoder_row(dec: dict) -> str:
     if dec.get("adv_weight"):
         adv = (f" + patch-GAN ({'adaptive weight ' if dec.get('adv_adaptive') else 'weight '}{dec['adv_weight']:g}, "
                "MONAI PatchDiscriminator)")
-    return (f"| VAE decoder fine-tune, encoder frozen (same loss{adv}, {dec.get('crop', '?')} crops) | {dec.get('steps')} | "
+    return (f"| VAE decoder fine-tune, encoder frozen (same loss{adv}, {dec.get('crop', '?')} crops) | "
+            f"{dec.get('steps')} | "
             f"{dec.get('elapsed_min', 0):.1f} | {dec.get('batch')} | {dec.get('first_loss', float('nan')):.4f} → "
             f"{dec.get('final_loss', float('nan')):.4f} |\n")
 
 
 def _reconstruction_line(vae: dict, dec: dict) -> str:
     nan = float("nan")
-    line = (f"* VAE reconstruction on {vae.get('images')} phantom **test** images: PSNR **{vae.get('psnr', nan):.2f} dB**, "
-            f"SSIM **{vae.get('ssim', nan):.4f}**")
+    line = (f"* VAE reconstruction on {vae.get('images')} phantom **test** images: "
+            f"PSNR **{vae.get('psnr', nan):.2f} dB**, SSIM **{vae.get('ssim', nan):.4f}**")
     if not dec:
         return line + " (higher is better)."
     return (line + f" with the VAE's own decoder; with the shipped fine-tuned decoder (same encoder, same latents) "

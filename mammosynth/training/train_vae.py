@@ -253,7 +253,8 @@ def main(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         common.write_run_info(out, args, "vae", {"model": {"vae": dict(vae.config)}})
 
-    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.learning_rate,
+                                  weight_decay=args.adam_weight_decay)
     state, resume = common.resume_state(out, args.resume_from_checkpoint)
     common.plan_steps(state, args, lambda: _calibrate(vae, train, args, crop))
 
@@ -296,9 +297,9 @@ def main(args: argparse.Namespace) -> dict:
                 images = _crop_batch(images, crop, g)
             images = images.to(accelerator.device)
             adversarial = discriminator is not None and state.step >= args.adv_start
+            judge = accelerator.unwrap_model(discriminator) if adversarial else None
             with accelerator.accumulate(wrapper):
-                loss, parts, recon = wrapper(images, generator=g, masks=masks,
-                                             discriminator=accelerator.unwrap_model(discriminator) if adversarial else None)
+                loss, parts, recon = wrapper(images, generator=g, masks=masks, discriminator=judge)
                 common.optimizer_step(accelerator, wrapper, loss, optimizer, lr_scheduler, args.max_grad_norm)
             if adversarial:
                 disc_optimizer.zero_grad(set_to_none=True)
