@@ -46,6 +46,11 @@ LDM_EXTEND_STEPS=${LDM_EXTEND_STEPS-}   # later legs (space-separated totals); e
 LDM_EXTEND_MINUTES=${LDM_EXTEND_MINUTES:-60}  # added to the cumulative --max_minutes cap per leg
 DEC_STEPS=${DEC_STEPS:-2000}      # decoder fine-tune (stage 3); 0 skips it and ships the VAE's own decoder
 DEC_MINUTES=${DEC_MINUTES:-90}
+WIDE_CHANNELS=${WIDE_CHANNELS:-8}  # stage 4 widens the VAE to this many latent channels; 0 ships the 4-channel model
+WIDE_STEPS=${WIDE_STEPS:-1500}
+WIDE_MINUTES=${WIDE_MINUTES:-60}
+WIDE_LDM_STEPS=${WIDE_LDM_STEPS:-4500}
+WIDE_LDM_MINUTES=${WIDE_LDM_MINUTES:-90}
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
@@ -115,15 +120,54 @@ if [ "$DEC_STEPS" -gt 0 ]; then
   fi
 fi
 
-# 4. Assemble the checkpoint folder (with the fine-tuned decoder), sample grids, conditioning check
-#    and model card
+# 4. Wider latents: 4x32x24 latents cannot carry calcification specks and spicules. The stage-3 VAE
+#    is widened to WIDE_CHANNELS latent channels (its own channels kept, the new ones start unused:
+#    models.autoencoder.widen_latent) and encoder + decoder train on with the same loss and patch-GAN.
+# 5. The LDM on the wide latents, warm-started from stage 2's (its UNet widened: models.unet.widen_unet_latent).
+if [ "$WIDE_CHANNELS" -gt 0 ]; then
+  wide_from=$RUNS/vae_decoder; [ "$DEC_STEPS" -gt 0 ] || wide_from=$RUNS/vae
+  if [ -f "$RUNS/vae_wide/metrics.json" ] && [ -f "$RUNS/vae_wide/vae/config.json" ]; then
+    echo "wide VAE already trained: $RUNS/vae_wide"
+  else
+    python -m mammosynth.training.train_vae \
+      --data "$DATA" --out "$RUNS/vae_wide" --init_vae "$wide_from" --latent_channels "$WIDE_CHANNELS" \
+      --crop 128x96 --train_batch_size 8 --learning_rate 2e-4 --lr_warmup_steps 50 --lr_scheduler cosine \
+      --ssim_weight 0.5 --kl_weight 1e-6 --lesion_weight 4 --lesion_crop_prob 0.5 --ema_decay 0.999 \
+      --adv_weight 0.5 --adv_adaptive --disc_learning_rate 2e-4 \
+      --max_minutes "$WIDE_MINUTES" --max_train_steps "$WIDE_STEPS" --checkpointing_steps 100 --checkpoints_total_limit 2 \
+      --validation_steps 250 --logging_steps 10 --eval_images 400 \
+      --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
+  fi
+  if [ -f "$RUNS/ldm_wide/pipeline/model_index.json" ]; then
+    echo "wide LDM already trained: $RUNS/ldm_wide"
+  else
+    python -m mammosynth.training.train_ldm \
+      --data "$DATA" --vae "$RUNS/vae_wide" --init_pipeline "$RUNS/ldm" --out "$RUNS/ldm_wide" \
+      --train_batch_size 16 --learning_rate 4e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
+      --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 --latent_norm channel --snr_gamma 5 \
+      --max_minutes "$WIDE_LDM_MINUTES" --max_train_steps "$WIDE_LDM_STEPS" --checkpointing_steps 100 \
+      --checkpoints_total_limit 2 --validation_steps 500 --logging_steps 10 --save_fp16 \
+      --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
+  fi
+fi
+
+# 6. Assemble the checkpoint folder (the wide model, or the stage-2 LDM with the stage-3 decoder),
+#    sample grids, conditioning check and model card
 rm -rf "$CKPT.tmp"
 mkdir -p "$(dirname "$CKPT")"
-cp -r "$RUNS/ldm/pipeline" "$CKPT.tmp"
 decoder_arg=
-if [ "$DEC_STEPS" -gt 0 ]; then
-  python -m mammosynth swap-decoder --checkpoint "$CKPT.tmp" --vae "$RUNS/vae_decoder"
-  decoder_arg="--decoder_run $RUNS/vae_decoder"
+ldm_run=$RUNS/ldm
+if [ "$WIDE_CHANNELS" -gt 0 ]; then
+  cp -r "$RUNS/ldm_wide/pipeline" "$CKPT.tmp"
+  ldm_run=$RUNS/ldm_wide
+  decoder_arg="--wide_vae_run $RUNS/vae_wide --base_ldm_run $RUNS/ldm"
+  if [ "$DEC_STEPS" -gt 0 ]; then decoder_arg="$decoder_arg --decoder_run $RUNS/vae_decoder"; fi
+else
+  cp -r "$RUNS/ldm/pipeline" "$CKPT.tmp"
+  if [ "$DEC_STEPS" -gt 0 ]; then
+    python -m mammosynth swap-decoder --checkpoint "$CKPT.tmp" --vae "$RUNS/vae_decoder"
+    decoder_arg="--decoder_run $RUNS/vae_decoder"
+  fi
 fi
 for keep in privacy_checker feature_extractor; do   # components other stages add later
   if [ -d "$CKPT/$keep" ]; then cp -r "$CKPT/$keep" "$CKPT.tmp/"; fi
@@ -133,7 +177,7 @@ if [ -d "$CKPT/privacy_checker" ]; then   # keep the gate registered (train-ldm 
   python -c "from mammosynth.pipelines.pipeline_mammo_ldm import register_privacy_checker as r; r('$CKPT')"
 fi
 python -m mammosynth.training.model_card \
-  --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$RUNS/ldm" $decoder_arg --data "$DATA" \
+  --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$ldm_run" $decoder_arg --data "$DATA" \
   --command "bash scripts/train_bundled.sh" --num_threads "$THREADS" ${NOTES:+--notes "$NOTES"}
 du -sh "$CKPT"/vae "$CKPT"/unet "$CKPT"/condition_encoder
 echo "done: $CKPT"

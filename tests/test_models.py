@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mammosynth.conditions import NUM_CLASSES, Conditions
-from mammosynth.models.autoencoder import VAE_PRESETS, build_vae, decode, encode, measure_scaling_factor
+from mammosynth.models.autoencoder import VAE_PRESETS, build_vae, decode, encode, measure_scaling_factor, widen_latent
 from mammosynth.models.conditioning import CONDITION_FIELDS, ConditionEncoder, drop_conditions, unconditional_codes
-from mammosynth.models.unet import UNET_PRESETS, build_unet, latent_mask, time_embed_dim
+from mammosynth.models.unet import UNET_PRESETS, build_unet, latent_mask, time_embed_dim, widen_unet_latent
 
 
 def codes_for(*conditions: Conditions) -> dict[str, torch.Tensor]:
@@ -135,3 +135,42 @@ def test_latent_mask_downsamples_by_area():
     assert small[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]]
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         latent_mask(torch.zeros(16, 16), (2, 2))
+
+
+def test_widen_latent_keeps_the_old_channels_and_the_decoder_ignores_the_new_until_trained():
+    torch.manual_seed(0)
+    vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])
+    with torch.no_grad():   # a non-trivial quant_conv / post_quant_conv (fresh ones are near identity)
+        vae.quant_conv.weight.normal_(0, 0.3)
+        vae.post_quant_conv.weight.normal_(0, 0.3)
+        vae.quant_conv.bias.normal_(0, 0.3)
+    wide = widen_latent(vae, 6)
+    assert wide.config.latent_channels == 6 and wide.config.scaling_factor == 1.0
+    x = torch.rand(2, 1, 64, 48) * 2 - 1
+    with torch.no_grad():
+        old, new = vae.encode(x).latent_dist, wide.encode(x).latent_dist
+        torch.testing.assert_close(new.mean[:, :4], old.mean)
+        torch.testing.assert_close(new.logvar[:, :4], old.logvar)
+        assert new.mean[:, 4:].abs().sum() > 0      # the new channels carry something to learn from
+        z = torch.cat([old.mean, torch.randn(2, 2, 8, 6) * 5], dim=1)   # whatever the new channels hold
+        torch.testing.assert_close(wide.decode(z).sample, vae.decode(old.mean).sample, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="larger than the VAE's own 4"):
+        widen_latent(vae, 4)
+
+
+def test_widen_unet_latent_keeps_the_prediction_for_the_old_channels():
+    torch.manual_seed(0)
+    unet = build_unet(sample_size=(8, 6), **UNET_PRESETS["tiny"])
+    with torch.no_grad():
+        unet.conv_out.weight.normal_(0, 0.1)    # a fresh conv_out is zero
+    wide = widen_unet_latent(unet, 6)
+    assert (wide.config.in_channels, wide.config.out_channels) == (7, 6)
+    latents, mask = torch.randn(2, 4, 8, 6), torch.rand(2, 1, 8, 6)
+    t, cond = torch.tensor([3, 700]), torch.randn(2, time_embed_dim(unet))
+    with torch.no_grad():
+        before = unet(torch.cat([latents, mask], 1), t, class_labels=cond).sample
+        after = wide(torch.cat([latents, torch.randn(2, 2, 8, 6), mask], 1), t, class_labels=cond).sample
+    torch.testing.assert_close(after[:, :4], before, atol=1e-5, rtol=0)
+    assert torch.equal(after[:, 4:], torch.zeros_like(after[:, 4:]))
+    with pytest.raises(ValueError, match="larger than the UNet's own 4"):
+        widen_unet_latent(unet, 3)

@@ -400,6 +400,19 @@ def test_model_card_reports_the_fine_tuned_decoder():
             "PatchDiscriminator), 128x96 crops) | 2000 | 50.0 | 8 | 0.5000 → 0.4000 |") in card
     assert "SSIM **0.6376** with the VAE's own decoder" in card and "SSIM **0.7012** on 400 test images" in card
     assert "in about 180 minutes" in card
+    wide = {"psnr": 27.5, "ssim": 0.7321, "images": 400, "steps": 1500, "elapsed_min": 40.0, "batch": 8,
+            "crop": "128x96", "first_loss": 0.7, "final_loss": 0.6, "adv_weight": 0.5, "latent_channels": 8}
+    first = {"steps": 7000, "elapsed_min": 88.0, "batch": 16, "first_loss": 1.0, "final_loss": 0.08, "loss_label": "x"}
+    final = {"steps": 5000, "elapsed_min": 60.0, "batch": 16, "first_loss": 0.3, "final_loss": 0.07, "loss_label": "y",
+             "latent_channels": 8}
+    card = render_model_card({**base, "decoder": decoder, "wide_vae": wide, "base_ldm": first, "ldm": final})
+    assert "| LDM (x, EMA 0.999) | 7000 | 88.0 | 16 | 1.0000 → 0.0800 |" in card
+    assert ("| VAE widened to 8 latent channels, encoder and decoder trained (same loss + patch-GAN (adaptive weight "
+            "0.5), 128x96 crops) | 1500 | 40.0 | 8 | 0.7000 → 0.6000 |") in card
+    assert "| LDM on the 8-channel latents, warm-started from the LDM above (y, EMA 0.999) | 5000 | 60.0 |" in card
+    assert "`UNet2DModel` on 8 latent + 1 lesion-mask channels" in card
+    assert "widened to 8 latent channels PSNR **27.50 dB**, SSIM **0.7321** on 400 test images" in card
+    assert "in about 280 minutes" in card
 
 
 def test_csv_log_widens_for_new_columns_and_truncates_on_resume(tmp_path):
@@ -609,6 +622,50 @@ def test_decoder_fine_tune_keeps_the_latent_space_and_swaps_into_the_pipeline(to
                                              *TINY_VAE[2:]]))
     with pytest.raises(FileNotFoundError, match="no vae/config.json"):
         swap_decoder(tmp_path / "nowhere", tuned)
+
+
+def test_a_widened_vae_and_a_warm_started_ldm_train_on_more_latent_channels(toy, ldm_run, tmp_path):
+    from diffusers import UNet2DModel
+
+    wide = tmp_path / "wide"
+    assert cli(["train-vae", "--data", str(toy), "--out", str(wide), "--init_vae", str(ldm_run / "pipeline" / "vae"),
+                "--latent_channels", "6", "--max_train_steps", "2", *TINY_VAE[2:]]) == 0
+    config = json.loads((wide / "vae" / "config.json").read_text())
+    assert config["latent_channels"] == 6 and config["scaling_factor"] != 1.0 and config["latents_mean"] is None
+    ldm = tmp_path / "ldm"
+    assert cli(["train-ldm", "--data", str(toy), "--vae", str(wide), "--out", str(ldm), "--init_pipeline", str(ldm_run),
+                "--latent_norm", "channel", "--max_train_steps", "2", *TINY_LDM]) == 0
+    pipe = MammoLDMPipeline.from_pretrained(ldm / "pipeline", requires_privacy_checker=False)
+    assert (pipe.unet.config.in_channels, pipe.unet.config.out_channels) == (7, 6)
+    assert len(pipe.vae.config.latents_mean) == 6
+    start = UNet2DModel.from_pretrained(ldm_run / "pipeline" / "unet", torch_dtype=torch.float32).state_dict()
+    trained = pipe.unet.state_dict()   # warm start: two small steps from the old weights, not a fresh init
+    drift = max((trained[k].float() - start[k]).abs().max().item() for k in start if not k.startswith("conv_"))
+    assert drift < 0.01
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(lesion="mass", box=(0.3, 0.3, 0.6, 0.6), birads=4, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.shape == (64, 48) and image.dtype == np.uint16
+
+    with pytest.raises(ValueError, match="can only be widened"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "a"), "--init_vae", str(wide),
+                                             "--latent_channels", "4", "--max_train_steps", "1", *TINY_VAE[2:]]))
+    with pytest.raises(ValueError, match="--freeze_encoder keeps the latent space"):
+        train_vae.main(train_vae.parse_args(["--data", str(toy), "--out", str(tmp_path / "b"), "--init_vae", str(wide),
+                                             "--freeze_encoder", "--latent_channels", "8", "--max_train_steps", "1",
+                                             *TINY_VAE[2:]]))
+    with pytest.raises(ValueError, match="not a saved pipeline or train-ldm run folder"):
+        train_ldm.main(train_ldm.parse_args(["--data", str(toy), "--vae", str(wide), "--out", str(tmp_path / "c"),
+                                             "--init_pipeline", str(tmp_path), "--latent_norm", "channel",
+                                             "--max_train_steps", "1", *TINY_LDM]))
+    with pytest.raises(ValueError, match="cannot resize the --init_pipeline UNet"):
+        train_ldm.main(train_ldm.parse_args(["--data", str(toy), "--vae", str(wide), "--out", str(tmp_path / "d"),
+                                             "--init_pipeline", str(ldm), "--block_out_channels", "8,16",
+                                             "--latent_norm", "channel", "--max_train_steps", "1", *TINY_LDM]))
+    with pytest.raises(ValueError, match="denoises 6-channel latents; the VAE has 4"):
+        train_ldm.main(train_ldm.parse_args(["--data", str(toy), "--vae", str(ldm_run / "pipeline" / "vae"),
+                                             "--out", str(tmp_path / "e"), "--init_pipeline", str(ldm),
+                                             "--max_train_steps", "1", *TINY_LDM]))
 
 
 def test_latent_spread_compares_generated_with_training_latents(ldm_run):

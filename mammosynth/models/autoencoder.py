@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL
 
 __all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_factor", "downsample_factor",
            "latent_affine", "apply_latent_affine", "to_model_space", "from_model_space", "channel_stats",
-           "has_channel_stats", "swap_decoder", "resolve_vae_folder", "LATENT_SPACE_KEYS"]
+           "has_channel_stats", "swap_decoder", "resolve_vae_folder", "widen_latent", "LATENT_SPACE_KEYS"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 VAE_PRESETS: dict[str, dict] = {
@@ -221,3 +221,57 @@ def swap_decoder(checkpoint: str | os.PathLike, vae_folder: str | os.PathLike) -
     os.replace(tmp, target)
     shutil.rmtree(backup)
     return target
+
+
+def widen_latent(vae: AutoencoderKL, latent_channels: int) -> AutoencoderKL:
+    """The same VAE with ``latent_channels`` latent channels instead of its own, as a start for training.
+
+    Function-preserving (Net2Net-style): the old channels keep their weights, the encoder's new mean
+    channels start from the layer's fresh initialisation, their log-variance from the old channels'
+    mean bias (with zero weights), ``quant_conv`` / ``post_quant_conv`` map the new channels through
+    unchanged, and the decoder's first convolution gives them zero weights. So before any training the
+    widened VAE encodes the old channels and decodes exactly as before; training then teaches it to
+    put more detail (calcification specks, spicules) into the new channels. The scaling and any
+    ``latents_mean`` / ``latents_std`` are dropped: the latent space changes, measure them again.
+
+    Raises:
+        ValueError: if ``latent_channels`` is not larger than the VAE's own.
+    """
+    old = vae.config.latent_channels
+    if latent_channels <= old:
+        raise ValueError(f"latent_channels must be larger than the VAE's own {old} to widen it, got {latent_channels}")
+    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    config.update(latent_channels=latent_channels, scaling_factor=1.0, latents_mean=None, latents_std=None)
+    wide = AutoencoderKL.from_config(config)
+    if wide.dtype != vae.dtype:
+        wide = wide.to(vae.dtype)
+    src = vae.state_dict()
+    dst = wide.state_dict()
+    n, L = latent_channels, old
+    moments_new = [*range(L), *range(n, n + L)]           # where they go in the wide ones
+    with torch.no_grad():
+        for key, value in src.items():
+            target = dst[key]
+            if target.shape == value.shape:
+                target.copy_(value)
+            elif key.startswith("encoder.conv_out."):
+                target[moments_new] = value
+                if key.endswith("bias"):              # new log-variances: the old channels' typical value
+                    target[n + L:] = value[L:].mean()
+                else:
+                    target[n + L:] = 0
+            elif key.startswith(("quant_conv.", "post_quant_conv.")):   # 1x1 convs: old block + identity
+                pos = torch.tensor(moments_new if key.startswith("quant_conv.") else list(range(L)))
+                target.zero_()
+                if key.endswith("bias"):
+                    target[pos] = value
+                else:
+                    target[:, :, 0, 0] = torch.eye(target.shape[0], dtype=target.dtype)
+                    target[pos[:, None], pos[None, :]] = value
+            elif key == "decoder.conv_in.weight":
+                target.zero_()
+                target[:, :L] = value
+            else:
+                raise ValueError(f"cannot widen {key}: shape {tuple(value.shape)} -> {tuple(target.shape)}")
+    wide.load_state_dict(dst)
+    return wide

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-__all__ = ["UNET_PRESETS", "build_unet", "latent_mask"]
+__all__ = ["UNET_PRESETS", "build_unet", "latent_mask", "widen_unet_latent"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 UNET_PRESETS: dict[str, dict] = {
@@ -79,3 +79,40 @@ def latent_mask(masks: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tens
     if tuple(masks.shape[-2:]) == tuple(latent_size):
         return masks
     return F.adaptive_avg_pool2d(masks, latent_size)
+
+
+def widen_unet_latent(unet: UNet2DModel, latent_channels: int) -> UNet2DModel:
+    """The same denoiser for latents with more channels, as a warm start (e.g. after ``train-vae --latent_channels``).
+
+    ``conv_in`` keeps its weights for the old latent channels and the mask channel (the last input)
+    and gets zero weights for the new channels; ``conv_out`` keeps the old channels' rows and predicts
+    zero for the new ones until trained. Every other weight is copied.
+
+    Raises:
+        ValueError: if ``latent_channels`` is not larger than the UNet's own.
+    """
+    old = unet.config.out_channels
+    if latent_channels <= old:
+        raise ValueError(f"latent_channels must be larger than the UNet's own {old} to widen it, got {latent_channels}")
+    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    config.update(in_channels=unet.config.in_channels - old + latent_channels, out_channels=latent_channels)
+    wide = UNet2DModel.from_config(config)
+    if wide.dtype != unet.dtype:
+        wide = wide.to(unet.dtype)
+    dst = wide.state_dict()
+    with torch.no_grad():
+        for key, value in unet.state_dict().items():
+            target = dst[key]
+            if target.shape == value.shape:
+                target.copy_(value)
+            elif key == "conv_in.weight":     # inputs: old latent channels, new ones (zero), the mask
+                target.zero_()
+                target[:, :old] = value[:, :old]
+                target[:, latent_channels:] = value[:, old:]
+            elif key.startswith("conv_out."):
+                target.zero_()
+                target[:old] = value
+            else:
+                raise ValueError(f"cannot widen {key}: shape {tuple(value.shape)} -> {tuple(target.shape)}")
+    wide.load_state_dict(dst)
+    return wide

@@ -201,6 +201,7 @@ def render_model_card(info: dict[str, Any]) -> str:
     """The model card (Markdown) from collected numbers (see :func:`main` for the keys)."""
     vae, ldm, data, cond = info["vae"], info["ldm"], info["data"], info.get("conditioning") or {}
     dec = info.get("decoder") or {}
+    wide, base = info.get("wide_vae") or {}, info.get("base_ldm") or {}
     rows = "\n".join(
         f"| {name} | {v['contrast']:.2f} | {v['contrast_minus_control']:+.2f} | {v['localisation_ratio']:.2f} | "
         f"{v['fraction_above_control']:.0%} |" for name, v in cond.get("lesions", {}).items()
@@ -210,7 +211,7 @@ def render_model_card(info: dict[str, Any]) -> str:
 **Demo model; not for clinical use.** A conditional latent diffusion model that generates
 256×192 16-bit synthetic mammograms of the *procedural phantom* (not of people), conditioned
 on BI-RADS, density, view, laterality, lesion type and lesion box. It was trained on a
-2-core CPU in about {vae.get('elapsed_min', 0) + ldm.get('elapsed_min', 0) + dec.get('elapsed_min', 0):.0f} minutes to show the
+2-core CPU in about {sum(stage.get('elapsed_min', 0) for stage in (vae, ldm, dec, wide, base)):.0f} minutes to show the
 whole system working end to end; it is not a model of real mammograms.
 
 ## Use
@@ -237,7 +238,7 @@ or `mammosynth sample --checkpoint checkpoints/mammosynth-phantom-256 --out out/
 | part | what | parameters | fp16 size |
 |---|---|---|---|
 | vae | `AutoencoderKL`, 1 channel, f=8, blocks {tuple(vae.get('block_out_channels', ()))}, scaling_factor {vae.get('scaling_factor', float('nan')):.4f} | {vae.get('params_m', 0):.1f} M | {info['sizes_mb']['vae']:.1f} MB |
-| unet | `UNet2DModel` on 4 latent + 1 lesion-mask channels, blocks {tuple(ldm.get('block_out_channels', ()))}, condition vector added to the time embedding; {ldm.get('latent_norm', 'latents scaled by the VAE scaling_factor')} | {ldm.get('params_m', 0):.1f} M | {info['sizes_mb']['unet']:.1f} MB |
+| unet | `UNet2DModel` on {ldm.get('latent_channels', 4)} latent + 1 lesion-mask channels, blocks {tuple(ldm.get('block_out_channels', ()))}, condition vector added to the time embedding; {ldm.get('latent_norm', 'latents scaled by the VAE scaling_factor')} | {ldm.get('params_m', 0):.1f} M | {info['sizes_mb']['unet']:.1f} MB |
 | condition_encoder | per-field embeddings (0 = unspecified) → MLP | {ldm.get('encoder_params_m', 0):.2f} M | {info['sizes_mb']['condition_encoder']:.1f} MB |
 | scheduler | DPM-Solver++ (2M), 1000 training steps, scaled-linear betas | | |
 
@@ -249,13 +250,13 @@ during training (the lesion mask is dropped with the lesion field).
 | stage | steps | minutes | batch | loss first → last |
 |---|---|---|---|---|
 | VAE (L1{f" ×{1 + vae['lesion_weight']:g} inside lesion boxes" if vae.get('lesion_weight') else ''} + 0.5·(1−SSIM) + 1e-6·KL, {vae.get('crop', '?')} crops{f", {vae['lesion_crop_prob']:.0%} centred on the lesion" if vae.get('lesion_crop_prob') else ''}) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
-| LDM ({ldm.get('loss_label', 'ε-prediction MSE')}, EMA 0.999) | {ldm.get('steps')} | {ldm.get('elapsed_min', 0):.1f} | {ldm.get('batch')} | {ldm.get('first_loss', float('nan')):.4f} → {ldm.get('final_loss', float('nan')):.4f} |
-{_decoder_row(dec)}
+{_ldm_row(base or ldm, 'LDM')}
+{_decoder_row(dec)}{_wide_rows(wide, ldm if base else {})}
 Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}.
 
 ## Measured
 
-{_reconstruction_line(vae, dec)}
+{_reconstruction_line(vae, dec, wide)}
 * Sampling, one image, {info.get('timing', {}).get('steps', 20)} steps with CFG, {info.get('timing', {}).get('threads')} CPU threads: **{info.get('timing', {}).get('seconds', float('nan')):.2f} s** (model loaded); see `benchmarks/bench_sampling.py`.
 {_spread_line(info.get('latent_spread'))}* Conditioning (lesion at box {tuple(cond.get('box', CHECK_BOX))}, density C, MLO, L; {cond.get('seeds')} seeds, each paired with
   the same seed and lesion "none"; {cond.get('measure', '')}). Control contrast (no lesion): {cond.get('control_contrast', float('nan')):.2f}.
@@ -303,15 +304,43 @@ def _decoder_row(dec: dict) -> str:
             f"{dec.get('final_loss', float('nan')):.4f} |\n")
 
 
-def _reconstruction_line(vae: dict, dec: dict) -> str:
+def _ldm_row(ldm: dict, what: str) -> str:
+    nan = float("nan")
+    return (f"| {what} ({ldm.get('loss_label', 'ε-prediction MSE')}, EMA 0.999) | {ldm.get('steps')} | "
+            f"{ldm.get('elapsed_min', 0):.1f} | {ldm.get('batch')} | {ldm.get('first_loss', nan):.4f} → "
+            f"{ldm.get('final_loss', nan):.4f} |")
+
+
+def _wide_rows(wide: dict, ldm: dict) -> str:
+    """Rows of the widening stages (``train-vae --latent_channels``, then ``train-ldm --init_pipeline``), if any."""
+    if not wide:
+        return ""
+    nan = float("nan")
+    adv = f" + patch-GAN (adaptive weight {wide['adv_weight']:g})" if wide.get("adv_weight") else ""
+    row = (f"| VAE widened to {wide.get('latent_channels')} latent channels, encoder and decoder trained (same loss{adv}, "
+           f"{wide.get('crop', '?')} crops) | {wide.get('steps')} | {wide.get('elapsed_min', 0):.1f} | {wide.get('batch')} | "
+           f"{wide.get('first_loss', nan):.4f} → {wide.get('final_loss', nan):.4f} |\n")
+    if ldm:
+        row += _ldm_row(ldm, f"LDM on the {wide.get('latent_channels')}-channel latents, warm-started from the LDM above") + "\n"
+    return row
+
+
+def _reconstruction_line(vae: dict, dec: dict, wide: dict | None = None) -> str:
     nan = float("nan")
     line = (f"* VAE reconstruction on {vae.get('images')} phantom **test** images: "
             f"PSNR **{vae.get('psnr', nan):.2f} dB**, SSIM **{vae.get('ssim', nan):.4f}**")
-    if not dec:
+    if not dec and not wide:
         return line + " (higher is better)."
-    return (line + f" with the VAE's own decoder; with the shipped fine-tuned decoder (same encoder, same latents) "
-            f"PSNR **{dec.get('psnr', nan):.2f} dB**, SSIM **{dec.get('ssim', nan):.4f}** on {dec.get('images')} test "
-            "images (higher is better).")
+    line += " with the VAE's own decoder"
+    if dec:
+        line += (f"; with the {'' if wide else 'shipped '}fine-tuned decoder (same encoder, same latents) "
+                 f"PSNR **{dec.get('psnr', nan):.2f} dB**, SSIM **{dec.get('ssim', nan):.4f}** on {dec.get('images')} "
+                 "test images")
+    if wide:
+        line += (f"; with the shipped VAE widened to {wide.get('latent_channels')} latent channels "
+                 f"PSNR **{wide.get('psnr', nan):.2f} dB**, SSIM **{wide.get('ssim', nan):.4f}** on {wide.get('images')} "
+                 "test images")
+    return line + " (higher is better)."
 
 
 def _pct(value: Any) -> str:
@@ -413,6 +442,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ldm_run", required=True)
     parser.add_argument("--decoder_run", default=None,
                         help="train-vae --freeze_encoder run whose decoder the checkpoint ships (mammosynth swap-decoder)")
+    parser.add_argument("--wide_vae_run", default=None,
+                        help="train-vae --latent_channels run whose widened VAE the checkpoint ships; --ldm_run is "
+                             "then the LDM trained on its latents and --base_ldm_run the one it started from")
+    parser.add_argument("--base_ldm_run", default=None, help="the LDM run --ldm_run was warm-started from")
     parser.add_argument("--data", default=None, help="prepared dataset (for split sizes)")
     parser.add_argument("--command", default="bash scripts/train_bundled.sh")
     parser.add_argument("--num_threads", type=int, default=None)
@@ -448,7 +481,15 @@ def main(argv: list[str] | None = None) -> dict:
     vae = {**_stage_summary(vae_run, "crop", "lesion_weight", "lesion_crop_prob"),
            "block_out_channels": pipe.vae.config.block_out_channels, "params_m": n(pipe.vae)}
     decoder = _stage_summary(Path(args.decoder_run), "crop", "adv_weight", "adv_adaptive") if args.decoder_run else None
+    wide = base = None
+    if args.wide_vae_run:
+        wide = {**_stage_summary(Path(args.wide_vae_run), "crop", "adv_weight", "latent_channels")}
+    if args.base_ldm_run:
+        base_info = json.loads((Path(args.base_ldm_run) / "run.json").read_text())
+        base = {**_stage_summary(Path(args.base_ldm_run)),
+                "loss_label": ldm_loss_label(base_info.get("invocations", []))}
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
+           "latent_channels": pipe.unet.config.out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
            "batch": ldm_info.get("config", {}).get("train_batch_size"),
            "loss_label": ldm_loss_label(ldm_info.get("invocations", [])), "latent_norm": latent_norm_label(pipe.vae)}
@@ -471,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
         conditioning = conditioning_check(pipe, num_seeds=args.seeds, steps=args.steps)
         (ckpt / "conditioning.json").write_text(json.dumps(conditioning, indent=2))
     spread = latent_spread(pipe, prepared, steps=args.steps) if prepared is not None and not args.skip_samples else None
-    info = {"vae": vae, "decoder": decoder, "ldm": ldm, "data": data, "conditioning": conditioning, "timing": timing,
+    info = {"vae": vae, "decoder": decoder, "wide_vae": wide, "base_ldm": base, "ldm": ldm, "data": data, "conditioning": conditioning, "timing": timing,
             "latent_spread": spread,
             "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),
             "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")},

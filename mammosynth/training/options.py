@@ -61,6 +61,10 @@ def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     add_common_arguments(parser)
     parser.add_argument("--preset", default="bundled", help="VAE size preset (bundled, tiny)")
     parser.add_argument("--block_out_channels", default=None, help="override, e.g. 32,64,128,128")
+    parser.add_argument("--latent_channels", type=int, default=None,
+                        help="latent channels (default: the preset's 4, or --init_vae's own). More than --init_vae's "
+                             "widens that VAE function-preservingly (its channels kept, new ones learned): room for "
+                             "fine detail; an LDM must then be trained on the new latents")
     parser.add_argument("--init_vae", default=None,
                         help="start from this trained VAE (a train-vae run folder, a VAE model folder, or a saved "
                              "pipeline's vae/ folder) instead of a fresh one of --preset")
@@ -102,6 +106,10 @@ def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--block_out_channels", default=None, help="override, e.g. 64,128,256")
     parser.add_argument("--layers_per_block", type=int, default=None, help="override the preset")
     parser.add_argument("--embed_dim", type=int, default=128, help="condition embedding width per field")
+    parser.add_argument("--init_pipeline", default=None,
+                        help="start the UNet and condition encoder from this saved pipeline (or train-ldm run "
+                             "folder) instead of fresh ones of --preset; if --vae has more latent channels, the UNet "
+                             "is widened for them (models.unet.widen_unet_latent)")
     parser.add_argument("--cond_dropout", type=float, default=0.1, help="per-field dropout for CFG")
     parser.add_argument("--cond_drop_all", type=float, default=0.1, help="probability to drop every field")
     parser.add_argument("--num_train_timesteps", type=int, default=1000)

@@ -23,6 +23,7 @@ import argparse
 import copy
 import hashlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,43 @@ class Denoiser(torch.nn.Module):
                 latent_masks: torch.Tensor) -> torch.Tensor:
         class_labels = self.condition_encoder(codes)
         return self.unet(torch.cat([noisy, latent_masks], dim=1), timesteps, class_labels=class_labels).sample
+
+
+def load_denoiser(folder: str | os.PathLike, latent_channels: int, latent_size: tuple[int, int]):
+    """The UNet and condition encoder of a saved pipeline (or a train-ldm run folder), in fp32, for a warm start.
+
+    A UNet for fewer latent channels than ``latent_channels`` is widened
+    (:func:`~mammosynth.models.unet.widen_unet_latent`).
+
+    Raises:
+        ValueError: if the folder has no UNet / condition encoder, or they do not fit the latents.
+    """
+    from diffusers import UNet2DModel
+
+    from ..models.conditioning import ConditionEncoder
+    from ..models.unet import time_embed_dim, widen_unet_latent
+
+    root = Path(folder)
+    if (root / "pipeline" / "model_index.json").is_file():
+        root = root / "pipeline"
+    missing = [p for p in ("unet/config.json", "condition_encoder/config.json") if not (root / p).is_file()]
+    if missing:
+        raise ValueError(f"--init_pipeline {folder} is not a saved pipeline or train-ldm run folder (no "
+                         f"{', '.join(missing)})")
+    unet = UNet2DModel.from_pretrained(root / "unet", torch_dtype=torch.float32)
+    encoder = ConditionEncoder.from_pretrained(root / "condition_encoder", torch_dtype=torch.float32)
+    if tuple(unet.config.sample_size) != tuple(latent_size):
+        raise ValueError(f"--init_pipeline {folder} was trained on {tuple(unet.config.sample_size)} latents; "
+                         f"these are {tuple(latent_size)}")
+    if unet.config.out_channels > latent_channels:
+        raise ValueError(f"--init_pipeline {folder} denoises {unet.config.out_channels}-channel latents; the VAE "
+                         f"has {latent_channels}")
+    if unet.config.out_channels < latent_channels:
+        unet = widen_unet_latent(unet, latent_channels)
+    if encoder.config.out_dim != time_embed_dim(unet):
+        raise ValueError(f"--init_pipeline {folder}: condition encoder width {encoder.config.out_dim} does not "
+                         f"fit the UNet's time embedding {time_embed_dim(unet)}")
+    return unet, encoder
 
 
 def _file_sha(folder: Path) -> str:
@@ -187,8 +225,14 @@ def main(args: argparse.Namespace) -> dict:
     if args.layers_per_block:
         preset["layers_per_block"] = args.layers_per_block
     torch.manual_seed(args.seed)
-    unet = build_unet(sample_size=latent_size, latent_channels=vae.config.latent_channels, **preset)
-    encoder = ConditionEncoder(embed_dim=args.embed_dim, out_dim=time_embed_dim(unet))
+    if args.init_pipeline:
+        if args.block_out_channels or args.layers_per_block:
+            raise ValueError("--block_out_channels / --layers_per_block cannot resize the --init_pipeline UNet; "
+                             "leave them out")
+        unet, encoder = load_denoiser(args.init_pipeline, vae.config.latent_channels, latent_size)
+    else:
+        unet = build_unet(sample_size=latent_size, latent_channels=vae.config.latent_channels, **preset)
+        encoder = ConditionEncoder(embed_dim=args.embed_dim, out_dim=time_embed_dim(unet))
     base = default_scheduler(args.num_train_timesteps)
     noise_scheduler = DDPMScheduler.from_config(base.config)
     if accelerator.is_main_process:

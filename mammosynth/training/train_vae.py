@@ -212,7 +212,7 @@ def main(args: argparse.Namespace) -> dict:
 
     from ..data.dataset import PreparedDataset, from_unit_range
     from ..data.prepared import load_prepared
-    from ..models.autoencoder import VAE_PRESETS, build_vae, measure_scaling_factor, resolve_vae_folder
+    from ..models.autoencoder import VAE_PRESETS, build_vae, measure_scaling_factor, resolve_vae_folder, widen_latent
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,6 +230,10 @@ def main(args: argparse.Namespace) -> dict:
                          f"{tuple(preset['block_out_channels'])}")
     if args.freeze_encoder and not args.init_vae:
         raise ValueError("--freeze_encoder needs --init_vae (the trained VAE whose encoder to keep)")
+    if args.freeze_encoder and args.latent_channels:
+        raise ValueError("--freeze_encoder keeps the latent space; it cannot go with --latent_channels")
+    if args.latent_channels is not None and args.latent_channels < 1:
+        raise ValueError(f"--latent_channels must be >= 1, got {args.latent_channels}")
     if args.adv_weight < 0:
         raise ValueError(f"--adv_weight must be >= 0 (0 = no adversarial term), got {args.adv_weight}")
     if args.adv_adaptive and not args.adv_weight:
@@ -242,8 +246,13 @@ def main(args: argparse.Namespace) -> dict:
         if vae.config.in_channels != 1 or vae.config.out_channels != 1:
             raise ValueError(f"--init_vae {args.init_vae} is not a 1-channel VAE "
                              f"(in/out channels {vae.config.in_channels}/{vae.config.out_channels})")
+        if args.latent_channels and args.latent_channels != vae.config.latent_channels:
+            if args.latent_channels < vae.config.latent_channels:
+                raise ValueError(f"--latent_channels {args.latent_channels} is fewer than --init_vae's "
+                                 f"{vae.config.latent_channels}; a VAE can only be widened")
+            vae = widen_latent(vae, args.latent_channels)
     else:
-        vae = build_vae(sample_size=data.height, **preset)
+        vae = build_vae(sample_size=data.height, **preset, latent_channels=args.latent_channels or 4)
     if args.freeze_encoder:
         # the latent space is the encoder (+ quant_conv): keep it, so latents, their scaling and
         # any LDM trained on them stay valid; only the decoder learns
@@ -396,7 +405,8 @@ def _finish(accelerator, vae, ema, data, train, out: Path, args, state, measure_
         scaling = float(model.config.scaling_factor)
     else:
         scaling = measure_scaling_factor(model, batches)
-        model.register_to_config(scaling_factor=float(scaling))
+        # a trained encoder is a new latent space: per-channel statistics from an --init_vae pipeline are stale
+        model.register_to_config(scaling_factor=float(scaling), latents_mean=None, latents_std=None)
     model.save_pretrained(out / "vae")
     rows = data.split("test") if "test" in set(data.manifest["split"]) else data.manifest
     if args.eval_images:
