@@ -4,17 +4,22 @@
 # Input:  data/prepared-256, made by
 #           mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512
 #           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
-# Output: runs/bundled/{vae,ldm,vae_decoder}/ (run folders: config, git sha, data hash, logs, checkpoints)
+# Output: runs/bundled/{vae,ldm,vae_decoder,vae_wide,ldm_wide}/ (run folders: config, git sha, data hash,
+#         logs, checkpoints)
 #         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
-# The shipped checkpoint: RUNS=runs/bundled6 (its vae/ is runs/bundled2/vae, made by stage 1 with
+# The shipped checkpoint: RUNS=runs/bundled8 (its vae/ is runs/bundled2/vae, made by stage 1 with
 # THREADS=1 beside a second job; its ldm/ is runs/bundled5/ldm, one 7000-step leg of stage 2 with
-# THREADS=2 alone; its vae_decoder/ is stage 3 with THREADS=2).
+# THREADS=2 alone; its vae_decoder/ is stage 3 with THREADS=2 (runs/bundled6); its vae_wide/ and
+# ldm_wide/ are stages 4 and 5 with THREADS=2, run as this script with CKPT=out/candidate-8ch and
+# the result then moved into place after it was evaluated).
 #
 # Budget on 2 cores: VAE 1400 steps in 42 min (THREADS=1, a second job beside it) + 4 min evaluation;
 # LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; decoder
-# fine-tune 2000 steps in ~50 min with THREADS=2 (1.45 s/step); model card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS) make the run reproducible
-# whatever the machine's load; the minutes (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per
-# later leg, cumulative) are only a cap.
+# fine-tune 2000 steps in ~50 min with THREADS=2 (1.45 s/step); wide VAE 1500 steps in 48 min
+# (1.7 s/step) + 4 min evaluation; wide LDM 4500 steps in ~56 min (0.74 s/step) + 3 min encoding;
+# model card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS, DEC_STEPS, WIDE_STEPS,
+# WIDE_LDM_STEPS) make the run reproducible whatever the machine's load; the minutes (VAE_MINUTES,
+# LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative, ...) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
 # ones were made by the commands below. The Siamese run has three cosine legs (each later leg a warm
 # restart; --max_minutes is cumulative over the run): 2200 steps in 79 min (ran as

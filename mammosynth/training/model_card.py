@@ -317,11 +317,12 @@ def _wide_rows(wide: dict, ldm: dict) -> str:
         return ""
     nan = float("nan")
     adv = f" + patch-GAN (adaptive weight {wide['adv_weight']:g})" if wide.get("adv_weight") else ""
-    row = (f"| VAE widened to {wide.get('latent_channels')} latent channels, encoder and decoder trained (same loss{adv}, "
-           f"{wide.get('crop', '?')} crops) | {wide.get('steps')} | {wide.get('elapsed_min', 0):.1f} | {wide.get('batch')} | "
-           f"{wide.get('first_loss', nan):.4f} → {wide.get('final_loss', nan):.4f} |\n")
+    channels = wide.get("latent_channels")
+    row = (f"| VAE widened to {channels} latent channels, encoder and decoder trained (same loss{adv}, "
+           f"{wide.get('crop', '?')} crops) | {wide.get('steps')} | {wide.get('elapsed_min', 0):.1f} | "
+           f"{wide.get('batch')} | {wide.get('first_loss', nan):.4f} → {wide.get('final_loss', nan):.4f} |\n")
     if ldm:
-        row += _ldm_row(ldm, f"LDM on the {wide.get('latent_channels')}-channel latents, warm-started from the LDM above") + "\n"
+        row += _ldm_row(ldm, f"LDM on the {channels}-channel latents, warm-started from the LDM above") + "\n"
     return row
 
 
@@ -338,8 +339,8 @@ def _reconstruction_line(vae: dict, dec: dict, wide: dict | None = None) -> str:
                  "test images")
     if wide:
         line += (f"; with the shipped VAE widened to {wide.get('latent_channels')} latent channels "
-                 f"PSNR **{wide.get('psnr', nan):.2f} dB**, SSIM **{wide.get('ssim', nan):.4f}** on {wide.get('images')} "
-                 "test images")
+                 f"PSNR **{wide.get('psnr', nan):.2f} dB**, SSIM **{wide.get('ssim', nan):.4f}** on "
+                 f"{wide.get('images')} test images")
     return line + " (higher is better)."
 
 
@@ -483,7 +484,7 @@ def main(argv: list[str] | None = None) -> dict:
     decoder = _stage_summary(Path(args.decoder_run), "crop", "adv_weight", "adv_adaptive") if args.decoder_run else None
     wide = base = None
     if args.wide_vae_run:
-        wide = {**_stage_summary(Path(args.wide_vae_run), "crop", "adv_weight", "latent_channels")}
+        wide = _stage_summary(Path(args.wide_vae_run), "crop", "adv_weight", "latent_channels")
     if args.base_ldm_run:
         base_info = json.loads((Path(args.base_ldm_run) / "run.json").read_text())
         base = {**_stage_summary(Path(args.base_ldm_run)),
@@ -512,7 +513,8 @@ def main(argv: list[str] | None = None) -> dict:
         conditioning = conditioning_check(pipe, num_seeds=args.seeds, steps=args.steps)
         (ckpt / "conditioning.json").write_text(json.dumps(conditioning, indent=2))
     spread = latent_spread(pipe, prepared, steps=args.steps) if prepared is not None and not args.skip_samples else None
-    info = {"vae": vae, "decoder": decoder, "wide_vae": wide, "base_ldm": base, "ldm": ldm, "data": data, "conditioning": conditioning, "timing": timing,
+    info = {"vae": vae, "decoder": decoder, "wide_vae": wide, "base_ldm": base, "ldm": ldm, "data": data,
+            "conditioning": conditioning, "timing": timing,
             "latent_spread": spread,
             "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),
             "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")},
