@@ -223,6 +223,13 @@ def swap_decoder(checkpoint: str | os.PathLike, vae_folder: str | os.PathLike) -
     return target
 
 
+def rebuilt_with(model, **overrides):
+    """A freshly initialised model of ``model``'s class and dtype, with its config but for ``overrides``."""
+    config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+    fresh = type(model).from_config({**config, **overrides})
+    return fresh if fresh.dtype == model.dtype else fresh.to(model.dtype)
+
+
 def widen_latent(vae: AutoencoderKL, latent_channels: int) -> AutoencoderKL:
     """The same VAE with ``latent_channels`` latent channels instead of its own, as a start for training.
 
@@ -240,11 +247,7 @@ def widen_latent(vae: AutoencoderKL, latent_channels: int) -> AutoencoderKL:
     old = vae.config.latent_channels
     if latent_channels <= old:
         raise ValueError(f"latent_channels must be larger than the VAE's own {old} to widen it, got {latent_channels}")
-    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
-    config.update(latent_channels=latent_channels, scaling_factor=1.0, latents_mean=None, latents_std=None)
-    wide = AutoencoderKL.from_config(config)
-    if wide.dtype != vae.dtype:
-        wide = wide.to(vae.dtype)
+    wide = rebuilt_with(vae, latent_channels=latent_channels, scaling_factor=1.0, latents_mean=None, latents_std=None)
     src = vae.state_dict()
     dst = wide.state_dict()
     n, L = latent_channels, old

@@ -94,11 +94,9 @@ def widen_unet_latent(unet: UNet2DModel, latent_channels: int) -> UNet2DModel:
     old = unet.config.out_channels
     if latent_channels <= old:
         raise ValueError(f"latent_channels must be larger than the UNet's own {old} to widen it, got {latent_channels}")
-    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-    config.update(in_channels=unet.config.in_channels - old + latent_channels, out_channels=latent_channels)
-    wide = UNet2DModel.from_config(config)
-    if wide.dtype != unet.dtype:
-        wide = wide.to(unet.dtype)
+    from .autoencoder import rebuilt_with
+
+    wide = rebuilt_with(unet, in_channels=unet.config.in_channels - old + latent_channels, out_channels=latent_channels)
     dst = wide.state_dict()
     with torch.no_grad():
         for key, value in unet.state_dict().items():
