@@ -251,7 +251,7 @@ def widen_latent(vae: AutoencoderKL, latent_channels: int) -> AutoencoderKL:
     src = vae.state_dict()
     dst = wide.state_dict()
     n, L = latent_channels, old
-    moments_new = [*range(L), *range(n, n + L)]           # where they go in the wide ones
+    moments_new = [*range(L), *range(n, n + L)]   # the old (mean, logvar) rows in the wide encoder output
     with torch.no_grad():
         for key, value in src.items():
             target = dst[key]

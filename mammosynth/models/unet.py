@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
+from .autoencoder import rebuilt_with
+
 __all__ = ["UNET_PRESETS", "build_unet", "latent_mask", "widen_unet_latent"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
@@ -94,8 +96,6 @@ def widen_unet_latent(unet: UNet2DModel, latent_channels: int) -> UNet2DModel:
     old = unet.config.out_channels
     if latent_channels <= old:
         raise ValueError(f"latent_channels must be larger than the UNet's own {old} to widen it, got {latent_channels}")
-    from .autoencoder import rebuilt_with
-
     wide = rebuilt_with(unet, in_channels=unet.config.in_channels - old + latent_channels, out_channels=latent_channels)
     dst = wide.state_dict()
     with torch.no_grad():
