@@ -4,21 +4,22 @@
 # Input:  data/prepared-256, made by
 #           mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512
 #           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
-# Output: runs/bundled/{vae,ldm,vae_decoder,vae_wide,ldm_wide}/ (run folders: config, git sha, data hash,
+# Output: runs/bundled/{vae,ldm,vae_decoder,vae_wide,ldm_wide,ldm_lesion}/ (run folders: config, git sha, data hash,
 #         logs, checkpoints)
 #         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
-# The shipped checkpoint: RUNS=runs/bundled8 (its vae/ is runs/bundled2/vae, made by stage 1 with
+# The shipped checkpoint: RUNS=runs/bundled9 (its vae/ is runs/bundled2/vae, made by stage 1 with
 # THREADS=1 beside a second job; its ldm/ is runs/bundled5/ldm, one 7000-step leg of stage 2 with
 # THREADS=2 alone; its vae_decoder/ is stage 3 with THREADS=2 (runs/bundled6); its vae_wide/ and
-# ldm_wide/ are stages 4 and 5 with THREADS=2, run as this script with CKPT=out/candidate-8ch and
-# the result then moved into place after it was evaluated).
+# ldm_wide/ are stages 4 and 5 with THREADS=2 (runs/bundled7/vae, runs/bundled8/ldm_wide); its
+# ldm_lesion/ is stage 5b with THREADS=2; assembled with CKPT=out/candidate-lesion and moved into
+# place after it was evaluated).
 #
 # Budget on 2 cores: VAE 1400 steps in 42 min (THREADS=1, a second job beside it) + 4 min evaluation;
 # LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; decoder
 # fine-tune 2000 steps in ~50 min with THREADS=2 (1.45 s/step); wide VAE 1500 steps in 48 min
 # (1.7 s/step) + 4 min evaluation; wide LDM 4500 steps in ~56 min (0.74 s/step) + 3 min encoding;
-# model card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS, DEC_STEPS, WIDE_STEPS,
-# WIDE_LDM_STEPS) make the run reproducible whatever the machine's load; the minutes (VAE_MINUTES,
+# lesion-weighted LDM 6000 steps in ~75 min; model card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS,
+# LDM_EXTEND_STEPS, DEC_STEPS, WIDE_STEPS, WIDE_LDM_STEPS, LESION_LDM_STEPS) make the run reproducible whatever the machine's load; the minutes (VAE_MINUTES,
 # LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative, ...) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
 # ones were made by the commands below. The Siamese run has three cosine legs (each later leg a warm
@@ -56,6 +57,9 @@ WIDE_STEPS=${WIDE_STEPS:-1500}
 WIDE_MINUTES=${WIDE_MINUTES:-60}
 WIDE_LDM_STEPS=${WIDE_LDM_STEPS:-4500}
 WIDE_LDM_MINUTES=${WIDE_LDM_MINUTES:-90}
+LESION_LDM_STEPS=${LESION_LDM_STEPS:-6000}  # stage 5b (with WIDE_CHANNELS > 0); 0 ships stage 5's LDM
+LESION_WEIGHT=${LESION_WEIGHT:-8}          # stage 5b's --lesion_weight: box cells weigh 1 + this
+LESION_LDM_MINUTES=${LESION_LDM_MINUTES:-100}
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
@@ -156,6 +160,23 @@ if [ "$WIDE_CHANNELS" -gt 0 ]; then
   fi
 fi
 
+# 5b. Lesion-weighted LDM: stage 5's LDM trained on (half its learning rate, a fresh cosine) with the
+#     latent cells inside lesion boxes weighing 1 + LESION_WEIGHT in the loss: a lesion is 1-3 % of
+#     the latent, and with plain MSE every lesion type came out as the same bright blob.
+if [ "$WIDE_CHANNELS" -gt 0 ] && [ "$LESION_LDM_STEPS" -gt 0 ]; then
+  if [ -f "$RUNS/ldm_lesion/pipeline/model_index.json" ]; then
+    echo "lesion-weighted LDM already trained: $RUNS/ldm_lesion"
+  else
+    python -m mammosynth.training.train_ldm \
+      --data "$DATA" --vae "$RUNS/vae_wide" --init_pipeline "$RUNS/ldm_wide" --out "$RUNS/ldm_lesion" \
+      --train_batch_size 16 --learning_rate 2e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
+      --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 --latent_norm channel --snr_gamma 5 \
+      --lesion_weight "$LESION_WEIGHT" --max_minutes "$LESION_LDM_MINUTES" --max_train_steps "$LESION_LDM_STEPS" \
+      --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 1000 --logging_steps 10 --save_fp16 \
+      --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
+  fi
+fi
+
 # 6. Assemble the checkpoint folder (the wide model, or the stage-2 LDM with the stage-3 decoder),
 #    sample grids, conditioning check and model card
 rm -rf "$CKPT.tmp"
@@ -163,9 +184,10 @@ mkdir -p "$(dirname "$CKPT")"
 decoder_arg=
 ldm_run=$RUNS/ldm
 if [ "$WIDE_CHANNELS" -gt 0 ]; then
-  cp -r "$RUNS/ldm_wide/pipeline" "$CKPT.tmp"
   ldm_run=$RUNS/ldm_wide
   decoder_arg="--wide_vae_run $RUNS/vae_wide --base_ldm_run $RUNS/ldm"
+  if [ "$LESION_LDM_STEPS" -gt 0 ]; then ldm_run=$RUNS/ldm_lesion; decoder_arg="$decoder_arg $RUNS/ldm_wide"; fi
+  cp -r "$ldm_run/pipeline" "$CKPT.tmp"
   if [ "$DEC_STEPS" -gt 0 ]; then decoder_arg="$decoder_arg --decoder_run $RUNS/vae_decoder"; fi
 else
   cp -r "$RUNS/ldm/pipeline" "$CKPT.tmp"

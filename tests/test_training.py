@@ -387,7 +387,7 @@ def test_model_card_says_how_latents_are_scaled():
 
 
 def test_model_card_reports_the_fine_tuned_decoder():
-    from mammosynth.training.model_card import render_model_card
+    from mammosynth.training.model_card import ldm_loss_label, render_model_card
 
     base = {"vae": {"psnr": 25.57, "ssim": 0.6376, "images": 400, "elapsed_min": 42.0}, "ldm": {"elapsed_min": 88.0},
             "data": {}, "sizes_mb": {"vae": 1.0, "unet": 1.0, "condition_encoder": 0.1}}
@@ -413,6 +413,17 @@ def test_model_card_reports_the_fine_tuned_decoder():
     assert "`UNet2DModel` on 8 latent + 1 lesion-mask channels" in card
     assert "widened to 8 latent channels PSNR **27.50 dB**, SSIM **0.7321** on 400 test images" in card
     assert "in about 280 minutes" in card
+    # a chain: each later LDM warm-started from the one above, on the wide latents
+    middle = {**final, "steps": 4500, "loss_label": "z"}
+    card = render_model_card({**base, "decoder": decoder, "wide_vae": wide, "base_ldm": [first, middle],
+                              "ldm": {**final, "loss_label": ldm_loss_label(
+                                  [{"config": {"max_train_steps": 6000, "snr_gamma": 5.0, "lesion_weight": 8.0}}])}})
+    rows = [line for line in card.splitlines() if line.startswith("| LDM")]
+    assert rows[0].startswith("| LDM (x, EMA 0.999) | 7000 |") and len(rows) == 3
+    assert rows[1].startswith("| LDM on the 8-channel latents, warm-started from the LDM above (z, EMA 0.999) | 4500 |")
+    assert rows[2].startswith("| LDM on the 8-channel latents, warm-started from the LDM above (ε-prediction MSE; "
+                              "Min-SNR-5 weighting; lesion-box cells weigh ×9 (weighted losses")
+    assert "in about 340 minutes" in card
 
 
 def test_csv_log_widens_for_new_columns_and_truncates_on_resume(tmp_path):
@@ -503,6 +514,48 @@ def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
     plain = loss(None)
     assert loss(1e9) == pytest.approx(plain, rel=1e-5)  # every weight is 1 when gamma exceeds every SNR
     assert loss(0.5) < plain  # timesteps with SNR above gamma are down-weighted
+
+
+def test_lesion_weight_adds_the_error_inside_the_boxes_even_when_the_lesion_field_is_dropped(ldm_run, capsys):
+    from diffusers import DDPMScheduler
+
+    from mammosynth.models.conditioning import ConditionEncoder
+    from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
+    from mammosynth.pipelines.pipeline_mammo_ldm import default_scheduler
+
+    masks = torch.zeros(2, 1, 4, 3)
+    masks[0, 0, 1:3, 1] = 1.0
+    masks[1, 0, 0, 0] = 0.25  # area-averaged edge cell
+    weights = train_ldm.lesion_loss_weights(masks, 8.0)
+    assert weights[0, 0, 1, 1] == 9 and weights[0, 0, 0, 0] == 1 and weights[1, 0, 0, 0] == 3
+    assert torch.equal(train_ldm.lesion_loss_weights(masks, 0.0), torch.ones_like(masks))
+    with pytest.raises(ValueError, match="lesion_weight"):
+        train_ldm.lesion_loss_weights(masks, -1.0)
+    with pytest.raises(SystemExit):
+        train_ldm.parse_args(["--data", "d", "--vae", "v", "--out", "o", "--lesion_weight", "-2"])
+    assert "expected a number >= 0, got '-2'" in capsys.readouterr().err
+
+    cache = torch.load(ldm_run / "latents.pt", weights_only=True)
+    with_lesion = np.flatnonzero(cache["masks"].flatten(1).amax(1) > 0)[:4]
+    assert len(with_lesion) == 4
+    torch.manual_seed(0)
+    unet = build_unet(sample_size=tuple(cache["mean"].shape[-2:]), **UNET_PRESETS["tiny"])
+    denoiser = train_ldm.Denoiser(unet, ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet)))
+    scheduler = DDPMScheduler.from_config(default_scheduler().config)
+
+    def loss(weight, cache=cache):
+        # every field dropped: the model gets no mask, but the loss still weighs the true boxes
+        args = train_ldm.parse_args(["--data", "x", "--vae", "x", "--out", "x", "--cond_drop_all", "1",
+                                     "--lesion_weight", str(weight)])
+        with torch.no_grad():
+            return train_ldm._training_step(denoiser, scheduler, cache, with_lesion, (torch.zeros(4), torch.ones(4)),
+                                            torch.Generator().manual_seed(3), args, "cpu").item()
+
+    plain = loss(0)
+    assert loss(4) > plain
+    assert loss(8) - plain == pytest.approx(2 * (loss(4) - plain), rel=1e-4)  # 1 + w·mask: linear in w
+    no_boxes = {**cache, "masks": torch.zeros_like(cache["masks"])}
+    assert loss(8, no_boxes) == pytest.approx(loss(0, no_boxes), rel=1e-6)
 
 
 def test_a_later_ldm_leg_can_switch_on_min_snr(ldm_run, vae_run, tmp_path):

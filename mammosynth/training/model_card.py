@@ -171,10 +171,15 @@ def ldm_loss_label(invocations: list[dict]) -> str:
         config = invocation.get("config", {})
         if config.get("snr_gamma"):
             since = f" from step {done:,}" if done else ""
-            return (f"ε-prediction MSE; Min-SNR-{config['snr_gamma']:g} weighting{since} "
+            return (f"ε-prediction MSE; Min-SNR-{config['snr_gamma']:g} weighting{since}{_lesion_label(invocations)} "
                     "(weighted losses, lower by construction)")
         done = config.get("max_train_steps") or done
-    return "ε-prediction MSE"
+    return f"ε-prediction MSE{_lesion_label(invocations)}"
+
+
+def _lesion_label(invocations: list[dict]) -> str:
+    weight = (invocations[-1].get("config", {}).get("lesion_weight") or 0) if invocations else 0
+    return f"; lesion-box cells weigh ×{1 + weight:g}" if weight else ""
 
 
 def latent_norm_label(vae) -> str:
@@ -201,7 +206,8 @@ def render_model_card(info: dict[str, Any]) -> str:
     """The model card (Markdown) from collected numbers (see :func:`main` for the keys)."""
     vae, ldm, data, cond = info["vae"], info["ldm"], info["data"], info.get("conditioning") or {}
     dec = info.get("decoder") or {}
-    wide, base = info.get("wide_vae") or {}, info.get("base_ldm") or {}
+    wide, bases = info.get("wide_vae") or {}, info.get("base_ldm") or []
+    bases = [bases] if isinstance(bases, dict) else bases  # summaries before LDM chains held one dict
     rows = "\n".join(
         f"| {name} | {v['contrast']:.2f} | {v['contrast_minus_control']:+.2f} | {v['localisation_ratio']:.2f} | "
         f"{v['fraction_above_control']:.0%} |" for name, v in cond.get("lesions", {}).items()
@@ -211,7 +217,7 @@ def render_model_card(info: dict[str, Any]) -> str:
 **Demo model; not for clinical use.** A conditional latent diffusion model that generates
 256×192 16-bit synthetic mammograms of the *procedural phantom* (not of people), conditioned
 on BI-RADS, density, view, laterality, lesion type and lesion box. It was trained on a
-2-core CPU in about {sum(stage.get('elapsed_min', 0) for stage in (vae, ldm, dec, wide, base)):.0f} minutes to show the
+2-core CPU in about {sum(stage.get('elapsed_min', 0) for stage in (vae, ldm, dec, wide, *bases)):.0f} minutes to show the
 whole system working end to end; it is not a model of real mammograms.
 
 ## Use
@@ -250,8 +256,8 @@ during training (the lesion mask is dropped with the lesion field).
 | stage | steps | minutes | batch | loss first → last |
 |---|---|---|---|---|
 | VAE (L1{f" ×{1 + vae['lesion_weight']:g} inside lesion boxes" if vae.get('lesion_weight') else ''} + 0.5·(1−SSIM) + 1e-6·KL, {vae.get('crop', '?')} crops{f", {vae['lesion_crop_prob']:.0%} centred on the lesion" if vae.get('lesion_crop_prob') else ''}) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
-{_ldm_row(base or ldm, 'LDM')}
-{_decoder_row(dec)}{_wide_rows(wide, ldm if base else {})}
+{_ldm_row(bases[0] if bases else ldm, 'LDM')}
+{_decoder_row(dec)}{_wide_rows(wide, [*bases[1:], ldm] if bases else [])}
 Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}.
 
 ## Measured
@@ -311,18 +317,21 @@ def _ldm_row(ldm: dict, what: str) -> str:
             f"{ldm.get('final_loss', nan):.4f} |")
 
 
-def _wide_rows(wide: dict, ldm: dict) -> str:
-    """Rows of the widening stages (``train-vae --latent_channels``, then ``train-ldm --init_pipeline``), if any."""
-    if not wide:
-        return ""
+def _wide_rows(wide: dict, ldms: list[dict]) -> str:
+    """Rows of the widening stage (``train-vae --latent_channels``), if any, then of the LDMs each warm-started
+    (``train-ldm --init_pipeline``) from the one above."""
     nan = float("nan")
-    adv = f" + patch-GAN (adaptive weight {wide['adv_weight']:g})" if wide.get("adv_weight") else ""
-    channels = wide.get("latent_channels")
-    row = (f"| VAE widened to {channels} latent channels, encoder and decoder trained (same loss{adv}, "
-           f"{wide.get('crop', '?')} crops) | {wide.get('steps')} | {wide.get('elapsed_min', 0):.1f} | "
-           f"{wide.get('batch')} | {wide.get('first_loss', nan):.4f} → {wide.get('final_loss', nan):.4f} |\n")
-    if ldm:
-        row += _ldm_row(ldm, f"LDM on the {channels}-channel latents, warm-started from the LDM above") + "\n"
+    row = ""
+    where = ""
+    if wide:
+        adv = f" + patch-GAN (adaptive weight {wide['adv_weight']:g})" if wide.get("adv_weight") else ""
+        channels = wide.get("latent_channels")
+        row = (f"| VAE widened to {channels} latent channels, encoder and decoder trained (same loss{adv}, "
+               f"{wide.get('crop', '?')} crops) | {wide.get('steps')} | {wide.get('elapsed_min', 0):.1f} | "
+               f"{wide.get('batch')} | {wide.get('first_loss', nan):.4f} → {wide.get('final_loss', nan):.4f} |\n")
+        where = f" on the {channels}-channel latents"
+    for ldm in ldms:
+        row += _ldm_row(ldm, f"LDM{where}, warm-started from the LDM above") + "\n"
     return row
 
 
@@ -445,8 +454,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="train-vae --freeze_encoder run whose decoder the checkpoint ships (mammosynth swap-decoder)")
     parser.add_argument("--wide_vae_run", default=None,
                         help="train-vae --latent_channels run whose widened VAE the checkpoint ships; --ldm_run is "
-                             "then the LDM trained on its latents and --base_ldm_run the one it started from")
-    parser.add_argument("--base_ldm_run", default=None, help="the LDM run --ldm_run was warm-started from")
+                             "then the LDM trained on its latents and --base_ldm_run the ones it started from")
+    parser.add_argument("--base_ldm_run", nargs="+", default=[],
+                        help="the LDM runs --ldm_run was warm-started from (train-ldm --init_pipeline), first one "
+                             "first: the first is the LDM on the VAE's own latents, the rest (on --wide_vae_run's "
+                             "latents, if given) each started from the one before")
     parser.add_argument("--data", default=None, help="prepared dataset (for split sizes)")
     parser.add_argument("--command", default="bash scripts/train_bundled.sh")
     parser.add_argument("--num_threads", type=int, default=None)
@@ -482,13 +494,12 @@ def main(argv: list[str] | None = None) -> dict:
     vae = {**_stage_summary(vae_run, "crop", "lesion_weight", "lesion_crop_prob"),
            "block_out_channels": pipe.vae.config.block_out_channels, "params_m": n(pipe.vae)}
     decoder = _stage_summary(Path(args.decoder_run), "crop", "adv_weight", "adv_adaptive") if args.decoder_run else None
-    wide = base = None
+    wide = None
     if args.wide_vae_run:
         wide = _stage_summary(Path(args.wide_vae_run), "crop", "adv_weight", "latent_channels")
-    if args.base_ldm_run:
-        base_info = json.loads((Path(args.base_ldm_run) / "run.json").read_text())
-        base = {**_stage_summary(Path(args.base_ldm_run)),
-                "loss_label": ldm_loss_label(base_info.get("invocations", []))}
+    bases = [{**_stage_summary(Path(run)),
+              "loss_label": ldm_loss_label(json.loads((Path(run) / "run.json").read_text()).get("invocations", []))}
+             for run in args.base_ldm_run]
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "latent_channels": pipe.unet.config.out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
@@ -513,7 +524,7 @@ def main(argv: list[str] | None = None) -> dict:
         conditioning = conditioning_check(pipe, num_seeds=args.seeds, steps=args.steps)
         (ckpt / "conditioning.json").write_text(json.dumps(conditioning, indent=2))
     spread = latent_spread(pipe, prepared, steps=args.steps) if prepared is not None and not args.skip_samples else None
-    info = {"vae": vae, "decoder": decoder, "wide_vae": wide, "base_ldm": base, "ldm": ldm, "data": data,
+    info = {"vae": vae, "decoder": decoder, "wide_vae": wide, "base_ldm": bases, "ldm": ldm, "data": data,
             "conditioning": conditioning, "timing": timing,
             "latent_spread": spread,
             "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),

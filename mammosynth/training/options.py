@@ -25,6 +25,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse ``type``: a float ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments every training script takes (data, schedule, precision, checkpoints)."""
     parser.add_argument("--data", required=True, help="prepared dataset folder (from `mammosynth ingest`)")
@@ -120,6 +131,11 @@ def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--snr_gamma", type=positive_float, default=None,
                         help="Min-SNR loss weighting (Hang et al. 2023): weight each timestep by min(SNR, gamma) / SNR "
                              "(epsilon) or / (SNR + 1) (v-prediction); 5 is the paper's value. Default: plain MSE")
+    parser.add_argument("--lesion_weight", type=non_negative_float, default=0.0,
+                        help="extra MSE weight inside lesion boxes (the latent-size lesion mask, whether or not the "
+                             "lesion field was dropped for CFG): latent cells of a box weigh 1 + lesion_weight; a "
+                             "lesion is 1-3 %% of the latent, so plain MSE spends little on what tells lesion types "
+                             "apart. Default 0: plain MSE")
     parser.add_argument("--num_validation_images", type=int, default=4)
     parser.add_argument("--validation_inference_steps", type=int, default=20)
     parser.add_argument("--guidance_scale", type=float, default=3.0, help="for validation images")

@@ -35,7 +35,7 @@ from . import common, options
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "Denoiser", "VALIDATION_CONDITIONS", "min_snr_weights"]
+__all__ = ["parse_args", "main", "Denoiser", "VALIDATION_CONDITIONS", "min_snr_weights", "lesion_loss_weights"]
 
 #: Conditions of the validation grid (one image each; boxes in the displayed frame).
 VALIDATION_CONDITIONS: list[dict] = [
@@ -165,10 +165,24 @@ def _training_step(denoiser, noise_scheduler, cache, idx, affine: tuple[torch.Te
     pred = denoiser(noisy.to(device), timesteps.to(device), codes, masks.to(device))
     v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-    per_sample = F.mse_loss(pred.float(), target.to(device).float(), reduction="none").mean(dim=(1, 2, 3))
+    error = F.mse_loss(pred.float(), target.to(device).float(), reduction="none")
+    if args.lesion_weight:
+        error = error * lesion_loss_weights(cache["masks"][idx_t], args.lesion_weight).to(device)
+    per_sample = error.mean(dim=(1, 2, 3))
     if args.snr_gamma:
         per_sample = per_sample * min_snr_weights(noise_scheduler, timesteps, args.snr_gamma).to(device)
     return per_sample.mean()
+
+
+def lesion_loss_weights(latent_masks: torch.Tensor, lesion_weight: float) -> torch.Tensor:
+    """Per-cell loss weights ``1 + lesion_weight · mask`` for latent-size lesion masks ``(N,1,h,w)``.
+
+    The masks are the true ones, not the CFG-dropped copy: the model learns what a lesion looks like
+    also when it is asked for an unconditional image. ``lesion_weight`` = 0 gives all ones.
+    """
+    if not lesion_weight >= 0:
+        raise ValueError(f"lesion_weight has to be >= 0, got {lesion_weight}")
+    return 1 + lesion_weight * latent_masks.float()
 
 
 def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
