@@ -11,16 +11,18 @@
 # THREADS=1 beside a second job; its ldm/ is runs/bundled5/ldm, one 7000-step leg of stage 2 with
 # THREADS=2 alone; its vae_decoder/ is stage 3 with THREADS=2 (runs/bundled6); its vae_wide/ and
 # ldm_wide/ are stages 4 and 5 with THREADS=2 (runs/bundled7/vae, runs/bundled8/ldm_wide); its
-# ldm_lesion/ is stage 5b with THREADS=2; assembled with CKPT=out/candidate-lesion and moved into
-# place after it was evaluated).
+# ldm_lesion/ is stage 5b's train-ldm command with THREADS=2, run by hand with stage 5's latents.pt
+# copied into its folder (the same cache it would encode); assembled by this script with
+# CKPT=out/candidate-lesion and moved into place after it was evaluated).
 #
 # Budget on 2 cores: VAE 1400 steps in 42 min (THREADS=1, a second job beside it) + 4 min evaluation;
 # LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; decoder
 # fine-tune 2000 steps in ~50 min with THREADS=2 (1.45 s/step); wide VAE 1500 steps in 48 min
 # (1.7 s/step) + 4 min evaluation; wide LDM 4500 steps in ~56 min (0.74 s/step) + 3 min encoding;
-# lesion-weighted LDM 6000 steps in ~75 min; model card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS,
-# LDM_EXTEND_STEPS, DEC_STEPS, WIDE_STEPS, WIDE_LDM_STEPS, LESION_LDM_STEPS) make the run reproducible whatever the machine's load; the minutes (VAE_MINUTES,
-# LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative, ...) are only a cap.
+# lesion-weighted LDM 6000 steps in 90 min (0.7 s/step alone, sampling jobs ran beside it); model
+# card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS, DEC_STEPS, WIDE_STEPS,
+# WIDE_LDM_STEPS, LESION_LDM_STEPS) make the run reproducible whatever the machine's load; the
+# minutes (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative, ...) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
 # ones were made by the commands below. The Siamese run has three cosine legs (each later leg a warm
 # restart; --max_minutes is cumulative over the run): 2200 steps in 79 min (ran as

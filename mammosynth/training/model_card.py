@@ -257,7 +257,7 @@ during training (the lesion mask is dropped with the lesion field).
 |---|---|---|---|---|
 | VAE (L1{f" ×{1 + vae['lesion_weight']:g} inside lesion boxes" if vae.get('lesion_weight') else ''} + 0.5·(1−SSIM) + 1e-6·KL, {vae.get('crop', '?')} crops{f", {vae['lesion_crop_prob']:.0%} centred on the lesion" if vae.get('lesion_crop_prob') else ''}) | {vae.get('steps')} | {vae.get('elapsed_min', 0):.1f} | {vae.get('batch')} | {vae.get('first_loss', float('nan')):.4f} → {vae.get('final_loss', float('nan')):.4f} |
 {_ldm_row(bases[0] if bases else ldm, 'LDM')}
-{_decoder_row(dec)}{_wide_rows(wide, [*bases[1:], ldm] if bases else [])}
+{_decoder_row(dec)}{_later_rows(wide, [*bases[1:], ldm] if bases else [])}
 Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}.
 
 ## Measured
@@ -317,7 +317,7 @@ def _ldm_row(ldm: dict, what: str) -> str:
             f"{ldm.get('final_loss', nan):.4f} |")
 
 
-def _wide_rows(wide: dict, ldms: list[dict]) -> str:
+def _later_rows(wide: dict, ldms: list[dict]) -> str:
     """Rows of the widening stage (``train-vae --latent_channels``), if any, then of the LDMs each warm-started
     (``train-ldm --init_pipeline``) from the one above."""
     nan = float("nan")
