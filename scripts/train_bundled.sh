@@ -131,6 +131,17 @@ if [ "$DEC_STEPS" -gt 0 ]; then
   fi
 fi
 
+# An LDM on the wide latents, warm-started: warm_ldm INIT OUT LR STEPS MINUTES VALIDATION_STEPS [more flags]
+warm_ldm() {
+  python -m mammosynth.training.train_ldm \
+    --data "$DATA" --vae "$RUNS/vae_wide" --init_pipeline "$1" --out "$2" \
+    --train_batch_size 16 --learning_rate "$3" --lr_warmup_steps 100 --lr_scheduler cosine \
+    --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 --latent_norm channel --snr_gamma 5 \
+    --max_minutes "$5" --max_train_steps "$4" --checkpointing_steps 100 --checkpoints_total_limit 2 \
+    --validation_steps "$6" --logging_steps 10 --save_fp16 \
+    --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest "${@:7}"
+}
+
 # 4. Wider latents: 4x32x24 latents cannot carry calcification specks and spicules. The stage-3 VAE
 #    is widened to WIDE_CHANNELS latent channels (its own channels kept, the new ones start unused:
 #    models.autoencoder.widen_latent) and encoder + decoder train on with the same loss and patch-GAN.
@@ -152,13 +163,7 @@ if [ "$WIDE_CHANNELS" -gt 0 ]; then
   if [ -f "$RUNS/ldm_wide/pipeline/model_index.json" ]; then
     echo "wide LDM already trained: $RUNS/ldm_wide"
   else
-    python -m mammosynth.training.train_ldm \
-      --data "$DATA" --vae "$RUNS/vae_wide" --init_pipeline "$RUNS/ldm" --out "$RUNS/ldm_wide" \
-      --train_batch_size 16 --learning_rate 4e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
-      --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 --latent_norm channel --snr_gamma 5 \
-      --max_minutes "$WIDE_LDM_MINUTES" --max_train_steps "$WIDE_LDM_STEPS" --checkpointing_steps 100 \
-      --checkpoints_total_limit 2 --validation_steps 500 --logging_steps 10 --save_fp16 \
-      --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
+    warm_ldm "$RUNS/ldm" "$RUNS/ldm_wide" 4e-4 "$WIDE_LDM_STEPS" "$WIDE_LDM_MINUTES" 500
   fi
 fi
 
@@ -169,13 +174,8 @@ if [ "$WIDE_CHANNELS" -gt 0 ] && [ "$LESION_LDM_STEPS" -gt 0 ]; then
   if [ -f "$RUNS/ldm_lesion/pipeline/model_index.json" ]; then
     echo "lesion-weighted LDM already trained: $RUNS/ldm_lesion"
   else
-    python -m mammosynth.training.train_ldm \
-      --data "$DATA" --vae "$RUNS/vae_wide" --init_pipeline "$RUNS/ldm_wide" --out "$RUNS/ldm_lesion" \
-      --train_batch_size 16 --learning_rate 2e-4 --lr_warmup_steps 100 --lr_scheduler cosine \
-      --cond_dropout 0.1 --cond_drop_all 0.1 --ema_decay 0.999 --latent_norm channel --snr_gamma 5 \
-      --lesion_weight "$LESION_WEIGHT" --max_minutes "$LESION_LDM_MINUTES" --max_train_steps "$LESION_LDM_STEPS" \
-      --checkpointing_steps 100 --checkpoints_total_limit 2 --validation_steps 1000 --logging_steps 10 --save_fp16 \
-      --num_threads "$THREADS" --seed 0 --resume_from_checkpoint latest
+    warm_ldm "$RUNS/ldm_wide" "$RUNS/ldm_lesion" 2e-4 "$LESION_LDM_STEPS" "$LESION_LDM_MINUTES" 1000 \
+      --lesion_weight "$LESION_WEIGHT"
   fi
 fi
 
