@@ -490,18 +490,23 @@ def test_snr_gamma_is_checked_when_the_command_is_parsed(capsys):
     assert train_ldm.parse_args(["--data", "d", "--vae", "v", "--out", "o", "--snr_gamma", "5"]).snr_gamma == 5.0
 
 
-def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
+def tiny_denoiser_and_scheduler(cache: dict):
+    """A freshly initialised tiny Denoiser for ``cache``'s latents and the pipeline's training scheduler."""
     from diffusers import DDPMScheduler
 
     from mammosynth.models.conditioning import ConditionEncoder
     from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
     from mammosynth.pipelines.pipeline_mammo_ldm import default_scheduler
 
-    cache = torch.load(ldm_run / "latents.pt", weights_only=True)
     torch.manual_seed(0)
     unet = build_unet(sample_size=tuple(cache["mean"].shape[-2:]), **UNET_PRESETS["tiny"])
     denoiser = train_ldm.Denoiser(unet, ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet)))
-    scheduler = DDPMScheduler.from_config(default_scheduler().config)
+    return denoiser, DDPMScheduler.from_config(default_scheduler().config)
+
+
+def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
+    cache = torch.load(ldm_run / "latents.pt", weights_only=True)
+    denoiser, scheduler = tiny_denoiser_and_scheduler(cache)
     idx = np.arange(8) % len(cache["mean"])
 
     def loss(gamma):
@@ -517,12 +522,6 @@ def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
 
 
 def test_lesion_weight_adds_the_error_inside_the_boxes_even_when_the_lesion_field_is_dropped(ldm_run, capsys):
-    from diffusers import DDPMScheduler
-
-    from mammosynth.models.conditioning import ConditionEncoder
-    from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
-    from mammosynth.pipelines.pipeline_mammo_ldm import default_scheduler
-
     masks = torch.zeros(2, 1, 4, 3)
     masks[0, 0, 1:3, 1] = 1.0
     masks[1, 0, 0, 0] = 0.25  # area-averaged edge cell
@@ -538,10 +537,7 @@ def test_lesion_weight_adds_the_error_inside_the_boxes_even_when_the_lesion_fiel
     cache = torch.load(ldm_run / "latents.pt", weights_only=True)
     with_lesion = np.flatnonzero(cache["masks"].flatten(1).amax(1) > 0)[:4]
     assert len(with_lesion) == 4
-    torch.manual_seed(0)
-    unet = build_unet(sample_size=tuple(cache["mean"].shape[-2:]), **UNET_PRESETS["tiny"])
-    denoiser = train_ldm.Denoiser(unet, ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet)))
-    scheduler = DDPMScheduler.from_config(default_scheduler().config)
+    denoiser, scheduler = tiny_denoiser_and_scheduler(cache)
 
     def loss(weight, cache=cache):
         # every field dropped: the model gets no mask, but the loss still weighs the true boxes

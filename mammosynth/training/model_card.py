@@ -165,21 +165,18 @@ def _folder_mb(path: Path) -> float:
 
 def ldm_loss_label(invocations: list[dict]) -> str:
     """The LDM loss as trained over the legs of a run (``run.json`` ``invocations``), e.g.
-    ``"ε-prediction MSE; Min-SNR-5 weighting from step 4,400 (…)"`` when a later leg turned it on."""
-    done = 0
+    ``"ε-prediction MSE; Min-SNR-5 weighting from step 4,400 (…)"`` when a later leg turned it on
+    (the same for ``--lesion_weight``)."""
+    done, snr, lesion = 0, "", ""
     for invocation in invocations:
         config = invocation.get("config", {})
-        if config.get("snr_gamma"):
-            since = f" from step {done:,}" if done else ""
-            return (f"ε-prediction MSE; Min-SNR-{config['snr_gamma']:g} weighting{since}{_lesion_label(invocations)} "
-                    "(weighted losses, lower by construction)")
+        since = f" from step {done:,}" if done else ""
+        if config.get("snr_gamma") and not snr:
+            snr = f"; Min-SNR-{config['snr_gamma']:g} weighting{since}"
+        if config.get("lesion_weight") and not lesion:
+            lesion = f"; lesion-box cells weigh ×{1 + config['lesion_weight']:g}{since}"
         done = config.get("max_train_steps") or done
-    return f"ε-prediction MSE{_lesion_label(invocations)}"
-
-
-def _lesion_label(invocations: list[dict]) -> str:
-    weight = (invocations[-1].get("config", {}).get("lesion_weight") or 0) if invocations else 0
-    return f"; lesion-box cells weigh ×{1 + weight:g}" if weight else ""
+    return f"ε-prediction MSE{snr}{lesion}" + (" (weighted losses, lower by construction)" if snr else "")
 
 
 def latent_norm_label(vae) -> str:

@@ -14,26 +14,24 @@ VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8) on a prepared datas
 LDM_DESCRIPTION = "Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE."
 
 
-def positive_float(text: str) -> float:
-    """argparse ``type``: a float > 0 (so that a bad value fails when the command is parsed)."""
+def _float_where(text: str, ok, expected: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected a number {expected}, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type``: a float > 0 (so that a bad value fails when the command is parsed)."""
+    return _float_where(text, lambda v: v > 0, "> 0")
 
 
 def non_negative_float(text: str) -> float:
     """argparse ``type``: a float ≥ 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    return _float_where(text, lambda v: v >= 0, ">= 0")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
