@@ -17,7 +17,9 @@ from mammosynth.data.prepared import (
     MANIFEST_COLUMNS,
     PreparedFormatError,
     PreparedWriter,
+    label_boxes,
     load_prepared,
+    row_boxes,
     row_conditions,
 )
 
@@ -132,6 +134,35 @@ def test_dataset_items(tmp_path):
     cond = row_conditions(ds.rows.iloc[1], 16, 8)
     assert cond.canonical_box().as_tuple() == pytest.approx((0.0, 0.0, 0.5, 0.5))
     assert cond.box.as_tuple() == pytest.approx((0.5, 0.0, 1.0, 0.5))
+
+
+def test_conditioning_pairs_the_lesion_label_with_its_own_boxes(tmp_path):
+    """An image can show several finding types while its label names one (the most severe):
+    the conditioning box and mask must be that type's, never another finding's."""
+    row = _row(0, lesion="calcification")
+    row["findings"] = [  # the architectural distortion comes first, as ingest may list it
+        {"category": "Architectural Distortion", "lesion": "architectural_distortion", "birads": 4, "box": [0, 8, 4, 16]},
+        {"category": "Suspicious Calcification", "lesion": "calcification", "birads": 5, "box": [4, 0, 8, 4]},
+        {"category": "Suspicious Calcification", "lesion": "calcification", "birads": 5, "box": [4, 12, 8, 16]},
+    ]
+    with PreparedWriter(tmp_path, 16, 8) as writer:
+        writer.add(_frame(0), row)
+        writer.add(_frame(1), _row(1))
+        writer.finalize()
+    data = load_prepared(tmp_path)
+    first, plain = data.manifest.iloc[0], data.manifest.iloc[1]
+    assert len(row_boxes(first, 16, 8)) == 3
+    assert [b.as_tuple() for b in label_boxes(first, 16, 8)] == [(0.5, 0.0, 1.0, 0.25), (0.5, 0.75, 1.0, 1.0)]
+    assert row_boxes(first, 16, 8, lesion="architectural_distortion")[0].as_tuple() == (0.0, 0.5, 0.5, 1.0)
+    assert label_boxes(plain, 16, 8) == [] and row_conditions(plain, 16, 8).box is None
+    cond = row_conditions(first, 16, 8)
+    assert cond.lesion.value == "calcification" and cond.box.as_tuple() == (0.5, 0.0, 1.0, 0.25)
+    item = PreparedDataset(data, split="training")[0]
+    expected = torch.zeros(16, 8)
+    expected[0:4, 4:8] = expected[12:16, 4:8] = 1
+    torch.testing.assert_close(item["mask"][0], expected)  # the calcifications only
+    expected[8:16, 0:4] = 1
+    torch.testing.assert_close(item["findings_mask"][0], expected)  # every finding (the VAE's lesion weighting)
 
 
 def test_unit_range_round_trip():

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..conditions import box_mask
-from .prepared import PreparedData, load_prepared, row_boxes, row_conditions
+from .prepared import PreparedData, label_boxes, load_prepared, row_boxes, row_conditions
 
 __all__ = ["PreparedDataset", "to_unit_range", "from_unit_range"]
 
@@ -32,7 +32,9 @@ class PreparedDataset(torch.utils.data.Dataset):
     Each item is a dict:
 
     * ``image`` – float32 ``(1, H, W)`` in [-1, 1] (canonical orientation)
-    * ``mask`` – float32 ``(1, H, W)``, 1 inside lesion boxes
+    * ``mask`` – float32 ``(1, H, W)``, 1 inside the boxes of the image's ``lesion`` label
+      (the conditioning channel: "lesion X at box B" must mean X's boxes)
+    * ``findings_mask`` – float32 ``(1, H, W)``, 1 inside every finding's box, whatever its type
     * ``birads``, ``density``, ``view``, ``laterality``, ``lesion`` – int64 class indices
       from :meth:`mammosynth.conditions.Conditions.encode` (0 = unspecified)
     * ``cancer`` – int64 0/1 (-1 if unknown); ``study_id``, ``image_id`` – str; ``index`` – int
@@ -53,6 +55,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         # Plain per-row records: pandas row access is far too slow for a training loop.
         self._records = self.rows.to_dict("records")
         self._codes = [row_conditions(row, h, w).encode() for row in self._records]
+        self._label_boxes = [label_boxes(row, h, w) for row in self._records]
         self._boxes = [row_boxes(row, h, w) for row in self._records]
 
     @property
@@ -71,7 +74,8 @@ class PreparedDataset(torch.utils.data.Dataset):
         frame = np.asarray(self.data.images[int(row["index"])])
         item: dict[str, Any] = {
             "image": to_unit_range(frame[None]),
-            "mask": torch.from_numpy(box_mask(self._boxes[i], self.height, self.width)[None]),
+            "mask": torch.from_numpy(box_mask(self._label_boxes[i], self.height, self.width)[None]),
+            "findings_mask": torch.from_numpy(box_mask(self._boxes[i], self.height, self.width)[None]),
             **{k: torch.tensor(v, dtype=torch.long) for k, v in self._codes[i].items()},
             "cancer": torch.tensor(-1 if row["cancer"] != row["cancer"] else int(row["cancer"]), dtype=torch.long),
             "study_id": row["study_id"],

@@ -46,6 +46,7 @@ __all__ = [
     "atomic_write_text",
     "row_conditions",
     "row_boxes",
+    "label_boxes",
 ]
 
 FORMAT_VERSION = 1
@@ -255,16 +256,30 @@ class PreparedWriter:
         self.close()
 
 
-def row_boxes(row: Mapping[str, Any], height: int, width: int) -> list[Box]:
-    """Normalised lesion boxes (canonical frame) of one manifest row."""
+def row_boxes(row: Mapping[str, Any], height: int, width: int, lesion: str | None = None) -> list[Box]:
+    """Normalised lesion boxes (canonical frame) of one manifest row.
+
+    All findings' boxes, or with ``lesion`` only those of that lesion type. An image can
+    show findings of several types (a mass beside an asymmetry) while its ``lesion`` label
+    names one; conditioning pairs that label with its own boxes (:func:`label_boxes`).
+    """
     findings = row.get("findings") or "[]"
     if isinstance(findings, str):
         findings = json.loads(findings)
     boxes = []
     for finding in findings:
-        if finding.get("box") and finding.get("lesion") not in (None, "none"):
+        kind = finding.get("lesion")
+        if finding.get("box") and kind not in (None, "none") and lesion in (None, kind):
             boxes.append(Box.from_pixels(finding["box"], height, width))
     return boxes
+
+
+def label_boxes(row: Mapping[str, Any], height: int, width: int) -> list[Box]:
+    """The boxes of the row's own ``lesion`` label (canonical frame); none for "none" or blank."""
+    label = row.get("lesion")
+    if _blank(label) or str(label) == "none":
+        return []
+    return row_boxes(row, height, width, lesion=str(label))
 
 
 def _blank(value: Any) -> bool:
@@ -272,11 +287,12 @@ def _blank(value: Any) -> bool:
 
 
 def row_conditions(row: Mapping[str, Any], height: int, width: int) -> Conditions:
-    """The §7 conditions of one manifest row (box in the displayed frame, first lesion box)."""
+    """The §7 conditions of one manifest row (box in the displayed frame: the first box of the
+    row's lesion type, not that of another finding in the same image)."""
     from ..conditions import Lesion, canonical_box, parse_lesion
 
     lesion = None if _blank(row.get("lesion")) else parse_lesion(row["lesion"])
-    boxes = [b for b in row_boxes(row, height, width)] if lesion not in (None, Lesion.NONE) else []
+    boxes = label_boxes(row, height, width)
     laterality = None if _blank(row.get("laterality")) else row["laterality"]
     box = canonical_box(boxes[0], laterality) if boxes else None
     birads = None if _blank(row.get("birads")) else int(float(row["birads"]))

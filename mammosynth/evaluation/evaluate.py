@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.prepared import PreparedData, load_prepared, row_boxes
+from ..data.prepared import PreparedData, label_boxes, load_prepared
 from .adherence import adherence_scores, compare_adherence
 from .classifiers import Recipe, load_inputs, manifest_targets, predict
 from .features import InceptionFeatures, describe_extractor, load_fidelity_encoder, train_fidelity_encoder
@@ -136,7 +136,7 @@ def _cap(rows: Any, limit: int | None, seed: int) -> Any:
 def _norm_boxes(data: PreparedData, rows: Any) -> list:
     boxes = []
     for _, row in rows.iterrows():
-        found = row_boxes(row, data.height, data.width) if str(row["lesion"]) not in ("", "none") else []
+        found = label_boxes(row, data.height, data.width)
         boxes.append(found[0] if found else None)
     return boxes
 

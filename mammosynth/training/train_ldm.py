@@ -252,7 +252,9 @@ def main(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         common.write_run_info(out, args, "ldm", {"vae": {"folder": str(vae_folder), "sha256": _file_sha(vae_folder)},
                                                  "model": {"unet": dict(unet.config), "condition_encoder": dict(encoder.config)}})
-    cache = _latent_cache(accelerator, vae, train, out, key=f"{_file_sha(vae_folder)}:{common.manifest_sha256(args.data)}")
+    # "label-masks": the masks hold the boxes of each image's own lesion label (older caches held every finding's)
+    cache = _latent_cache(accelerator, vae, train, out,
+                          key=f"{_file_sha(vae_folder)}:{common.manifest_sha256(args.data)}:label-masks")
     if args.latent_norm == "channel":  # the pipeline's VAE config carries the statistics (the source folder is kept)
         latents_mean, latents_std = channel_stats(cache["mean"])
         vae.register_to_config(latents_mean=latents_mean, latents_std=latents_std)

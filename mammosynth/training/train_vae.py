@@ -299,7 +299,7 @@ def main(args: argparse.Namespace) -> dict:
             images = torch.stack([item["image"] for item in items])
             masks = None
             if args.lesion_weight > 0 or args.lesion_crop_prob > 0:
-                masks = torch.stack([item["mask"] for item in items])
+                masks = torch.stack([item["findings_mask"] for item in items])  # every lesion, whatever its label
                 images, masks = _crop_batch(images, crop, g, masks, args.lesion_crop_prob)
                 masks = masks.to(accelerator.device)
             else:
