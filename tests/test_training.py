@@ -717,6 +717,56 @@ def test_a_widened_vae_and_a_warm_started_ldm_train_on_more_latent_channels(toy,
                                              "--max_train_steps", "1", *TINY_LDM]))
 
 
+def test_lesion_closeups_show_real_reconstructed_and_generated_lesions_at_their_boxes(ldm_run, tmp_path):
+    from PIL import Image
+
+    from mammosynth.data.prepared import load_prepared, row_conditions
+    from mammosynth.training.model_card import lesion_closeups, lesion_contrast, render_model_card
+
+    pipe = MammoLDMPipeline.from_pretrained(ldm_run / "pipeline", requires_privacy_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    data = load_prepared(json.loads((ldm_run / "run.json").read_text())["data"]["root"])
+    size, per = 16, 2
+    result = lesion_closeups(pipe, data, tmp_path, per_type=per, size=size, split="training", steps=2, seed=3)
+    rows = data.split("training")
+    counts = {k: min(per, int((rows["lesion"] == k).sum())) for k in ("mass", "calcification",
+                                                                       "architectural_distortion", "asymmetry")}
+    assert {k: v["n"] for k, v in result["lesions"].items()} == counts  # the toy set shows every type
+    grid = np.asarray(Image.open(tmp_path / "samples_lesions.png"))
+    assert grid.dtype == np.uint16 and grid.shape == (4 * size + 3 * 4, 3 * per * size + 2 * 4)
+    for r, (lesion, v) in enumerate(result["lesions"].items()):
+        chosen = rows[rows["lesion"] == lesion].iloc[:per]
+        strip = grid[r * (size + 4):r * (size + 4) + size]
+        real_tiles, recon_tiles = [], []
+        conds = [row_conditions(row, data.height, data.width) for row in chosen.to_dict("records")]
+        made = pipe(conditions=conds, num_inference_steps=2, guidance_scale=3.0,  # one batch, as lesion_closeups
+                    generator=[torch.Generator().manual_seed(3 + k) for k in range(len(conds))]).images
+        for k, row in enumerate(chosen.to_dict("records")):
+            cond = row_conditions(row, data.height, data.width)
+            frame = data.frames([row["index"]])[0]
+            shown = frame[:, ::-1] if row["laterality"] == "R" else frame  # display orientation
+            x0, y0, x1, y1 = cond.box.to_pixels(data.height, data.width)
+            top = int(np.clip((y0 + y1) // 2 - size // 2, 0, data.height - size))
+            left = int(np.clip((x0 + x1) // 2 - size // 2, 0, data.width - size))
+            real_tiles.append(strip[:, k * size:(k + 1) * size].astype(np.float64) / 65535)
+            recon_tiles.append(strip[:, per * size + 4 + k * size:per * size + 4 + (k + 1) * size].astype(np.float64) / 65535)
+            np.testing.assert_array_equal(strip[:, k * size:(k + 1) * size], shown[top:top + size, left:left + size])
+            at = 2 * (per * size + 4) + k * size
+            np.testing.assert_array_equal(strip[:, at:at + size], made[k][top:top + size, left:left + size])
+        real_contrast = np.mean([lesion_contrast((data.frames([row["index"]])[0][:, ::-1] if row["laterality"] == "R"
+                                                  else data.frames([row["index"]])[0]),
+                                                 row_conditions(row, data.height, data.width).box.as_tuple())
+                                 for row in chosen.to_dict("records")])
+        assert v["contrast_real"] == pytest.approx(real_contrast)
+        psnr = np.mean([10 * np.log10(1 / max(np.mean((a - b) ** 2), 1e-12)) for a, b in zip(real_tiles, recon_tiles)])
+        assert v["reconstruction_psnr"] == pytest.approx(psnr, abs=1e-3)
+        assert -1 <= v["reconstruction_ssim"] <= 1
+    card = render_model_card({"vae": {}, "ldm": {}, "data": {}, "lesion_closeups": result,
+                              "sizes_mb": {"vae": 1.0, "unet": 1.0, "condition_encoder": 0.1}})
+    mass = result["lesions"]["mass"]
+    assert f"| mass | {mass['n']} | {mass['contrast_real']:.2f} | {mass['contrast_reconstructed']:.2f} |" in card
+
+
 def test_latent_spread_compares_generated_with_training_latents(ldm_run):
     from mammosynth.data.prepared import load_prepared
     from mammosynth.models.autoencoder import from_model_space

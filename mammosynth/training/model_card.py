@@ -5,6 +5,8 @@ writes into ``CKPT``:
 
 * ``samples.png`` – density (rows A–D) × lesion type (columns) grid, MLO, left;
 * ``samples_views.png`` – view × laterality grid (CC/MLO × L/R), BI-RADS 4 mass;
+* ``samples_lesions.png`` – per lesion type, real test crops | VAE reconstructions | generated
+  (:func:`lesion_closeups`; with ``--data``);
 * ``conditioning.json`` – the lesion-location check (see :func:`lesion_contrast`);
 * ``README.md`` – the model card, from the run folders' metrics and the numbers above.
 """
@@ -23,7 +25,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "latent_spread", "ldm_loss_label",
+__all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "latent_spread", "lesion_closeups", "ldm_loss_label",
            "latent_norm_label", "render_model_card", "component_sections", "main"]
 
 LESIONS = ("none", "mass", "calcification", "architectural_distortion", "asymmetry")
@@ -150,6 +152,77 @@ def sample_grids(pipe, out: Path, steps: int = 20, guidance: float = 3.0, seed: 
     return [out / "samples.png", out / "samples_views.png"]
 
 
+@torch.no_grad()
+def lesion_closeups(pipe, data, out: Path | None = None, per_type: int = 4, size: int = 48, split: str = "test",
+                    steps: int = 20, guidance: float = 3.0, seed: int = 0) -> dict[str, Any]:
+    """Close-ups of each lesion type: real crops | their VAE reconstructions | generated ones.
+
+    For each lesion type, the first ``per_type`` images of ``split`` that show it are taken;
+    each is reconstructed by the pipeline's VAE (posterior mean) and generated anew with
+    its own conditions (BI-RADS, density, view, laterality, lesion, first box; seed
+    ``seed + k``). A ``size``-pixel square around the box centre is cut from all three, in
+    the display orientation. Per type this reports the mean :func:`lesion_contrast` at the
+    box of the real, reconstructed and generated images (is the lesion as bright and as
+    faint as the real one?) and the reconstruction's PSNR and SSIM on the crop (how much of
+    the lesion the VAE keeps: what the diffusion model cannot do better than). Types the
+    split does not show are left out. With ``out``, the crops are written to
+    ``out / "samples_lesions.png"`` (16-bit; one row per type, the three groups separated
+    by a white gap).
+    """
+    from pytorch_msssim import ssim
+
+    from ..data.prepared import row_conditions
+
+    rows = data.split(split)
+    h, w = data.height, data.width
+    size = min(size, h, w)
+    result: dict[str, Any] = {"split": split, "per_type": per_type, "size": size, "steps": steps,
+                              "guidance": guidance, "lesions": {}}
+    strips = []
+    for lesion in LESIONS[1:]:
+        chosen = rows[rows["lesion"] == lesion].iloc[:per_type]
+        if len(chosen) == 0:
+            continue
+        conds = [row_conditions(row, h, w) for row in chosen.to_dict("records")]
+        frames = data.frames(chosen["index"].to_numpy())
+        recon = np.rint(pipe.decode_latents(pipe.encode_images(frames)).cpu().numpy() * 65535).astype(np.uint16)
+        made = _generate(pipe, conds, steps, guidance, seed)
+        crops: dict[str, list[np.ndarray]] = {"real": [], "reconstructed": [], "generated": []}
+        contrast: dict[str, list[float]] = {k: [] for k in crops}
+        for k, cond in enumerate(conds):
+            box = cond.box.as_tuple()
+            x0, y0, x1, y1 = cond.box.to_pixels(h, w)
+            top = int(np.clip((y0 + y1) // 2 - size // 2, 0, h - size))
+            left = int(np.clip((x0 + x1) // 2 - size // 2, 0, w - size))
+            mirror = cond.laterality is not None and cond.laterality.value == "R"  # stored frames: chest wall left
+            for name, image in (("real", frames[k]), ("reconstructed", recon[k]), ("generated", made[k])):
+                shown = image[:, ::-1] if mirror and name != "generated" else image
+                crops[name].append(np.ascontiguousarray(shown[top:top + size, left:left + size]))
+                contrast[name].append(lesion_contrast(shown, box))
+        real = torch.from_numpy(np.stack(crops["real"]).astype(np.float32) / 65535.0)[:, None]
+        back = torch.from_numpy(np.stack(crops["reconstructed"]).astype(np.float32) / 65535.0)[:, None]
+        mse = ((real - back) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+        win = min(11, size - (1 - size % 2))  # pytorch_msssim needs an odd window no larger than the crop
+        result["lesions"][lesion] = {
+            "n": len(conds),
+            **{f"contrast_{name}": float(np.mean(values)) for name, values in contrast.items()},
+            "reconstruction_psnr": float((10 * torch.log10(1.0 / mse)).mean()),
+            "reconstruction_ssim": float(ssim(back, real, data_range=1.0, win_size=win).mean()),
+        }
+        groups = [np.pad(np.concatenate(crops[name], axis=1), ((0, 0), (0, (per_type - len(conds)) * size)))
+                  for name in crops]  # black where the split has fewer than per_type images
+        gap = np.full((size, 4), 65535, np.uint16)
+        strips.append(np.concatenate([groups[0], gap, groups[1], gap, groups[2]], axis=1))
+    if out is not None and strips:
+        from PIL import Image
+
+        gap = np.full((4, strips[0].shape[1]), 65535, np.uint16)
+        grid = np.concatenate([part for strip in strips for part in (strip, gap)][:-1], axis=0)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(Path(out) / "samples_lesions.png")
+    return result
+
+
 def _generate(pipe, conds, steps, guidance, seed) -> list[np.ndarray]:
     images = []
     for i in range(0, len(conds), 5):
@@ -270,7 +343,7 @@ Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}
 
 Grids: `samples.png` (rows density A–D, columns lesion none/mass/calcification/architectural
 distortion/asymmetry; MLO, left) and `samples_views.png` (rows CC/MLO, columns R/L; BI-RADS 4 mass).
-
+{_closeups_section(info.get('lesion_closeups'))}
 ## Intended use and limits
 
 Demo, tests and development of the mammosynth system (app, privacy gate, evaluation).
@@ -280,6 +353,27 @@ data (e.g. VinDr-Mammo) with the same commands. The privacy checker (`privacy_ch
 the fidelity feature extractor (`feature_extractor/`) are added by their own stages
 (`mammosynth build-index`, `mammosynth train-encoder`) and described below when present.
 {info.get('weaknesses', '')}
+"""
+
+
+def _closeups_section(closeups: dict | None) -> str:
+    """The card's lesion close-up table (:func:`lesion_closeups`), if measured."""
+    if not closeups or not closeups.get("lesions"):
+        return ""
+    rows = "\n".join(
+        f"| {name} | {v['n']} | {v['contrast_real']:.2f} | {v['contrast_reconstructed']:.2f} | "
+        f"{v['contrast_generated']:.2f} | {v['reconstruction_psnr']:.1f} dB / {v['reconstruction_ssim']:.3f} |"
+        for name, v in closeups["lesions"].items())
+    size = closeups["size"]
+    return f"""
+Lesion close-ups: `samples_lesions.png`, one row per lesion type: the first {closeups['per_type']} {closeups['split']}
+images that show it ({size}×{size} px around the box) | their VAE reconstructions | images generated with the
+same conditions and box ({closeups['steps']} steps, guidance {closeups['guidance']:g}). Contrast as above, at the
+image's own box; the reconstruction is the best the diffusion model can do through this VAE.
+
+| lesion | images | contrast: real | reconstructed | generated | reconstruction PSNR / SSIM (crop) |
+|---|---|---|---|---|---|
+{rows}
 """
 
 
@@ -520,10 +614,13 @@ def main(argv: list[str] | None = None) -> dict:
         sample_grids(pipe, ckpt, steps=args.steps)
         conditioning = conditioning_check(pipe, num_seeds=args.seeds, steps=args.steps)
         (ckpt / "conditioning.json").write_text(json.dumps(conditioning, indent=2))
-    spread = latent_spread(pipe, prepared, steps=args.steps) if prepared is not None and not args.skip_samples else None
+    spread = closeups = None
+    if prepared is not None and not args.skip_samples:
+        spread = latent_spread(pipe, prepared, steps=args.steps)
+        closeups = lesion_closeups(pipe, prepared, ckpt, steps=args.steps)
     info = {"vae": vae, "decoder": decoder, "wide_vae": wide, "base_ldm": bases, "ldm": ldm, "data": data,
             "conditioning": conditioning, "timing": timing,
-            "latent_spread": spread,
+            "latent_spread": spread, "lesion_closeups": closeups,
             "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),
             "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")},
             "weaknesses": Path(args.notes).read_text() if args.notes else ""}
