@@ -4,24 +4,26 @@
 # Input:  data/prepared-256, made by
 #           mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512
 #           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
-# Output: runs/bundled/{vae,ldm,vae_decoder,vae_wide,ldm_wide,ldm_lesion}/ (run folders: config, git sha, data hash,
+# Output: runs/bundled/{vae,ldm,vae_decoder,vae_wide,ldm_wide,ldm_lesion,ldm_label}/ (run folders: config, git sha, data hash,
 #         logs, checkpoints)
 #         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
-# The shipped checkpoint: RUNS=runs/bundled9 (its vae/ is runs/bundled2/vae, made by stage 1 with
+# The shipped checkpoint: RUNS=runs/bundled10 (its vae/ is runs/bundled2/vae, made by stage 1 with
 # THREADS=1 beside a second job; its ldm/ is runs/bundled5/ldm, one 7000-step leg of stage 2 with
 # THREADS=2 alone; its vae_decoder/ is stage 3 with THREADS=2 (runs/bundled6); its vae_wide/ and
 # ldm_wide/ are stages 4 and 5 with THREADS=2 (runs/bundled7/vae, runs/bundled8/ldm_wide); its
 # ldm_lesion/ is stage 5b's train-ldm command with THREADS=2, run by hand with stage 5's latents.pt
-# copied into its folder (the same cache it would encode); assembled by this script with
-# CKPT=out/candidate-lesion and moved into place after it was evaluated).
+# copied into its folder (the same cache it would encode; runs/bundled9/ldm_lesion); its ldm_label/
+# is stage 5c's train-ldm command with THREADS=2, run by hand (same argv as the script's); assembled
+# by this script with CKPT=out/candidate-label and moved into place after it was evaluated).
 #
 # Budget on 2 cores: VAE 1400 steps in 42 min (THREADS=1, a second job beside it) + 4 min evaluation;
 # LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; decoder
 # fine-tune 2000 steps in ~50 min with THREADS=2 (1.45 s/step); wide VAE 1500 steps in 48 min
 # (1.7 s/step) + 4 min evaluation; wide LDM 4500 steps in ~56 min (0.74 s/step) + 3 min encoding;
-# lesion-weighted LDM 6000 steps in 90 min (0.7 s/step alone, sampling jobs ran beside it); model
-# card ~4 min. Fixed step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS, DEC_STEPS, WIDE_STEPS,
-# WIDE_LDM_STEPS, LESION_LDM_STEPS) make the run reproducible whatever the machine's load; the
+# lesion-weighted LDM 6000 steps in 90 min (0.7 s/step alone, sampling jobs ran beside it); label-mask
+# LDM 5000 steps in 64.5 min + 5 min latent encoding (tests ran beside it); model card ~5 min. Fixed
+# step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS, DEC_STEPS, WIDE_STEPS, WIDE_LDM_STEPS,
+# LESION_LDM_STEPS, LABEL_LDM_STEPS) make the run reproducible whatever the machine's load; the
 # minutes (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative, ...) are only a cap.
 # The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
 # ones were made by the commands below. The Siamese run has three cosine legs (each later leg a warm
@@ -62,6 +64,8 @@ WIDE_LDM_MINUTES=${WIDE_LDM_MINUTES:-90}
 LESION_LDM_STEPS=${LESION_LDM_STEPS:-6000}  # stage 5b (with WIDE_CHANNELS > 0); 0 ships stage 5's LDM
 LESION_WEIGHT=${LESION_WEIGHT:-8}          # stage 5b's --lesion_weight: box cells weigh 1 + this
 LESION_LDM_MINUTES=${LESION_LDM_MINUTES:-100}
+LABEL_LDM_STEPS=${LABEL_LDM_STEPS:-5000}    # stage 5c (after 5b); 0 ships stage 5b's LDM
+LABEL_LDM_MINUTES=${LABEL_LDM_MINUTES:-80}
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
@@ -179,6 +183,20 @@ if [ "$WIDE_CHANNELS" -gt 0 ] && [ "$LESION_LDM_STEPS" -gt 0 ]; then
   fi
 fi
 
+# 5c. Stage 5b's LDM trained on for LABEL_LDM_STEPS (learning rate 1.5e-4, a fresh cosine, same lesion
+#     weight). In the shipped run this leg was the first whose conditioning masks hold only the boxes
+#     of each image's own lesion label: until then train-ldm's masks held every finding's boxes, and
+#     14 % of the phantom's lesion images show two types (a calcification label came with an
+#     architectural distortion's box as well). A fresh run uses label masks from stage 2 on.
+if [ "$WIDE_CHANNELS" -gt 0 ] && [ "$LESION_LDM_STEPS" -gt 0 ] && [ "$LABEL_LDM_STEPS" -gt 0 ]; then
+  if [ -f "$RUNS/ldm_label/pipeline/model_index.json" ]; then
+    echo "label-mask LDM already trained: $RUNS/ldm_label"
+  else
+    warm_ldm "$RUNS/ldm_lesion" "$RUNS/ldm_label" 1.5e-4 "$LABEL_LDM_STEPS" "$LABEL_LDM_MINUTES" 1000 \
+      --lesion_weight "$LESION_WEIGHT"
+  fi
+fi
+
 # 6. Assemble the checkpoint folder (the wide model, or the stage-2 LDM with the stage-3 decoder),
 #    sample grids, conditioning check and model card
 rm -rf "$CKPT.tmp"
@@ -189,6 +207,9 @@ if [ "$WIDE_CHANNELS" -gt 0 ]; then
   ldm_run=$RUNS/ldm_wide
   decoder_arg="--wide_vae_run $RUNS/vae_wide --base_ldm_run $RUNS/ldm"
   if [ "$LESION_LDM_STEPS" -gt 0 ]; then ldm_run=$RUNS/ldm_lesion; decoder_arg="$decoder_arg $RUNS/ldm_wide"; fi
+  if [ "$LESION_LDM_STEPS" -gt 0 ] && [ "$LABEL_LDM_STEPS" -gt 0 ]; then
+    ldm_run=$RUNS/ldm_label; decoder_arg="$decoder_arg $RUNS/ldm_lesion"
+  fi
   cp -r "$ldm_run/pipeline" "$CKPT.tmp"
   if [ "$DEC_STEPS" -gt 0 ]; then decoder_arg="$decoder_arg --decoder_run $RUNS/vae_decoder"; fi
 else
