@@ -169,9 +169,9 @@ def lesion_closeups(pipe, data, out: Path | None = None, per_type: int = 4, size
     ``out / "samples_lesions.png"`` (16-bit; one row per type, the three groups separated
     by a white gap).
     """
-    from pytorch_msssim import ssim
-
     from ..data.prepared import row_conditions
+    from ..study.blinding import display_frame
+    from .train_vae import psnr_ssim
 
     rows = data.split(split)
     h, w = data.height, data.width
@@ -194,20 +194,19 @@ def lesion_closeups(pipe, data, out: Path | None = None, per_type: int = 4, size
             x0, y0, x1, y1 = cond.box.to_pixels(h, w)
             top = int(np.clip((y0 + y1) // 2 - size // 2, 0, h - size))
             left = int(np.clip((x0 + x1) // 2 - size // 2, 0, w - size))
-            mirror = cond.laterality is not None and cond.laterality.value == "R"  # stored frames: chest wall left
-            for name, image in (("real", frames[k]), ("reconstructed", recon[k]), ("generated", made[k])):
-                shown = image[:, ::-1] if mirror and name != "generated" else image
-                crops[name].append(np.ascontiguousarray(shown[top:top + size, left:left + size]))
-                contrast[name].append(lesion_contrast(shown, box))
-        real = torch.from_numpy(np.stack(crops["real"]).astype(np.float32) / 65535.0)[:, None]
-        back = torch.from_numpy(np.stack(crops["reconstructed"]).astype(np.float32) / 65535.0)[:, None]
-        mse = ((real - back) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-        win = min(11, size - (1 - size % 2))  # pytorch_msssim needs an odd window no larger than the crop
+            side = None if cond.laterality is None else cond.laterality.value  # stored frames: chest wall left
+            for name, image in (("real", display_frame(frames[k], side)),
+                                ("reconstructed", display_frame(recon[k], side)), ("generated", made[k])):
+                crops[name].append(np.ascontiguousarray(image[top:top + size, left:left + size]))
+                contrast[name].append(lesion_contrast(image, box))
+        real, back = (torch.from_numpy(np.stack(crops[name]).astype(np.float32) / 65535.0)[:, None]
+                      for name in ("real", "reconstructed"))
+        psnr, similarity = psnr_ssim(real, back)
         result["lesions"][lesion] = {
             "n": len(conds),
             **{f"contrast_{name}": float(np.mean(values)) for name, values in contrast.items()},
-            "reconstruction_psnr": float((10 * torch.log10(1.0 / mse)).mean()),
-            "reconstruction_ssim": float(ssim(back, real, data_range=1.0, win_size=win).mean()),
+            "reconstruction_psnr": float(psnr.mean()),
+            "reconstruction_ssim": float(similarity.mean()),
         }
         groups = [np.pad(np.concatenate(crops[name], axis=1), ((0, 0), (0, (per_type - len(conds)) * size)))
                   for name in crops]  # black where the split has fewer than per_type images

@@ -136,8 +136,6 @@ def reconstruction_metrics(vae, frames: np.ndarray, batch_size: int = 8) -> dict
 
     Higher is better for both. Reconstruction uses the posterior mean.
     """
-    from pytorch_msssim import ssim
-
     from ..data.dataset import to_unit_range
 
     if len(frames) == 0:
@@ -146,11 +144,23 @@ def reconstruction_metrics(vae, frames: np.ndarray, batch_size: int = 8) -> dict
     for start in range(0, len(frames), batch_size):
         x = to_unit_range(frames[start:start + batch_size][:, None]).to(vae.device)
         recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
-        a, b = (x + 1) / 2, (recon + 1) / 2
-        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-        psnrs.extend((10 * torch.log10(1.0 / mse)).tolist())
-        ssims.extend(ssim(b, a, data_range=1.0, size_average=False).tolist())
+        psnr, similarity = psnr_ssim((x + 1) / 2, (recon + 1) / 2)
+        psnrs.extend(psnr.tolist())
+        ssims.extend(similarity.tolist())
     return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "images": len(frames)}
+
+
+def psnr_ssim(reference: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image PSNR (dB) and SSIM of ``image`` against ``reference``, both ``(N,1,H,W)`` in [0, 1].
+
+    The SSIM window is pytorch-msssim's 11 pixels, or the largest odd size that fits a smaller image.
+    """
+    from pytorch_msssim import ssim
+
+    mse = ((reference - image) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    side = min(reference.shape[-2:])
+    win = min(11, side - (1 - side % 2))
+    return 10 * torch.log10(1.0 / mse), ssim(image, reference, data_range=1.0, size_average=False, win_size=win)
 
 
 class VAEWithLoss(torch.nn.Module):
