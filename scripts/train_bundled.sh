@@ -186,7 +186,7 @@ fi
 # 5c. Stage 5b's LDM trained on for LABEL_LDM_STEPS (learning rate 1.5e-4, a fresh cosine, same lesion
 #     weight). In the shipped run this leg was the first whose conditioning masks hold only the boxes
 #     of each image's own lesion label: until then train-ldm's masks held every finding's boxes, and
-#     14 % of the phantom's lesion images show two types (a calcification label came with an
+#     10 % of the phantom's lesion images show two types (a calcification label came with an
 #     architectural distortion's box as well). A fresh run uses label masks from stage 2 on.
 if [ "$WIDE_CHANNELS" -gt 0 ] && [ "$LESION_LDM_STEPS" -gt 0 ] && [ "$LABEL_LDM_STEPS" -gt 0 ]; then
   if [ -f "$RUNS/ldm_label/pipeline/model_index.json" ]; then

@@ -37,7 +37,7 @@ from . import common, options
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "reconstruction_metrics", "vae_loss", "build_discriminator", "discriminator_loss"]
+__all__ = ["parse_args", "main", "reconstruction_metrics", "psnr_ssim", "vae_loss", "build_discriminator", "discriminator_loss"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
