@@ -165,11 +165,11 @@ def lesion_closeups(pipe, data, out: Path | None = None, per_type: int = 4, size
     box of the real, reconstructed and generated images (is the lesion as bright and as
     faint as the real one?) and the reconstruction's PSNR and SSIM on the crop (how much of
     the lesion the VAE keeps: what the diffusion model cannot do better than). Types the
-    split does not show are left out. With ``out``, the crops are written to
+    split does not show (with a box) are left out. With ``out``, the crops are written to
     ``out / "samples_lesions.png"`` (16-bit; one row per type, the three groups separated
     by a white gap).
     """
-    from ..data.prepared import row_conditions
+    from ..data.prepared import label_boxes, row_conditions
     from ..study.blinding import display_frame
     from .train_vae import psnr_ssim
 
@@ -178,9 +178,10 @@ def lesion_closeups(pipe, data, out: Path | None = None, per_type: int = 4, size
     size = min(size, h, w)
     result: dict[str, Any] = {"split": split, "per_type": per_type, "size": size, "steps": steps,
                               "guidance": guidance, "lesions": {}}
+    boxed = np.array([bool(label_boxes(row, h, w)) for row in rows.to_dict("records")], bool)  # no box: skipped
     strips = []
     for lesion in LESIONS[1:]:
-        chosen = rows[rows["lesion"] == lesion].iloc[:per_type]
+        chosen = rows[(rows["lesion"] == lesion).to_numpy() & boxed].iloc[:per_type]
         if len(chosen) == 0:
             continue
         conds = [row_conditions(row, h, w) for row in chosen.to_dict("records")]
@@ -376,14 +377,18 @@ image's own box; the reconstruction is the best the diffusion model can do throu
 """
 
 
-def _stage_summary(run: Path, *config_keys: str) -> dict:
-    """A training stage for the card: its final metrics, first/last loss, batch and the named config values."""
+def _stage_summary(run: Path, *config_keys: str, ldm: bool = False) -> dict:
+    """A training stage for the card: its final metrics, first/last loss, batch and the named config values
+    (and, for an LDM run, its :func:`ldm_loss_label`)."""
     from .train_ldm import _loss_summary
 
     info = json.loads((run / "run.json").read_text())
     config = info.get("config", {})
-    return {**info.get("metrics", {}), **_loss_summary(run / "log.csv"), "batch": config.get("train_batch_size"),
-            **{key: config.get(key) for key in config_keys}}
+    summary = {**info.get("metrics", {}), **_loss_summary(run / "log.csv"), "batch": config.get("train_batch_size"),
+               **{key: config.get(key) for key in config_keys}}
+    if ldm:
+        summary["loss_label"] = ldm_loss_label(info.get("invocations", []))
+    return summary
 
 
 def _decoder_row(dec: dict) -> str:
@@ -587,9 +592,7 @@ def main(argv: list[str] | None = None) -> dict:
     wide = None
     if args.wide_vae_run:
         wide = _stage_summary(Path(args.wide_vae_run), "crop", "adv_weight", "latent_channels")
-    bases = [{**_stage_summary(Path(run)),
-              "loss_label": ldm_loss_label(json.loads((Path(run) / "run.json").read_text()).get("invocations", []))}
-             for run in args.base_ldm_run]
+    bases = [_stage_summary(Path(run), ldm=True) for run in args.base_ldm_run]
     ldm = {**ldm_info.get("metrics", {}), "block_out_channels": pipe.unet.config.block_out_channels,
            "latent_channels": pipe.unet.config.out_channels,
            "params_m": n(pipe.unet), "encoder_params_m": n(pipe.condition_encoder),
