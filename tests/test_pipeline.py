@@ -386,3 +386,25 @@ def test_bundled_checkpoint_loads_and_samples():
     assert pipe.privacy_checker is not None and len(out.privacy) == 1
     verdict = out.privacy[0]
     assert 0 < verdict.threshold < 1 and verdict.flagged == (verdict.similarity > verdict.threshold)
+
+
+#: sha256 of the uint16 pixels of one 20-step image of the bundled checkpoint (seed 1234, guidance 3,
+#: one torch thread), made before the structure change of issue 18: refactoring must not move a bit.
+BUNDLED_IMAGE_SHA256 = "6d3343cd8cf88898e4650223192d77857ef4662d7170f2dab2e893505aa9653c"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (BUNDLED / "model_index.json").exists(), reason="bundled checkpoint not trained yet")
+def test_bundled_checkpoint_image_is_bit_identical_to_the_stored_hash():
+    import hashlib
+
+    from mammosynth.conditions import Conditions
+
+    assert torch.get_num_threads() == 1  # the hash was made on one thread (other counts sum in another order)
+    pipe = MammoLDMPipeline.from_pretrained(BUNDLED)
+    pipe.set_progress_bar_config(disable=True)
+    conditions = Conditions.create(birads=4, density="C", lesion="mass", view="MLO", laterality="L",
+                                   box=(0.35, 0.4, 0.55, 0.55))
+    image = pipe(conditions=[conditions], num_inference_steps=20, guidance_scale=3.0,
+                 generator=[torch.Generator().manual_seed(1234)]).images[0]
+    assert hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() == BUNDLED_IMAGE_SHA256
