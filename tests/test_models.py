@@ -8,6 +8,7 @@ import torch
 from mammosynth.conditions import NUM_CLASSES, Conditions
 from mammosynth.models.autoencoder import VAE_PRESETS, build_vae, decode, encode, measure_scaling_factor, widen_latent
 from mammosynth.models.conditioning import CONDITION_FIELDS, ConditionEncoder, drop_conditions, unconditional_codes
+from mammosynth.models.denoiser import ConditionalDenoiser, EncodedConditions
 from mammosynth.models.unet import UNET_PRESETS, build_unet, latent_mask, time_embed_dim, widen_unet_latent
 
 
@@ -118,6 +119,30 @@ def test_unet_takes_latents_plus_mask_and_condition_vector():
     assert not torch.allclose(a, b)  # the condition vector reaches the output
     with pytest.raises(ValueError, match="attention_levels"):
         build_unet(block_out_channels=(8, 16), attention_levels=(False,), norm_num_groups=4)
+
+
+def test_conditional_denoiser_feeds_the_mask_channel_and_the_condition_vector():
+    torch.manual_seed(0)
+    unet = build_unet(sample_size=(8, 6), **UNET_PRESETS["tiny"])
+    enc = ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet))
+    denoiser = ConditionalDenoiser(unet, enc).eval()
+    x = torch.randn(2, 4, 8, 6)
+    codes = codes_for(Conditions.create(birads=4, lesion="mass", box=(0.2, 0.2, 0.6, 0.6)), Conditions())
+    masks = torch.zeros(2, 1, 64, 48)
+    masks[0, :, 16:40, 8:32] = 1
+    with torch.no_grad():
+        out = denoiser(x, torch.tensor([10, 10]), EncodedConditions(codes, masks))
+        # by hand: image-size masks area-averaged to the latents, one more input channel, codes embedded
+        small = torch.nn.functional.adaptive_avg_pool2d(masks, (8, 6))
+        expected = unet(torch.cat([x, small], 1), torch.tensor([10, 10]), class_labels=enc(codes)).sample
+        # one timestep for all, and masks already at latent size, give the same
+        again = denoiser(x, 10, EncodedConditions(codes, small))
+        no_mask = denoiser(x, 10, EncodedConditions(codes, torch.zeros_like(small)))
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+    assert not torch.allclose(no_mask[0], out[0])  # the mask reaches the output
+    torch.testing.assert_close(no_mask[1], out[1], rtol=0, atol=0)  # the unmasked item is unchanged
 
 
 def test_bundled_sizes_fit_the_budget():

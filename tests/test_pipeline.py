@@ -15,6 +15,7 @@ import torch
 from mammosynth.conditions import ConditionError, Conditions
 from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
 from mammosynth.models.conditioning import ConditionEncoder
+from mammosynth.models.denoiser import EncodedConditions
 from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
 from mammosynth.pipelines.pipeline_mammo_ldm import (
     CheckpointError,
@@ -168,7 +169,7 @@ def test_public_helpers(pipe):
     assert codes["lesion"].tolist() == [2, 0] and masks.shape == (2, 1, 64, 48)
     assert float(masks[1].sum()) == 0 and float(masks[0].sum()) > 0
     with torch.no_grad():
-        noise = pipe.predict_noise(latents, torch.tensor([10, 500]), codes, masks)
+        noise = pipe.denoiser(latents, torch.tensor([10, 500]), EncodedConditions(codes, masks))
     assert noise.shape == latents.shape
     with pytest.raises(ValueError, match="uint16"):
         pipe.encode_images(frames.astype(np.float32))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mammosynth.data.prepared import load_prepared
+from mammosynth.models.denoiser import EncodedConditions
 from mammosynth.privacy.membership import AttackConfig, attack_metrics, loss_scores, run_membership, secmi_scores
 
 FAST = AttackConfig(timesteps=(100, 300), noise_draws=2, secmi_t=40, secmi_interval=20, batch_size=16)
@@ -55,7 +56,7 @@ def memorise(pipe, data, rows, steps: int = 200, max_t: int = 500, seed: int = 0
     for _ in range(steps):
         noise = torch.randn(latents.shape, generator=g)
         t = torch.randint(0, max_t, (len(latents),), generator=g)
-        pred = pipe.predict_noise(pipe.scheduler.add_noise(latents, noise, t), t, codes, masks)
+        pred = pipe.denoiser(pipe.scheduler.add_noise(latents, noise, t), t, EncodedConditions(codes, masks))
         loss = ((pred - noise) ** 2).mean()
         optimizer.zero_grad()
         loss.backward()

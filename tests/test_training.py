@@ -18,6 +18,7 @@ from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, PrivacyGat
 from mammosynth.training import common, options, train_ldm, train_vae
 from mammosynth.data.toy import write_toy_dataset
 from mammosynth.models.autoencoder import swap_decoder
+from mammosynth.models.denoiser import ConditionalDenoiser
 
 TINY_VAE = ["--preset", "tiny", "--crop", "32x24", "--train_batch_size", "2", "--num_threads", "1", "--no_progress",
             "--logging_steps", "1", "--validation_steps", "2", "--checkpointing_steps", "2",
@@ -500,7 +501,7 @@ def tiny_denoiser_and_scheduler(cache: dict):
 
     torch.manual_seed(0)
     unet = build_unet(sample_size=tuple(cache["mean"].shape[-2:]), **UNET_PRESETS["tiny"])
-    denoiser = train_ldm.Denoiser(unet, ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet)))
+    denoiser = ConditionalDenoiser(unet, ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet)))
     return denoiser, DDPMScheduler.from_config(default_scheduler().config)
 
 

@@ -39,7 +39,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..conditions import ConditionError, Conditions, Laterality
 from ..models.conditioning import CONDITION_FIELDS, unconditional_codes
 from ..models.autoencoder import from_model_space, latent_affine, to_model_space
-from ..models.unet import latent_mask
+from ..models.denoiser import ConditionalDenoiser, EncodedConditions
 
 logger = logging.getLogger(__name__)
 
@@ -255,15 +255,12 @@ class MammoLDMPipeline(DiffusionPipeline):
 
     # ---- model helpers (used by training, privacy audit and evaluation) -------------------
 
-    def predict_noise(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor | int,
-                      codes: dict[str, torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
-        """The UNet's noise prediction for scaled latents, given codes and image-size masks."""
-        latent_masks = latent_mask(masks.to(noisy_latents.device, noisy_latents.dtype), noisy_latents.shape[-2:])
-        class_labels = self.condition_encoder(codes).to(self.unet.dtype)
-        model_input = torch.cat([noisy_latents, latent_masks], dim=1).to(self.unet.dtype)
-        if not torch.is_tensor(timesteps) or timesteps.dim() == 0:
-            timesteps = torch.full((noisy_latents.shape[0],), int(timesteps), device=noisy_latents.device)
-        return self.unet(model_input, timesteps, class_labels=class_labels).sample
+    @property
+    def denoiser(self) -> ConditionalDenoiser:
+        """The UNet and condition encoder as one :class:`~mammosynth.models.denoiser.ConditionalDenoiser`
+        (the same modules, not a copy): the only way this pipeline, and anything that attacks or
+        distils it, calls the UNet."""
+        return ConditionalDenoiser(self.unet, self.condition_encoder)
 
     @torch.no_grad()
     def encode_images(self, frames: np.ndarray) -> torch.Tensor:
@@ -401,6 +398,8 @@ class MammoLDMPipeline(DiffusionPipeline):
             uncond = unconditional_codes(n, device)
             codes = {f: torch.cat([uncond[f], codes[f]]) for f in CONDITION_FIELDS}
             masks = torch.cat([torch.zeros_like(masks), masks])
+        conditions = EncodedConditions(codes, masks)
+        denoiser = self.denoiser
 
         # 2. timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -420,7 +419,7 @@ class MammoLDMPipeline(DiffusionPipeline):
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 # 4b. predict the noise
-                noise = self.predict_noise(model_input, t, codes, masks)
+                noise = denoiser(model_input, t, conditions)
                 # 4c. classifier-free guidance
                 if do_cfg:
                     uncond_noise, cond_noise = noise.chunk(2)

@@ -12,7 +12,7 @@ memorise:
   ``x̂_t``; score = minus ``‖x̂_t − x_t‖²`` (the "t-error" of Duan et al. 2023).
 
 Both run through the pipeline's own methods (``encode_images``, ``prepare_conditions``,
-``predict_noise``, ``scheduler``), conditioned on each image's own labels (the attacker knows
+``denoiser``, ``scheduler``), conditioned on each image's own labels (the attacker knows
 them). :func:`attack_metrics` gives ROC-AUC, TPR at 1 % and 0.1 % FPR with bootstrap CIs;
 :func:`run_membership` adds a member-free control (two disjoint non-member halves), whose
 AUC should be near 0.5: it shows what "no signal" looks like at the same sample size.
@@ -25,6 +25,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from ..models.denoiser import EncodedConditions
 
 __all__ = [
     "AttackConfig",
@@ -120,7 +122,7 @@ def loss_scores(pipe: Any, frames: np.ndarray, rows: Any, config: AttackConfig =
                 noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
                 timesteps = torch.full((len(batch),), int(t), dtype=torch.long, device=latents.device)
                 noisy = scheduler.add_noise(latents, noise, timesteps)
-                output = pipe.predict_noise(noisy, timesteps, batch_codes, batch_masks)
+                output = pipe.denoiser(noisy, timesteps, EncodedConditions(batch_codes, batch_masks))
                 eps = _to_epsilon(scheduler, output.float(), noisy.float(), _alpha_bar(scheduler, t, latents.device))
                 errors += ((eps - noise.float()) ** 2).flatten(1).mean(1)
         scores[start : start + len(batch)] = (-errors / (len(config.timesteps) * config.noise_draws)).cpu().numpy()
@@ -134,7 +136,7 @@ def _ddim_move(pipe: Any, x: torch.Tensor, t_from: int, t_to: int, codes: Mappin
     a_from = _alpha_bar(scheduler, t_from, x.device)
     a_to = _alpha_bar(scheduler, t_to, x.device)
     timesteps = torch.full((len(x),), int(t_from), dtype=torch.long, device=x.device)
-    eps = _to_epsilon(scheduler, pipe.predict_noise(x, timesteps, codes, masks).float(), x.float(), a_from)
+    eps = _to_epsilon(scheduler, pipe.denoiser(x, timesteps, EncodedConditions(codes, masks)).float(), x.float(), a_from)
     x0 = (x.float() - (1 - a_from).sqrt() * eps) / a_from.sqrt()
     return (a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps).to(x.dtype)
 
@@ -256,7 +258,7 @@ def run_membership(pipe: Any, data: Any, n_members: int | None = 200, n_nonmembe
 
     Args:
         pipe: a ``MammoLDMPipeline`` (or anything with its ``encode_images``,
-            ``prepare_conditions``, ``predict_noise`` and ``scheduler``).
+            ``prepare_conditions``, ``denoiser`` and ``scheduler``).
         data: a :class:`~mammosynth.data.prepared.PreparedData` with training and test splits.
         n_members, n_nonmembers: images sampled from each split (``None`` = all).
         config: attack settings.

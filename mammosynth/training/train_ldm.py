@@ -31,11 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.denoiser import ConditionalDenoiser, EncodedConditions
 from . import common, options
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "Denoiser", "VALIDATION_CONDITIONS", "min_snr_weights", "lesion_loss_weights"]
+__all__ = ["parse_args", "main", "VALIDATION_CONDITIONS", "min_snr_weights", "lesion_loss_weights"]
 
 #: Conditions of the validation grid (one image each; boxes in the displayed frame).
 VALIDATION_CONDITIONS: list[dict] = [
@@ -49,20 +50,6 @@ VALIDATION_CONDITIONS: list[dict] = [
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return options.ldm_parser().parse_args(argv)
-
-
-class Denoiser(torch.nn.Module):
-    """UNet + condition encoder as one module (what accelerate/DDP prepares)."""
-
-    def __init__(self, unet, condition_encoder):
-        super().__init__()
-        self.unet = unet
-        self.condition_encoder = condition_encoder
-
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, codes: dict[str, torch.Tensor],
-                latent_masks: torch.Tensor) -> torch.Tensor:
-        class_labels = self.condition_encoder(codes)
-        return self.unet(torch.cat([noisy, latent_masks], dim=1), timesteps, class_labels=class_labels).sample
 
 
 def load_denoiser(folder: str | os.PathLike, latent_channels: int, latent_size: tuple[int, int]):
@@ -162,7 +149,7 @@ def _training_step(denoiser, noise_scheduler, cache, idx, affine: tuple[torch.Te
     codes, masks = drop_conditions(codes, cache["masks"][idx_t], args.cond_dropout, args.cond_drop_all, generator)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     codes = {k: v.to(device) for k, v in codes.items()}
-    pred = denoiser(noisy.to(device), timesteps.to(device), codes, masks.to(device))
+    pred = denoiser(noisy.to(device), timesteps.to(device), EncodedConditions(codes, masks.to(device)))
     v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
     error = F.mse_loss(pred.float(), target.to(device).float(), reduction="none")
@@ -265,7 +252,7 @@ def main(args: argparse.Namespace) -> dict:
                          "--latent_norm channel (or use a VAE without them)")
     affine = latent_affine(vae)
 
-    denoiser = Denoiser(unet, encoder)
+    denoiser = ConditionalDenoiser(unet, encoder)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
     state, resume = common.resume_state(out, args.resume_from_checkpoint)
     common.plan_steps(state, args, lambda: _calibrate(denoiser, noise_scheduler, cache, affine, train, args))
@@ -330,7 +317,7 @@ def main(args: argparse.Namespace) -> dict:
     return info
 
 
-def build_pipeline(vae, denoiser: Denoiser, ema, scheduler):
+def build_pipeline(vae, denoiser: ConditionalDenoiser, ema, scheduler):
     """A :class:`MammoLDMPipeline` from copies of the training modules (EMA weights if any)."""
     from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
 
