@@ -20,12 +20,12 @@ from mammosynth.data.prepare import (
     Crop,
     breast_bbox,
     chest_wall_side,
-    hash_split,
     ingest,
     parse_size,
     prepare_image,
     transform_box,
 )
+from mammosynth.data.plan import hash_split
 from mammosynth.data.prepared import PreparedFormatError, load_prepared
 from mammosynth.data.vindr import AnnotationError
 

@@ -49,7 +49,7 @@ from ..conditions import (
     parse_view,
 )
 from .dicom import DicomReadError, read_header
-from .prepare import ImageTask, Issue, Plan, RawFinding, assign_study_splits, hash_split, pseudonym
+from .plan import ImageTask, Issue, Plan, RawFinding, assign_study_splits, hash_split, pseudonym
 from .vindr import AnnotationError, parse_vindr_box, read_csv_rows
 
 __all__ = ["LABEL_COLUMNS", "NON_DICOM_SUFFIXES", "plan_folder"]

@@ -10,35 +10,31 @@ Pure image steps first, then the ingest driver:
   boxes moved through the same crop/flip/scale and clipped;
 * :func:`ingest` – a parallel, resumable driver: an adapter
   (:mod:`~mammosynth.data.vindr` or :mod:`~mammosynth.data.folder`) plans one
-  :class:`ImageTask` per image; worker processes read and transform; this process alone
+  :class:`~mammosynth.data.plan.ImageTask` per image; worker processes read and transform; this process alone
   writes through :class:`~mammosynth.data.prepared.PreparedWriter`; a summary is printed and
   ``report.json`` lists what was skipped and why.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .plan import ImageTask, Issue, Plan
 from .prepared import PreparedWriter, atomic_write_text
 
 __all__ = [
     "DEFAULT_SIZE",
     "Crop",
-    "RawFinding",
-    "ImageTask",
-    "Issue",
-    "Plan",
     "PreparedImage",
     "IngestReport",
     "breast_bbox",
@@ -46,8 +42,6 @@ __all__ = [
     "prepare_image",
     "transform_box",
     "process_task",
-    "hash_split",
-    "pseudonym",
     "ingest",
     "parse_size",
 ]
@@ -252,84 +246,6 @@ def prepare_image(
     moved = [None if b is None else transform_box(b, crop, flip, content) for b in boxes]
     return PreparedImage(frame=frame, boxes=moved, crop=crop, flipped=flip, content=content,
                          tissue_side=tissue_side)
-
-
-# ---- plan: what the adapters produce -------------------------------------------------------
-
-
-@dataclass
-class RawFinding:
-    """One finding as labelled: category (e.g. ``"Mass"``), §7 lesion, BI-RADS, stored-pixel box."""
-
-    category: str
-    lesion: str | None
-    birads: int | None
-    box: tuple[float, float, float, float] | None
-
-
-@dataclass
-class ImageTask:
-    """Everything a worker needs for one image (no identifying data; ids are pseudonyms)."""
-
-    path: str
-    file: str  # path relative to the root, for reports
-    study_id: str
-    image_id: str
-    split: str
-    laterality: str | None = None
-    view: str | None = None
-    birads: int | None = None
-    density: str | None = None
-    findings: list[RawFinding] = field(default_factory=list)
-    source: str = "vindr"
-    trust_laterality: bool = True
-    expected_shape: tuple[int, int] | None = None
-    manufacturer: str | None = None
-
-
-@dataclass
-class Issue:
-    """Something skipped (``skipped=True``) or a warning, for the report."""
-
-    reason: str
-    message: str
-    file: str | None = None
-    image_id: str | None = None
-    skipped: bool = True
-
-
-@dataclass
-class Plan:
-    """An adapter's output: the images to ingest and what it already had to skip or warn."""
-
-    tasks: list[ImageTask]
-    issues: list[Issue] = field(default_factory=list)
-    source: str = "vindr"
-
-
-def pseudonym(kind: str, value: str) -> str:
-    """A 32-hex pseudonymous id for ``value`` (e.g. a Study Instance UID)."""
-    return hashlib.sha256(f"mammosynth:{kind}:{value}".encode()).hexdigest()[:32]
-
-
-def hash_split(study_id: str, test_fraction: float = 0.2) -> str:
-    """``"test"`` or ``"training"`` for a study, decided by a hash of its id (stable)."""
-    bucket = int(hashlib.sha256(f"split:{study_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "test" if bucket < test_fraction else "training"
-
-
-def assign_study_splits(tasks: list[ImageTask], issues: list[Issue], source_file: str) -> None:
-    """Make splits study-level: a study listed in two splits keeps its first one (reported)."""
-    first: dict[str, str] = {}
-    for task in tasks:
-        split = first.setdefault(task.study_id, task.split)
-        if task.split != split:
-            issues.append(Issue(
-                "split_conflict",
-                f"{source_file}: study {task.study_id} is listed in splits {split!r} and {task.split!r}; "
-                f"image {task.image_id} is kept in {split!r} so that no study is in two splits",
-                file=task.file, image_id=task.image_id, skipped=False))
-            task.split = split
 
 
 # ---- worker ----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from ..conditions import (
     parse_laterality,
     parse_view,
 )
-from .prepare import ImageTask, Issue, Plan, RawFinding, assign_study_splits
+from .plan import ImageTask, Issue, Plan, RawFinding, assign_study_splits
 
 __all__ = [
     "BREAST_LEVEL_FILE",
