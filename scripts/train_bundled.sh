@@ -1,51 +1,39 @@
 #!/usr/bin/env bash
-# Train the bundled demo checkpoint checkpoints/mammosynth-phantom-256/ on a 2-core CPU.
+# Rebuild the bundled demo checkpoint checkpoints/mammosynth-phantom-256/ from nothing on a 2-core CPU:
 #
-# Input:  data/prepared-256, made by
-#           mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512
-#           mammosynth ingest  --root data/phantom --out data/prepared-256 --size 256x192
-# Output: runs/bundled/{vae,ldm,vae_decoder,vae_wide,ldm_wide,ldm_lesion,ldm_label}/ (run folders: config, git sha, data hash,
-#         logs, checkpoints)
-#         checkpoints/mammosynth-phantom-256/ (fp16 diffusers folder, README.md model card, samples.png)
-# The shipped checkpoint: RUNS=runs/bundled10 (its vae/ is runs/bundled2/vae, made by stage 1 with
-# THREADS=1 beside a second job; its ldm/ is runs/bundled5/ldm, one 7000-step leg of stage 2 with
-# THREADS=2 alone; its vae_decoder/ is stage 3 with THREADS=2 (runs/bundled6); its vae_wide/ and
-# ldm_wide/ are stages 4 and 5 with THREADS=2 (runs/bundled7/vae, runs/bundled8/ldm_wide); its
-# ldm_lesion/ is stage 5b's train-ldm command with THREADS=2, run by hand with stage 5's latents.pt
-# copied into its folder (the same cache it would encode; runs/bundled9/ldm_lesion); its ldm_label/
-# is stage 5c's train-ldm command with THREADS=2, run by hand (same argv as the script's); assembled
-# by this script with CKPT=out/candidate-label and moved into place after it was evaluated).
+#   bash scripts/train_bundled.sh            # then: bash scripts/evaluate_bundled.sh (~35 min)
 #
-# Budget on 2 cores: VAE 1400 steps in 42 min (THREADS=1, a second job beside it) + 4 min evaluation;
-# LDM 7000 steps in ~85 min with THREADS=2 alone (0.7 s/step) + 7 min latent encoding; decoder
-# fine-tune 2000 steps in ~50 min with THREADS=2 (1.45 s/step); wide VAE 1500 steps in 48 min
-# (1.7 s/step) + 4 min evaluation; wide LDM 4500 steps in ~56 min (0.74 s/step) + 3 min encoding;
-# lesion-weighted LDM 6000 steps in 90 min (0.7 s/step alone, sampling jobs ran beside it); label-mask
-# LDM 5000 steps in 64.5 min + 5 min latent encoding (tests ran beside it); model card ~5 min. Fixed
-# step counts (VAE_STEPS, LDM_STEPS, LDM_EXTEND_STEPS, DEC_STEPS, WIDE_STEPS, WIDE_LDM_STEPS,
-# LESION_LDM_STEPS, LABEL_LDM_STEPS) make the run reproducible whatever the machine's load; the
-# minutes (VAE_MINUTES, LDM_MINUTES + LDM_EXTEND_MINUTES per later leg, cumulative, ...) are only a cap.
-# The privacy checker and the fidelity encoder are separate stages (see README.md); the bundled
-# ones were made by the commands below. The Siamese run has three cosine legs (each later leg a warm
-# restart; --max_minutes is cumulative over the run): 2200 steps in 79 min (ran as
-# runs/bundled/siamese2, copied), resumed to 4600 steps with two disguised copies per study in each
-# batch (runs/bundled/siamese3), resumed to 9000 steps in 77 min on a quiet machine
-# (runs/bundled/siamese4; 233 min in all). The index adds zoom views ×0.9 and ×1.1 to each embedding.
-#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese4 --max_train_steps 2200 --num_threads 1 --seed 0
-#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese4 --max_train_steps 4600 --copies_per_study 2 --num_threads 2 --seed 0 --max_minutes 160
-#   mammosynth train-siamese --data data/prepared-256 --out runs/bundled/siamese4 --max_train_steps 9000 --copies_per_study 2 --num_threads 2 --seed 0 --max_minutes 236
-#   mammosynth build-index --siamese runs/bundled/siamese4 --data data/prepared-256 --out $CKPT/privacy_checker --zoom-tta 0.9,1.1
-#   mammosynth train-encoder --data data/prepared-256 --out $CKPT/feature_extractor --threads 1
-# build-index registers the checker in $CKPT/model_index.json; this script keeps both folders
-# when it rebuilds $CKPT. scripts/evaluate_bundled.sh then measures the checkpoint.
-# Re-running the script resumes where it stopped (finished stages are skipped).
+# Every stage writes a run folder under $RUNS (config, git sha, data hash, log, checkpoints) and
+# is skipped when its result exists, so re-running the script resumes where it stopped (a stopped
+# training stage resumes from its last checkpoint, exactly).
+#
+# Stage                                                    steps      minutes on 2 cores
+#  0. phantom data (1,000 studies, 512 px) + ingest 256x192  -          ~10 + 3
+#  1. VAE, 4 latent channels, f = 8                           1,400      42 (THREADS=1 beside a 2nd job)
+#  2. LDM on the VAE's latents                                7,000      85 + 7 latent encoding
+#  3. decoder fine-tune (encoder frozen, patch-GAN)           2,000      50
+#  4. VAE widened to 8 latent channels                        1,500      48 + 4 evaluation
+#  5. LDM on the wide latents (warm start from 2)             4,500      56 + 3 encoding
+#  5b. lesion-weighted LDM (box cells x9)                     6,000      90
+#  5c. the same, a fresh cosine at lr 1.5e-4                  5,000      65 + 5 encoding
+#  6. assemble the fp16 checkpoint folder                     -          <1
+#  7. Siamese re-ID network, 3 cosine legs                    9,000      233
+#  8. privacy index + calibration (build-index, zoom TTA)     -          ~5
+#  9. fidelity encoder (train-encoder)                        10 epochs  6
+# 10. model card, sample grids, conditioning check            -          ~5
+#
+# Fixed step counts (the *_STEPS variables) make the run reproducible whatever the machine's load;
+# the *_MINUTES are only a cap (--max_minutes is cumulative over a run's legs). Stage N=0 in a
+# *_STEPS variable leaves that stage out (WIDE_CHANNELS=0: the 4-channel model). How the shipped
+# folders were made, leg by leg, is in docs/bundled-training-diary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PHANTOM=${PHANTOM:-data/phantom}
 DATA=${DATA:-data/prepared-256}
 RUNS=${RUNS:-runs/bundled}
 CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}
-THREADS=${THREADS:-1}
+THREADS=${THREADS:-2}   # torch threads per stage; THREADS=1 leaves a core free (about 1.7x slower)
 NOTES=${NOTES-docs/bundled-model-notes.md}   # the card's "known weaknesses" text; NOTES= for none
 VAE_MINUTES=${VAE_MINUTES:-90}
 LDM_MINUTES=${LDM_MINUTES:-200}   # a cap only (7000 steps take ~85 min with THREADS=2 alone, ~170 with THREADS=1)
@@ -66,14 +54,17 @@ LESION_WEIGHT=${LESION_WEIGHT:-8}          # stage 5b's --lesion_weight: box cel
 LESION_LDM_MINUTES=${LESION_LDM_MINUTES:-100}
 LABEL_LDM_STEPS=${LABEL_LDM_STEPS:-5000}    # stage 5c (after 5b); 0 ships stage 5b's LDM
 LABEL_LDM_MINUTES=${LABEL_LDM_MINUTES:-80}
+SIAMESE_LEGS=${SIAMESE_LEGS:-"2200 4600 9000"}   # stage 7: cumulative steps at the end of each cosine leg
+SIAMESE_MINUTES=${SIAMESE_MINUTES:-"100 160 236"} # the cumulative --max_minutes cap of each leg
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
+# 0. Phantom data in the VinDr-Mammo layout, then the prepared dataset the networks train on
 if [ ! -f "$DATA/manifest.csv" ]; then
-  echo "no prepared dataset at $DATA; make it first:" >&2
-  echo "  mammosynth phantom --out data/phantom --studies 1000 --seed 0 --height 512" >&2
-  echo "  mammosynth ingest --root data/phantom --out $DATA --size 256x192" >&2
-  exit 2
+  if [ ! -f "$PHANTOM/phantom_summary.json" ]; then
+    python -m mammosynth phantom --out "$PHANTOM" --studies 1000 --seed 0 --height 512
+  fi
+  python -m mammosynth ingest --root "$PHANTOM" --out "$DATA" --size 256x192
 fi
 
 # 1. VAE (1 channel, f=8), random 96x72 crops (half of them on the lesion), L1 (x5 inside
@@ -184,10 +175,7 @@ if [ "$WIDE_CHANNELS" -gt 0 ] && [ "$LESION_LDM_STEPS" -gt 0 ]; then
 fi
 
 # 5c. Stage 5b's LDM trained on for LABEL_LDM_STEPS (learning rate 1.5e-4, a fresh cosine, same lesion
-#     weight). In the shipped run this leg was the first whose conditioning masks hold only the boxes
-#     of each image's own lesion label: until then train-ldm's masks held every finding's boxes, and
-#     10 % of the phantom's lesion images show two types (a calcification label came with an
-#     architectural distortion's box as well). A fresh run uses label masks from stage 2 on.
+#     weight).
 if [ "$WIDE_CHANNELS" -gt 0 ] && [ "$LESION_LDM_STEPS" -gt 0 ] && [ "$LABEL_LDM_STEPS" -gt 0 ]; then
   if [ -f "$RUNS/ldm_label/pipeline/model_index.json" ]; then
     echo "label-mask LDM already trained: $RUNS/ldm_label"
@@ -226,6 +214,41 @@ rm -rf "$CKPT" && mv "$CKPT.tmp" "$CKPT"
 if [ -d "$CKPT/privacy_checker" ]; then   # keep the gate registered (train-ldm saves without one)
   python -c "from mammosynth.pipelines.pipeline_mammo_ldm import register_privacy_checker as r; r('$CKPT')"
 fi
+
+# 7. Siamese re-identification network (the privacy gate's embedder): three cosine legs of one run,
+#    each later leg a warm restart with two disguised copies of each study in every batch.
+siamese_steps_done() {
+  python -c "import json,sys; print(json.load(open(sys.argv[1])).get('metrics', {}).get('steps', 0))" \
+    "$RUNS/siamese/run.json" 2>/dev/null || echo 0
+}
+read -r -a siamese_minutes <<< "$SIAMESE_MINUTES"
+leg=0
+for leg_steps in $SIAMESE_LEGS; do
+  if [ -f "$RUNS/siamese/siamese/config.json" ] && [ "$(siamese_steps_done)" -ge "$leg_steps" ]; then
+    echo "Siamese network already trained to $(siamese_steps_done) steps: $RUNS/siamese"
+  else
+    copies_arg=; [ "$leg" -eq 0 ] || copies_arg="--copies_per_study 2"
+    python -m mammosynth train-siamese --data "$DATA" --out "$RUNS/siamese" --max_train_steps "$leg_steps" \
+      --max_minutes "${siamese_minutes[$leg]}" $copies_arg --num_threads "$THREADS" --seed 0 \
+      --resume_from_checkpoint latest
+  fi
+  leg=$(( leg + 1 ))
+done
+
+# 8. The privacy gate: the training set's embeddings (with zoom views x0.9 and x1.1) and a threshold
+#    calibrated on the test split's unseen patients; build-index registers it in the checkpoint.
+if [ ! -f "$CKPT/privacy_checker/config.json" ]; then
+  python -m mammosynth build-index --siamese "$RUNS/siamese" --data "$DATA" --out "$CKPT/privacy_checker" \
+    --zoom-tta 0.9,1.1
+fi
+
+# 9. The fidelity encoder FID/KID and the realism metrics measure with.
+if [ ! -f "$CKPT/feature_extractor/config.json" ]; then
+  python -m mammosynth train-encoder --data "$DATA" --out "$RUNS/feature_extractor" --threads "$THREADS"
+  cp -r "$RUNS/feature_extractor" "$CKPT/feature_extractor"
+fi
+
+# 10. Model card, sample grids and conditioning check
 python -m mammosynth.training.model_card \
   --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$ldm_run" $decoder_arg --data "$DATA" \
   --command "bash scripts/train_bundled.sh" --num_threads "$THREADS" ${NOTES:+--notes "$NOTES"}
