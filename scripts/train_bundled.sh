@@ -30,6 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PHANTOM=${PHANTOM:-data/phantom}
+PHANTOM_STUDIES=${PHANTOM_STUDIES:-1000}   # stage 0: phantom patients (4 images each)
 DATA=${DATA:-data/prepared-256}
 RUNS=${RUNS:-runs/bundled}
 CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}
@@ -56,13 +57,15 @@ LABEL_LDM_STEPS=${LABEL_LDM_STEPS:-5000}    # stage 5c (after 5b); 0 ships stage
 LABEL_LDM_MINUTES=${LABEL_LDM_MINUTES:-80}
 SIAMESE_LEGS=${SIAMESE_LEGS:-"2200 4600 9000"}   # stage 7: cumulative steps at the end of each cosine leg
 SIAMESE_MINUTES=${SIAMESE_MINUTES:-"100 160 236"} # the cumulative --max_minutes cap of each leg
+ENCODER_EPOCHS=${ENCODER_EPOCHS:-10}             # stage 9
+CARD_ARGS=${CARD_ARGS:-}                         # stage 10: more model_card options (e.g. "--seeds 2 --steps 4")
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 
 # 0. Phantom data in the VinDr-Mammo layout, then the prepared dataset the networks train on
 if [ ! -f "$DATA/manifest.csv" ]; then
   if [ ! -f "$PHANTOM/phantom_summary.json" ]; then
-    python -m mammosynth phantom --out "$PHANTOM" --studies 1000 --seed 0 --height 512
+    python -m mammosynth phantom --out "$PHANTOM" --studies "$PHANTOM_STUDIES" --seed 0 --height 512
   fi
   python -m mammosynth ingest --root "$PHANTOM" --out "$DATA" --size 256x192
 fi
@@ -244,13 +247,14 @@ fi
 
 # 9. The fidelity encoder FID/KID and the realism metrics measure with.
 if [ ! -f "$CKPT/feature_extractor/config.json" ]; then
-  python -m mammosynth train-encoder --data "$DATA" --out "$RUNS/feature_extractor" --threads "$THREADS"
+  python -m mammosynth train-encoder --data "$DATA" --out "$RUNS/feature_extractor" --epochs "$ENCODER_EPOCHS" \
+    --threads "$THREADS"
   cp -r "$RUNS/feature_extractor" "$CKPT/feature_extractor"
 fi
 
 # 10. Model card, sample grids and conditioning check
 python -m mammosynth.training.model_card \
   --checkpoint "$CKPT" --vae_run "$RUNS/vae" --ldm_run "$ldm_run" $decoder_arg --data "$DATA" \
-  --command "bash scripts/train_bundled.sh" --num_threads "$THREADS" ${NOTES:+--notes "$NOTES"}
+  --command "bash scripts/train_bundled.sh" --num_threads "$THREADS" ${NOTES:+--notes "$NOTES"} $CARD_ARGS
 du -sh "$CKPT"/vae "$CKPT"/unet "$CKPT"/condition_encoder
 echo "done: $CKPT"
