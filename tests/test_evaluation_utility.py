@@ -38,6 +38,16 @@ def test_roc_auc_ci_brackets_the_auc_and_narrows_with_n():
     assert both["auc"] == pytest.approx(0.5)
 
 
+def test_roc_auc_ci_is_seeded_and_leaves_out_one_class_resamples():
+    rng = np.random.default_rng(2)
+    y = np.r_[np.zeros(37, int), np.ones(3, int)]  # ~4 % of resamples hold no positive
+    s = y * 0.5 + rng.random(40)
+    first, again = roc_auc_ci(y, s, n_bootstrap=200, seed=3), roc_auc_ci(y, s, n_bootstrap=200, seed=3)
+    assert first == again
+    assert np.isfinite(first["ci_low"]) and first["ci_low"] <= first["auc"] <= first["ci_high"] <= 1.0
+    assert np.isnan(roc_auc_ci(y, s, n_bootstrap=0)["ci_low"])
+
+
 def test_undefined_cases_warn_and_return_nan():
     with pytest.warns(RuntimeWarning, match="undefined"):
         assert np.isnan(roc_auc([1, 1, 1], [0.1, 0.2, 0.3]))

@@ -8,7 +8,14 @@ import torch
 
 from mammosynth.data.prepared import load_prepared
 from mammosynth.models.denoiser import EncodedConditions
-from mammosynth.privacy.membership import AttackConfig, attack_metrics, loss_scores, run_membership, secmi_scores
+from mammosynth.privacy.membership import (
+    AttackConfig,
+    attack_metrics,
+    loss_scores,
+    run_membership,
+    secmi_scores,
+    two_sample_auc,
+)
 
 FAST = AttackConfig(timesteps=(100, 300), noise_draws=2, secmi_t=40, secmi_interval=20, batch_size=16)
 
@@ -82,6 +89,30 @@ def test_attack_metrics_known_cases():
     assert half["tpr_at_0.1pct_fpr"]["resolved"] is False
     with pytest.raises(ValueError, match="at least one member"):
         attack_metrics([], [1.0])
+
+
+def test_two_sample_auc_matches_mann_whitney_with_ties():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(1)
+    for n_m, n_n in ((5, 7), (40, 13), (200, 300)):
+        member, nonmember = rng.integers(0, 6, n_m).astype(float), rng.integers(0, 5, n_n).astype(float)
+        u = mannwhitneyu(member, nonmember).statistic
+        assert two_sample_auc(member, nonmember) == pytest.approx(u / (n_m * n_n))
+    assert np.isnan(two_sample_auc(np.array([]), np.array([1.0])))
+
+
+def test_attack_ci_is_seeded_and_narrows_with_n():
+    rng = np.random.default_rng(4)
+    small = attack_metrics(rng.normal(0.5, 1, 40), rng.normal(size=40), n_bootstrap=300)
+    large = attack_metrics(rng.normal(0.5, 1, 400), rng.normal(size=400), n_bootstrap=300)
+    for result in (small, large):
+        low, high = result["auc"]["ci95"]
+        assert low <= result["auc"]["value"] <= high
+    assert np.diff(large["auc"]["ci95"])[0] < np.diff(small["auc"]["ci95"])[0]
+    member, nonmember = rng.normal(size=30), rng.normal(size=30)
+    assert attack_metrics(member, nonmember, n_bootstrap=100, seed=7)["auc"]["ci95"] == \
+        attack_metrics(member, nonmember, n_bootstrap=100, seed=7)["auc"]["ci95"]
 
 
 def test_control_is_near_half_in_expectation():

@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+from scipy.stats import DegenerateDataWarning, bootstrap
 
 from .classifiers import Recipe, fit, predict
 
@@ -42,14 +42,8 @@ def _binary(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.nda
     return y_true[keep].astype(np.int64), y_score[keep]
 
 
-def _auc_from_ranks(y: np.ndarray, ranks: np.ndarray) -> float:
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """ROC-AUC (Mann–Whitney, ties count half; higher is better). ``-1`` labels are ignored.
+    """ROC-AUC (:func:`sklearn.metrics.roc_auc_score`; higher is better). ``-1`` labels are ignored.
 
     Undefined (``nan`` + warning) when only one class is present.
     """
@@ -58,7 +52,18 @@ def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
         warnings.warn(f"ROC-AUC is undefined with only one class present ({len(y)} labels); returning nan",
                       RuntimeWarning, stacklevel=2)
         return float("nan")
-    return _auc_from_ranks(y, rankdata(s))
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s))
+
+
+def _mean_auc(y: np.ndarray, *scores: np.ndarray) -> float:
+    """Mean ROC-AUC of several score arrays for one label array; ``nan`` with one class only."""
+    from sklearn.metrics import roc_auc_score
+
+    if y.min() == y.max():
+        return float("nan")
+    return float(np.mean([roc_auc_score(y, s) for s in scores]))
 
 
 def roc_auc_ci(y_true: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], n_bootstrap: int = 1000,
@@ -66,7 +71,9 @@ def roc_auc_ci(y_true: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], n_
     """AUC with a percentile-bootstrap CI; ``scores`` may be one array or one per seed.
 
     With several score arrays the AUC is their mean AUC and each bootstrap resample
-    averages over all of them.
+    (:func:`scipy.stats.bootstrap`, images resampled with their labels and all score arrays
+    together) averages over all of them. Resamples that hold one class only have no AUC and
+    are left out of the interval.
 
     Returns:
         ``{"auc", "ci_low", "ci_high", "n", "n_positive"}`` (``nan`` where undefined).
@@ -74,22 +81,33 @@ def roc_auc_ci(y_true: np.ndarray, scores: np.ndarray | Sequence[np.ndarray], n_
     arrays = [scores] if np.ndim(scores[0]) == 0 else list(scores)
     pairs = [_binary(y_true, s) for s in arrays]
     y = pairs[0][0]
+    sizes = {"n": int(len(y)), "n_positive": int(y.sum())}
     if len(np.unique(y)) < 2:
         warnings.warn("ROC-AUC is undefined with only one class present; returning nan", RuntimeWarning, stacklevel=2)
         nan = float("nan")
-        return {"auc": nan, "ci_low": nan, "ci_high": nan, "n": int(len(y)), "n_positive": int(y.sum())}
-    auc = float(np.mean([_auc_from_ranks(y, rankdata(s)) for _, s in pairs]))
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_bootstrap):
-        sample = rng.integers(0, len(y), len(y))
-        yb = y[sample]
-        if yb.min() == yb.max():
-            continue
-        values.append(np.mean([_auc_from_ranks(yb, rankdata(s[sample])) for _, s in pairs]))
-    alpha = (1 - confidence) / 2
-    low, high = (np.quantile(values, [alpha, 1 - alpha]) if values else (np.nan, np.nan))
-    return {"auc": auc, "ci_low": float(low), "ci_high": float(high), "n": int(len(y)), "n_positive": int(y.sum())}
+        return {"auc": nan, "ci_low": nan, "ci_high": nan, **sizes}
+    data = (y, *(s for _, s in pairs))
+    low, high = _percentile_ci(data, _mean_auc, n_bootstrap, confidence, seed)
+    return {"auc": _mean_auc(*data), "ci_low": low, "ci_high": high, **sizes}
+
+
+def _percentile_ci(data: Sequence[np.ndarray], statistic: Callable[..., float], n_resamples: int,
+                   confidence: float, seed: int) -> tuple[float, float]:
+    """Paired percentile-bootstrap interval of ``statistic``, ignoring resamples where it is ``nan``."""
+    if n_resamples < 1 or len(data[0]) < 2:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        result = bootstrap(data, statistic, n_resamples=n_resamples, paired=True, vectorized=False,
+                           confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    if np.isnan(low) or np.isnan(high):
+        defined = result.bootstrap_distribution[~np.isnan(result.bootstrap_distribution)]
+        if len(defined) == 0:
+            return float("nan"), float("nan")
+        alpha = (1 - confidence) / 2
+        low, high = np.quantile(defined, [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 def roc_curve_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ import numpy as np
 from .calibration import clopper_pearson
 from .checker import PrivacyChecker
 from .index import IndexMismatchError
-from .membership import AttackConfig, plot_roc, run_membership
+from .membership import AttackConfig, plot_roc, run_membership, two_sample_auc
 from .reid import evaluate_embeddings, retrieval_metrics
 
 __all__ = ["AuditConfig", "EmptySyntheticSetError", "load_synthetic", "run_audit", "write_report", "pixel_nn_distances",
@@ -87,16 +87,6 @@ def _rate(flags: np.ndarray) -> dict[str, Any]:
     low, high = clopper_pearson(int(flags.sum()), len(flags))
     return {"rate": float(flags.mean()) if len(flags) else float("nan"), "flagged": int(flags.sum()),
             "n": int(len(flags)), "ci95": [low, high]}
-
-
-def _closer_auc(candidate: np.ndarray, reference: np.ndarray) -> float:
-    """P(candidate similarity > reference similarity): 0.5 = synthetic no closer than unseen real."""
-    from sklearn.metrics import roc_auc_score
-
-    if len(candidate) == 0 or len(reference) == 0:
-        return float("nan")
-    y = np.r_[np.ones(len(candidate)), np.zeros(len(reference))]
-    return float(roc_auc_score(y, np.r_[candidate, reference]))
 
 
 def _pixel_vectors(frames: np.ndarray, size: tuple[int, int], batch: int = 256) -> np.ndarray:
@@ -238,7 +228,8 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
     report["reid"] = {
         "synthetic_to_train_similarity": _quantiles(synth_sim),
         "real_test_to_train_similarity": _quantiles(test_sim),
-        "synthetic_closer_than_real_auc": _closer_auc(synth_sim, test_sim),
+        # P(synthetic similarity > unseen-real similarity): 0.5 = synthetic no closer than unseen real
+        "synthetic_closer_than_real_auc": two_sample_auc(synth_sim, test_sim),
         "synthetic_flagged": _rate(synth_sim > threshold),
         "synthetic_vs_train_retrieval": synth_reid,
         "nearest_training_ids_of_most_similar": [

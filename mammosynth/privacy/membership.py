@@ -33,6 +33,7 @@ __all__ = [
     "loss_scores",
     "secmi_scores",
     "attack_metrics",
+    "two_sample_auc",
     "run_membership",
     "plot_roc",
 ]
@@ -168,13 +169,17 @@ def secmi_scores(pipe: Any, frames: np.ndarray, rows: Any, config: AttackConfig 
     return scores
 
 
-def _auc(member: np.ndarray, nonmember: np.ndarray) -> float:
-    """ROC-AUC as the Mann–Whitney statistic (ties count one half)."""
-    from scipy.stats import rankdata
+def two_sample_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """ROC-AUC of ``positive`` against ``negative`` scores: P(positive > negative), ties half.
 
-    ranks = rankdata(np.r_[member, nonmember])
-    n_m, n_n = len(member), len(nonmember)
-    return float((ranks[:n_m].sum() - n_m * (n_m + 1) / 2) / (n_m * n_n))
+    0.5 = the scores do not separate the two groups; ``nan`` when either group is empty.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if len(positive) == 0 or len(negative) == 0:
+        return float("nan")
+    y = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    return float(roc_auc_score(y, np.r_[positive, negative]))
 
 
 def _tpr_at(member: np.ndarray, nonmember: np.ndarray, fpr: float) -> float:
@@ -187,7 +192,23 @@ def _tpr_at(member: np.ndarray, nonmember: np.ndarray, fpr: float) -> float:
 
 
 def _summary(member: np.ndarray, nonmember: np.ndarray) -> tuple[float, float, float]:
-    return _auc(member, nonmember), _tpr_at(member, nonmember, 0.01), _tpr_at(member, nonmember, 0.001)
+    return two_sample_auc(member, nonmember), _tpr_at(member, nonmember, 0.01), _tpr_at(member, nonmember, 0.001)
+
+
+def _bootstrap_ci(member: np.ndarray, nonmember: np.ndarray, n_bootstrap: int,
+                  seed: int) -> tuple[list[float], list[float]]:
+    """Percentile-bootstrap 95 % intervals of :func:`_summary`, members and non-members resampled apart.
+
+    ``nan`` without resamples or when a group has fewer than two scores.
+    """
+    from scipy.stats import bootstrap
+
+    if n_bootstrap < 1 or min(len(member), len(nonmember)) < 2:
+        return [float("nan")] * 3, [float("nan")] * 3
+    result = bootstrap((member, nonmember), _summary, n_resamples=int(n_bootstrap), vectorized=False,
+                       confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return [float(v) for v in low], [float(v) for v in high]
 
 
 def attack_metrics(member_scores: Sequence[float], nonmember_scores: Sequence[float], n_bootstrap: int = 1000,
@@ -212,16 +233,9 @@ def attack_metrics(member_scores: Sequence[float], nonmember_scores: Sequence[fl
     if len(member) == 0 or len(nonmember) == 0:
         raise ValueError("attack metrics need at least one member and one non-member score")
     values = _summary(member, nonmember)
-    rng = np.random.default_rng(seed)
-    boots = np.array([
-        _summary(rng.choice(member, len(member)), rng.choice(nonmember, len(nonmember)))
-        for _ in range(int(n_bootstrap))
-    ]) if n_bootstrap else np.full((1, 3), np.nan)
     names = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
-    out: dict[str, Any] = {}
-    for k, name in enumerate(names):
-        low, high = np.nanpercentile(boots[:, k], [2.5, 97.5]) if n_bootstrap else (np.nan, np.nan)
-        out[name] = {"value": values[k], "ci95": [float(low), float(high)]}
+    lows, highs = _bootstrap_ci(member, nonmember, n_bootstrap, seed)
+    out: dict[str, Any] = {name: {"value": values[k], "ci95": [lows[k], highs[k]]} for k, name in enumerate(names)}
     # An attacker can learn the direction of a score on a shadow model: max(AUC, 1 − AUC) is
     # the separability whatever the sign (SecMI's t-error can be *larger* for members of a
     # heavily over-fitted model).
