@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import anatomy, findings
-from .dicom_writer import VENDORS, ImageHeader, to_stored, voi_window, write_mg_dicom
+from .dicom_writer import VENDORS, ImageHeader, Vendor, to_stored, voi_window, write_mg_dicom
 
 logger = logging.getLogger(__name__)
 
@@ -171,11 +171,65 @@ def _hex(rng: np.random.Generator) -> str:
     return rng.bytes(16).hex()
 
 
+@dataclass(frozen=True)
+class _Study:
+    """Who and where: the study's identifiers, vendor, split and patient age."""
+
+    index: int
+    study_id: str
+    vendor: Vendor
+    split: str
+    age: int
+    study_date: _dt.date
+    accession: str
+    institution: str
+
+
+@dataclass(frozen=True)
+class _PatientTissue:
+    """What both breasts of a patient share: outline, density target and texture maps."""
+
+    shape: anatomy.PatientShape
+    target: float
+    n: int
+    base: np.ndarray
+    fine: np.ndarray
+    lines: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Breast:
+    """One breast: its tissue maps, the geometry of each view and its findings."""
+
+    shape: anatomy.PatientShape
+    target: float
+    maps: anatomy.BreastMaps
+    projected: np.ndarray
+    geometries: dict[str, anatomy.ViewGeometry]
+    findings: list[findings.Finding]
+    benign: int
+    birads: int
+
+
 def generate_study(config: PhantomConfig, index: int, out: Path | None) -> StudyRows:
     """Make one study (4 images), write its DICOM files under ``out`` (if given), and
     return its CSV rows. Pure function of ``(config, index)``."""
     rng = np.random.default_rng([config.seed, index])
-    h, w = config.height, config.width
+    study = _draw_study(config, index, rng)
+    # 1. The patient: shape, tissue pattern, curvilinear structures (shared by all views).
+    tissue = _draw_patient_tissue(config, rng)
+    # 2. Each breast: its own tissue map, and findings placed in it so both views show them.
+    breasts = {laterality: _draw_breast(config, tissue, rng) for laterality in ("L", "R")}
+    # 3. Render and write the four images.
+    rows = StudyRows()
+    if out is not None:
+        (out / "images" / study.study_id).mkdir(parents=True, exist_ok=True)
+    for number, (laterality, view) in enumerate(VIEWS, start=1):
+        _add_image(rows, config, study, breasts[laterality], laterality, view, number, rng, out)
+    return rows
+
+
+def _draw_study(config: PhantomConfig, index: int, rng: np.random.Generator) -> _Study:
     study_id = _hex(rng)
     vendor = VENDORS[int(rng.choice(len(VENDORS), p=_normalised([v.weight for v in VENDORS])))]
     split = "test" if rng.random() < config.test_fraction else "training"
@@ -183,123 +237,140 @@ def generate_study(config: PhantomConfig, index: int, out: Path | None) -> Study
     study_date = _dt.date(2018, 1, 1) + _dt.timedelta(days=int(rng.integers(0, 4 * 365)))
     accession = f"PA{config.seed % 1000:03d}{index:08d}"
     institution = INSTITUTIONS[int(rng.integers(len(INSTITUTIONS)))]
+    return _Study(index, study_id, vendor, split, age, study_date, accession, institution)
 
-    # 1. The patient: shape, tissue pattern, curvilinear structures (shared by all views).
+
+def _draw_patient_tissue(config: PhantomConfig, rng: np.random.Generator) -> _PatientTissue:
     shape = anatomy.PatientShape.sample(rng)
     category = int(rng.choice(4, p=config.density_prevalence))
     target = float(rng.uniform(*DENSITY_TARGETS[category]))
-    n = anatomy.map_size_for_height(h)
+    n = anatomy.map_size_for_height(config.height)
     base = anatomy.power_law_noise(rng, n, beta=3.0)
     fine = anatomy.power_law_noise(rng, n, beta=2.2)
     lines = 0.13 * anatomy.curvilinear_structures(
         rng, n, vessels=int(rng.integers(4, 9)), ligaments=int(rng.integers(20, 40)))
+    return _PatientTissue(shape, target, n, base, fine, lines)
 
-    breasts = {}
-    for laterality in ("L", "R"):
-        b_shape = shape.perturbed(rng, 0.5)
-        own = anatomy.power_law_noise(rng, n, beta=3.0)
-        envelope = anatomy.gland_envelope(n, b_shape.exponent)
-        score = 2.0 * envelope + 0.95 * base + 0.25 * own + 0.25 * fine
-        region = anatomy.breast_region(n, b_shape.exponent)
-        b_target = float(np.clip(target + rng.normal(0, 0.015), 0.02, 0.97))
-        gland, fraction = anatomy.gland_map(score, region, b_target)
-        gland *= np.clip(1.0 + 0.2 * fine, 0.5, 1.5)  # fine parenchymal texture in dense tissue
-        geometries = {view: anatomy.view_geometry(b_shape, view, h, w, rng)
-                      for view in ("CC", "MLO")}
-        # 2. Findings, placed in the tissue map so both views show them.
-        lesion = np.zeros((n, n), np.float32)
-        breast_findings: list[findings.Finding] = []
-        if rng.random() < config.finding_rate:
-            count = 1 + int(rng.random() < config.second_finding_rate)
-            for _ in range(count):
-                cat = findings.CATEGORIES[int(rng.choice(
-                    len(findings.CATEGORIES), p=_normalised(config.category_weights)))]
-                finding = findings.sample_finding(rng, cat, _hex(rng), config.birads_noise)
-                if findings.place_finding(rng, finding, list(geometries.values()),
-                                          b_shape.exponent, breast_findings):
-                    aspect = geometries["CC"].a / geometries["CC"].b
-                    findings.render_finding(rng, finding, lesion, base, aspect)
-                    breast_findings.append(finding)
-        benign = 0
-        if not breast_findings and rng.random() < config.benign_rate:
-            benign = findings.render_benign_calcifications(rng, lesion, b_shape.exponent)
-        birads = max((f.birads for f in breast_findings), default=2 if benign else 1)
-        maps = anatomy.BreastMaps(gland, lines, lesion, fraction, b_shape.exponent)
-        skin_cells = max(0.8, max(1.5, 0.004 * h) * n / (1.7 * geometries["CC"].a))
-        breasts[laterality] = (b_shape, b_target, maps, maps.projected(skin_cells), geometries,
-                               breast_findings, benign, birads)
 
-    # 3. Render and write the four images.
-    rows = StudyRows()
+def _draw_breast(config: PhantomConfig, tissue: _PatientTissue, rng: np.random.Generator) -> _Breast:
+    h, w, n = config.height, config.width, tissue.n
+    b_shape = tissue.shape.perturbed(rng, 0.5)
+    own = anatomy.power_law_noise(rng, n, beta=3.0)
+    envelope = anatomy.gland_envelope(n, b_shape.exponent)
+    score = 2.0 * envelope + 0.95 * tissue.base + 0.25 * own + 0.25 * tissue.fine
+    region = anatomy.breast_region(n, b_shape.exponent)
+    b_target = float(np.clip(tissue.target + rng.normal(0, 0.015), 0.02, 0.97))
+    gland, fraction = anatomy.gland_map(score, region, b_target)
+    gland *= np.clip(1.0 + 0.2 * tissue.fine, 0.5, 1.5)  # fine parenchymal texture in dense tissue
+    geometries = {view: anatomy.view_geometry(b_shape, view, h, w, rng) for view in ("CC", "MLO")}
+    lesion = np.zeros((n, n), np.float32)
+    breast_findings = _draw_findings(config, b_shape, geometries, lesion, tissue.base, rng)
+    benign = 0
+    if not breast_findings and rng.random() < config.benign_rate:
+        benign = findings.render_benign_calcifications(rng, lesion, b_shape.exponent)
+    birads = max((f.birads for f in breast_findings), default=2 if benign else 1)
+    maps = anatomy.BreastMaps(gland, tissue.lines, lesion, fraction, b_shape.exponent)
+    skin_cells = max(0.8, max(1.5, 0.004 * h) * n / (1.7 * geometries["CC"].a))
+    return _Breast(b_shape, b_target, maps, maps.projected(skin_cells), geometries, breast_findings, benign, birads)
+
+
+def _draw_findings(config: PhantomConfig, b_shape: anatomy.PatientShape,
+                   geometries: dict[str, anatomy.ViewGeometry], lesion: np.ndarray,
+                   base: np.ndarray, rng: np.random.Generator) -> list[findings.Finding]:
+    """Findings placed in both views and rendered into ``lesion`` (none for most breasts)."""
+    placed: list[findings.Finding] = []
+    if rng.random() >= config.finding_rate:
+        return placed
+    count = 1 + int(rng.random() < config.second_finding_rate)
+    for _ in range(count):
+        cat = findings.CATEGORIES[int(rng.choice(len(findings.CATEGORIES), p=_normalised(config.category_weights)))]
+        finding = findings.sample_finding(rng, cat, _hex(rng), config.birads_noise)
+        if findings.place_finding(rng, finding, list(geometries.values()), b_shape.exponent, placed):
+            aspect = geometries["CC"].a / geometries["CC"].b
+            findings.render_finding(rng, finding, lesion, base, aspect)
+            placed.append(finding)
+    return placed
+
+
+def _add_image(rows: StudyRows, config: PhantomConfig, study: _Study, breast: _Breast, laterality: str,
+               view: str, number: int, rng: np.random.Generator, out: Path | None) -> None:
+    """Render one view, write its DICOM file (if ``out``) and append its CSV rows."""
+    vendor, geometry = study.vendor, breast.geometries[view]
+    image, mask = anatomy.render_view(breast.projected, geometry, rng, vendor.noise_photons,
+                                      vendor.electronic_noise)
+    if laterality == "R":
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    stored = np.ascontiguousarray(to_stored(image, vendor))
+    mask = np.ascontiguousarray(mask)
+    image_id, series_id = _hex(rng), _hex(rng)
+    jpeg2000 = bool(rng.random() < config.jpeg2000_fraction)
+    header = ImageHeader(image_id, study.study_id, series_id, laterality, view, study.index + 1, study.age,
+                         study.study_date, study.accession, study.institution, number, 1)
+    syntax = ("1.2.840.10008.1.2.4.90" if jpeg2000 else "1.2.840.10008.1.2.1")
     if out is not None:
-        (out / "images" / study_id).mkdir(parents=True, exist_ok=True)
-    for number, (laterality, view) in enumerate(VIEWS, start=1):
-        (b_shape, b_target, maps, projected, geometries, breast_findings, benign,
-         birads) = breasts[laterality]
-        geometry = geometries[view]
-        image, mask = anatomy.render_view(projected, geometry, rng, vendor.noise_photons,
-                                          vendor.electronic_noise)
-        if laterality == "R":
-            image, mask = image[:, ::-1], mask[:, ::-1]
-        stored = np.ascontiguousarray(to_stored(image, vendor))
-        mask = np.ascontiguousarray(mask)
-        image_id, series_id = _hex(rng), _hex(rng)
-        jpeg2000 = bool(rng.random() < config.jpeg2000_fraction)
-        header = ImageHeader(image_id, study_id, series_id, laterality, view, index + 1, age,
-                             study_date, accession, institution, number, 1)
-        syntax = ("1.2.840.10008.1.2.4.90" if jpeg2000 else "1.2.840.10008.1.2.1")
-        if out is not None:
-            syntax = write_mg_dicom(out / "images" / study_id / f"{image_id}.dicom", stored,
-                                    mask, header, vendor, jpeg2000=jpeg2000)
-        density = density_label(maps.density_fraction)
-        common = {
-            "study_id": study_id, "series_id": series_id, "image_id": image_id,
-            "laterality": laterality, "view_position": view, "height": h, "width": w,
-            "breast_birads": f"BI-RADS {birads}", "breast_density": f"DENSITY {density}",
-        }
-        rows.breast.append({**common, "split": split})
-        rows.metadata.append(_metadata_row(common, stored, mask, vendor, age, syntax, header))
-        truth_common = {
-            "study_index": index, "study_id": study_id, "series_id": series_id,
-            "image_id": image_id, "laterality": laterality, "view_position": view,
-            "height": h, "width": w, "split": split, "patient_number": index + 1, "age": age,
-            "manufacturer": vendor.manufacturer, "model": vendor.model,
-            "photometric": vendor.photometric, "bits_stored": vendor.bits_stored,
-            "voi": vendor.voi, "pixel_spacing": vendor.pixel_spacing,
-            "transfer_syntax": syntax, "breast_depth": round(b_shape.depth, 4),
-            "breast_half_height": round(b_shape.half_height, 4),
-            "outline_exponent": round(b_shape.exponent, 4),
-            "mlo_angle": round(b_shape.mlo_angle, 4),
-            "pectoral_width": round(b_shape.pectoral_width, 4),
-            "pectoral_height": round(b_shape.pectoral_height, 4),
-            "view_cy": round(geometry.cy, 2), "view_a": round(geometry.a, 2),
-            "view_b": round(geometry.b, 2), "view_angle": round(geometry.angle, 4),
-            "density_target": round(b_target, 4),
-            "density_fraction": round(maps.density_fraction, 4), "breast_density": density,
-            "breast_birads": birads, "cancer": int(birads >= 4),
-            "benign_calcifications": benign, "n_findings": len(breast_findings),
-        }
-        if not breast_findings:
-            rows.finding.append({**common, "finding_categories": "['No Finding']",
-                                 "finding_birads": "", "xmin": "", "ymin": "", "xmax": "",
-                                 "ymax": "", "split": split})
-            rows.truth.append({**truth_common, "finding_category": findings.NO_FINDING})
-        for finding in breast_findings:
-            box = finding.box(geometry, laterality)
-            coords = dict(zip(("xmin", "ymin", "xmax", "ymax"), (f"{c:.2f}" for c in box)))
-            rows.finding.append({**common, "finding_categories": f"['{finding.category}']",
-                                 "finding_birads": f"BI-RADS {finding.birads}", **coords,
-                                 "split": split})
-            rows.truth.append({
-                **truth_common, "finding_id": finding.finding_id,
-                "finding_category": finding.category, "mass_shape": finding.shape,
-                "mass_margin": finding.margin, "calc_morphology": finding.morphology,
-                "finding_radius": round(finding.radius, 4), "finding_u": round(finding.u, 4),
-                "finding_v": round(finding.v, 4),
-                "finding_birads_lexicon": finding.birads_lexicon,
-                "finding_birads": finding.birads, **coords,
-            })
-    return rows
+        syntax = write_mg_dicom(out / "images" / study.study_id / f"{image_id}.dicom", stored,
+                                mask, header, vendor, jpeg2000=jpeg2000)
+    density = density_label(breast.maps.density_fraction)
+    common = {
+        "study_id": study.study_id, "series_id": series_id, "image_id": image_id,
+        "laterality": laterality, "view_position": view, "height": config.height, "width": config.width,
+        "breast_birads": f"BI-RADS {breast.birads}", "breast_density": f"DENSITY {density}",
+    }
+    rows.breast.append({**common, "split": study.split})
+    rows.metadata.append(_metadata_row(common, stored, mask, vendor, study.age, syntax, header))
+    truth_common = _truth_row(study, breast, geometry, common, syntax, density)
+    _add_finding_rows(rows, breast.findings, geometry, laterality, common, truth_common, study.split)
+
+
+def _truth_row(study: _Study, breast: _Breast, geometry: anatomy.ViewGeometry, common: dict, syntax: str,
+               density: str) -> dict:
+    """The ``phantom_truth.csv`` columns every row of one image shares."""
+    vendor, b_shape = study.vendor, breast.shape
+    return {
+        "study_index": study.index, **{k: common[k] for k in ("study_id", "series_id", "image_id",
+                                                              "laterality", "view_position", "height", "width")},
+        "split": study.split, "patient_number": study.index + 1, "age": study.age,
+        "manufacturer": vendor.manufacturer, "model": vendor.model,
+        "photometric": vendor.photometric, "bits_stored": vendor.bits_stored,
+        "voi": vendor.voi, "pixel_spacing": vendor.pixel_spacing,
+        "transfer_syntax": syntax, "breast_depth": round(b_shape.depth, 4),
+        "breast_half_height": round(b_shape.half_height, 4),
+        "outline_exponent": round(b_shape.exponent, 4),
+        "mlo_angle": round(b_shape.mlo_angle, 4),
+        "pectoral_width": round(b_shape.pectoral_width, 4),
+        "pectoral_height": round(b_shape.pectoral_height, 4),
+        "view_cy": round(geometry.cy, 2), "view_a": round(geometry.a, 2),
+        "view_b": round(geometry.b, 2), "view_angle": round(geometry.angle, 4),
+        "density_target": round(breast.target, 4),
+        "density_fraction": round(breast.maps.density_fraction, 4), "breast_density": density,
+        "breast_birads": breast.birads, "cancer": int(breast.birads >= 4),
+        "benign_calcifications": breast.benign, "n_findings": len(breast.findings),
+    }
+
+
+def _add_finding_rows(rows: StudyRows, breast_findings: list[findings.Finding], geometry: anatomy.ViewGeometry,
+                      laterality: str, common: dict, truth_common: dict, split: str) -> None:
+    """One finding row and one truth row per finding, or one "No Finding" row of each."""
+    if not breast_findings:
+        rows.finding.append({**common, "finding_categories": "['No Finding']",
+                             "finding_birads": "", "xmin": "", "ymin": "", "xmax": "",
+                             "ymax": "", "split": split})
+        rows.truth.append({**truth_common, "finding_category": findings.NO_FINDING})
+    for finding in breast_findings:
+        box = finding.box(geometry, laterality)
+        coords = dict(zip(("xmin", "ymin", "xmax", "ymax"), (f"{c:.2f}" for c in box)))
+        rows.finding.append({**common, "finding_categories": f"['{finding.category}']",
+                             "finding_birads": f"BI-RADS {finding.birads}", **coords,
+                             "split": split})
+        rows.truth.append({
+            **truth_common, "finding_id": finding.finding_id,
+            "finding_category": finding.category, "mass_shape": finding.shape,
+            "mass_margin": finding.margin, "calc_morphology": finding.morphology,
+            "finding_radius": round(finding.radius, 4), "finding_u": round(finding.u, 4),
+            "finding_v": round(finding.v, 4),
+            "finding_birads_lexicon": finding.birads_lexicon,
+            "finding_birads": finding.birads, **coords,
+        })
 
 
 def _normalised(weights: Sequence[float]) -> np.ndarray:
@@ -416,6 +487,17 @@ def generate_phantom_dataset(
     out = Path(out)
     _prepare_out(out, overwrite)
     start = time.perf_counter()
+    results = _run_studies(config, out, workers, progress, start)
+    _write_tables(out, results)
+    summary = _summary(out, results, workers, time.perf_counter() - start)
+    (out / "phantom_summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    return summary
+
+
+def _run_studies(config: PhantomConfig, out: Path, workers: int, progress: Callable[[int, int], None] | None,
+                 start: float) -> list[StudyRows]:
+    """Every study's rows in study order; ``workers`` processes generate and write them."""
+    studies = config.studies
     jobs = [(config, i, str(out)) for i in range(studies)]
     results: list[StudyRows] = []
     step = max(1, studies // 20)
@@ -439,7 +521,10 @@ def generate_phantom_dataset(
         with context.Pool(workers) as pool:
             for rows in pool.imap(_study_job, jobs, chunksize=1):
                 collect(rows)
+    return results
 
+
+def _write_tables(out: Path, results: list[StudyRows]) -> None:
     for name, columns, attr in (
         ("breast-level_annotations.csv", BREAST_COLUMNS, "breast"),
         ("finding_annotations.csv", FINDING_COLUMNS, "finding"),
@@ -447,11 +532,13 @@ def generate_phantom_dataset(
         ("phantom_truth.csv", TRUTH_COLUMNS, "truth"),
     ):
         _write_csv(out / name, columns, [row for r in results for row in getattr(r, attr)])
-    seconds = time.perf_counter() - start
+
+
+def _summary(out: Path, results: list[StudyRows], workers: int, seconds: float) -> PhantomSummary:
     breast_rows = [row for r in results for row in r.breast]
     truth_rows = [row for r in results for row in r.truth]
-    summary = PhantomSummary(
-        out=str(out), studies=studies, images=len(breast_rows), seconds=round(seconds, 2),
+    return PhantomSummary(
+        out=str(out), studies=len(results), images=len(breast_rows), seconds=round(seconds, 2),
         images_per_second=round(len(breast_rows) / max(seconds, 1e-9), 2), workers=workers,
         splits=dict(Counter(r["split"] for r in breast_rows[::4])),
         breast_birads=dict(sorted(Counter(r["breast_birads"] for r in breast_rows[::2]).items())),
@@ -462,5 +549,3 @@ def generate_phantom_dataset(
         transfer_syntaxes=dict(Counter(r["Transfer Syntax UID"] for r in
                                        (row for res in results for row in res.metadata))),
     )
-    (out / "phantom_summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    return summary
