@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from mammosynth.cli import main as cli
 from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, PrivacyGateMissingError
 from mammosynth.training import common, options, train_ldm, train_vae
+from mammosynth.training.loop import TensorDictDataset
 from mammosynth.data.toy import write_toy_dataset
 from mammosynth.models.autoencoder import swap_decoder
 from mammosynth.models.denoiser import ConditionalDenoiser
@@ -316,14 +317,42 @@ def test_resume_with_other_data_is_refused(vae_run, tmp_path):
                                              *TINY_VAE]))
 
 
-def test_batches_are_a_function_of_the_step():
-    a = [common.batch_indices(10, 4, s, seed=3).tolist() for s in range(5)]
-    b = [common.batch_indices(10, 4, s, seed=3).tolist() for s in range(5)]
-    assert a == b
-    first_epoch = sum(a[:2], []) + a[2][:2]
-    assert sorted(first_epoch) == list(range(10))  # every item once per epoch
-    two = [common.batch_indices(10, 2, 0, seed=3, process_index=p, num_processes=2).tolist() for p in (0, 1)]
-    assert sum(two, []) == a[0]  # processes split the global batch
+def test_batches_are_a_function_of_the_seed_and_epoch():
+    from mammosynth.training.loop import EpochSampler, TensorDictDataset, seeded_dataloader
+
+    def epoch_batches(epoch, seed=3):
+        loader = seeded_dataloader(TensorDictDataset({"i": torch.arange(10)}), 4, seed)
+        loader.sampler.set_epoch(epoch)
+        return [b["i"].tolist() for b in loader]
+
+    assert epoch_batches(0) == epoch_batches(0) and epoch_batches(0) != epoch_batches(1)
+    assert sorted(sum(epoch_batches(1), [])) == list(range(10))  # every item once per epoch
+    assert [len(b) for b in epoch_batches(0)] == [4, 4, 2]
+    assert epoch_batches(0, seed=4) != epoch_batches(0)
+    sampler = EpochSampler(10, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) == sum(epoch_batches(1), [])
+
+
+def test_siamese_batches_deal_every_study_once_per_epoch():
+    from mammosynth.training.train_siamese import StudyBatchSampler
+
+    groups = [np.arange(4 * k, 4 * k + 4) for k in range(12)] + [np.array([48, 49])]
+    sampler = StudyBatchSampler(groups, batch_size=32, per_study=3, seed=1, copies=1)
+    assert sampler.studies_per_batch == 8 and len(sampler) == 2
+    sampler = StudyBatchSampler(groups, batch_size=16, per_study=3, seed=1, copies=1)
+    batches = list(sampler)
+    assert len(batches) == 4 and batches == list(sampler)
+    assert all(len(b) <= 16 for b in batches)
+    study_of = {int(p): k for k, g in enumerate(groups) for p in g}
+    seen = [sorted({study_of[p] for p in b}) for b in batches]
+    assert sorted(sum(seen, [])) == list(range(13))   # each study in one batch of the epoch
+    for batch in batches:
+        for k in {study_of[p] for p in batch}:
+            drawn = [p for p in batch if study_of[p] == k]
+            assert len(drawn) == min(3, len(groups[k])) + 1 and len(set(drawn)) == len(drawn) - 1  # one twin
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
 
 
 def test_parsers_do_not_import_torch():
@@ -508,13 +537,13 @@ def tiny_denoiser_and_scheduler(cache: dict):
 def test_min_snr_loss_reweights_the_plain_loss(ldm_run):
     cache = torch.load(ldm_run / "latents.pt", weights_only=True)
     denoiser, scheduler = tiny_denoiser_and_scheduler(cache)
-    idx = np.arange(8) % len(cache["mean"])
+    batch = TensorDictDataset(cache)[np.arange(8) % len(cache["mean"])]
 
     def loss(gamma):
         args = train_ldm.parse_args(["--data", "x", "--vae", "x", "--out", "x", "--cond_dropout", "0.1",
                                      *([] if gamma is None else ["--snr_gamma", str(gamma)])])
         with torch.no_grad():
-            return train_ldm._training_step(denoiser, scheduler, cache, idx, (torch.zeros(4), torch.ones(4)),
+            return train_ldm._training_step(denoiser, scheduler, batch, (torch.zeros(4), torch.ones(4)),
                                             torch.Generator().manual_seed(3), args, "cpu").item()
 
     plain = loss(None)
@@ -545,7 +574,8 @@ def test_lesion_weight_adds_the_error_inside_the_boxes_even_when_the_lesion_fiel
         args = train_ldm.parse_args(["--data", "x", "--vae", "x", "--out", "x", "--cond_drop_all", "1",
                                      "--lesion_weight", str(weight)])
         with torch.no_grad():
-            return train_ldm._training_step(denoiser, scheduler, cache, with_lesion, (torch.zeros(4), torch.ones(4)),
+            return train_ldm._training_step(denoiser, scheduler, TensorDictDataset(cache)[with_lesion],
+                                            (torch.zeros(4), torch.ones(4)),
                                             torch.Generator().manual_seed(3), args, "cpu").item()
 
     plain = loss(0)

@@ -1,16 +1,16 @@
-"""What the VAE and LDM training scripts share: run folders, schedules, logs and resume.
+"""What the training scripts share: run folders, schedules, logs, checkpoints and resume.
 
 A *run folder* holds everything a run made and what made it::
 
     run.json          config (all arguments), git sha, data manifest sha256, package versions
     log.csv           one row per logged step (step, loss, lr, sec/step, ...)
-    checkpoints/      checkpoint-<step>/ from ``accelerator.save_state`` (pruned)
+    checkpoints/      checkpoint-<step>/ from ``accelerator.save_state`` (pruned) + train_state.json
     validation/       images written every ``--validation_steps``
     <final model>     ``save_pretrained`` output (``vae/`` or the pipeline folder)
 
-Resume is exact: batches and noise are drawn from generators seeded by ``(seed, step)``
-(:func:`step_generator`, :func:`batch_indices`), so a run stopped at a checkpoint and
-resumed produces the same steps as one that never stopped.
+The loop that fills it is :class:`mammosynth.training.loop.TrainingLoop`; per-step random
+numbers come from :func:`step_generator`, seeded by ``(seed, step)``, so a resumed run draws
+what an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "add_common_arguments",
     "TrainState",
-    "batch_indices",
     "step_generator",
     "write_run_info",
     "manifest_sha256",
@@ -99,26 +98,6 @@ def step_generator(seed: int, step: int, stream: int = 0, device: torch.device |
     g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1))
     return g
-
-
-def batch_indices(num_items: int, batch_size: int, micro_step: int, seed: int,
-                  process_index: int = 0, num_processes: int = 1) -> np.ndarray:
-    """Indices of the batch for one micro-step and one process (epoch-wise shuffled, no repeats).
-
-    The whole run's order is a function of ``(seed, epoch)`` only, so resuming at any step
-    gives the batches an uninterrupted run would have seen.
-    """
-    if num_items <= 0:
-        raise ValueError("the training split is empty")
-    global_batch = batch_size * num_processes
-    start = micro_step * global_batch + process_index * batch_size
-    out = np.empty(batch_size, dtype=np.int64)
-    for j in range(batch_size):
-        position = start + j
-        epoch, offset = divmod(position, num_items)
-        order = np.random.default_rng([seed, epoch]).permutation(num_items)
-        out[j] = order[offset]
-    return out
 
 
 def manifest_sha256(data_root: str | os.PathLike) -> str:
@@ -365,7 +344,7 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup_steps:
 def make_accelerator(args: argparse.Namespace, out: Path):
     """An ``Accelerator`` for the run folder with the precision and accumulation asked for."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
@@ -375,9 +354,11 @@ def make_accelerator(args: argparse.Namespace, out: Path):
     # Several processes and no GPU (torchrun / accelerate on CPUs): accelerate only sets up
     # gloo data parallelism when told the run is on CPU.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # an optimizer step is always --gradient_accumulation_steps micro-steps, also across epoch ends
+    accumulation = GradientAccumulationPlugin(num_steps=args.gradient_accumulation_steps, sync_with_dataloader=False)
     return Accelerator(
         cpu=multi_cpu,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        gradient_accumulation_plugin=accumulation,
         mixed_precision=mixed,
         project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),
     )
@@ -430,16 +411,6 @@ def plan_steps(state: TrainState, args: argparse.Namespace, calibrate) -> None:
             raise ValueError("give --max_train_steps or --max_minutes (or both)")
         state.max_train_steps = int(calibrate())
         logger.info("--max_minutes %.1f → %d steps", args.max_minutes, state.max_train_steps)
-
-
-def optimizer_step(accelerator, model, loss: torch.Tensor, optimizer, lr_scheduler, max_grad_norm: float) -> None:
-    """Backward, clip (when gradients sync), step the optimizer and the LR schedule, zero grads."""
-    accelerator.backward(loss)
-    if accelerator.sync_gradients:
-        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    lr_scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
 
 
 def stop_if_out_of_time(state: TrainState, args: argparse.Namespace, elapsed_s: float) -> None:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..models.denoiser import ConditionalDenoiser, EncodedConditions
 from . import common, options
+from .loop import TensorDictDataset, TrainingLoop, TrainingSetup, seeded_dataloader
 
 logger = logging.getLogger(__name__)
 
@@ -134,19 +135,19 @@ def _latent_cache(accelerator, vae, dataset, out: Path, key: str) -> dict[str, t
     return torch.load(path, weights_only=True)
 
 
-def _training_step(denoiser, noise_scheduler, cache, idx, affine: tuple[torch.Tensor, torch.Tensor], generator, args,
+def _training_step(denoiser, noise_scheduler, batch: dict, affine: tuple[torch.Tensor, torch.Tensor], generator, args,
                    device):
-    """One loss on a batch; ``affine = (shift, scale)`` per channel maps VAE latents to model latents."""
+    """One loss on a batch of the latent cache (``mean``, ``std``, ``masks`` and the condition codes, on the CPU);
+    ``affine = (shift, scale)`` per channel maps VAE latents to model latents."""
     from ..models.autoencoder import apply_latent_affine
     from ..models.conditioning import CONDITION_FIELDS, drop_conditions
 
-    idx_t = torch.from_numpy(idx)
-    mean, std = cache["mean"][idx_t], cache["std"][idx_t]
+    mean, std = batch["mean"], batch["std"]
     latents = apply_latent_affine(mean + std * torch.randn(mean.shape, generator=generator), affine)
     noise = torch.randn(latents.shape, generator=generator)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(idx),), generator=generator)
-    codes = {f: cache[f][idx_t] for f in CONDITION_FIELDS}
-    codes, masks = drop_conditions(codes, cache["masks"][idx_t], args.cond_dropout, args.cond_drop_all, generator)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(mean),), generator=generator)
+    codes = {f: batch[f] for f in CONDITION_FIELDS}
+    codes, masks = drop_conditions(codes, batch["masks"], args.cond_dropout, args.cond_drop_all, generator)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     codes = {k: v.to(device) for k, v in codes.items()}
     pred = denoiser(noisy.to(device), timesteps.to(device), EncodedConditions(codes, masks.to(device)))
@@ -154,7 +155,7 @@ def _training_step(denoiser, noise_scheduler, cache, idx, affine: tuple[torch.Te
     target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
     error = F.mse_loss(pred.float(), target.to(device).float(), reduction="none")
     if args.lesion_weight:
-        error = error * lesion_loss_weights(cache["masks"][idx_t], args.lesion_weight).to(device)
+        error = error * lesion_loss_weights(batch["masks"], args.lesion_weight).to(device)
     per_sample = error.mean(dim=(1, 2, 3))
     if args.snr_gamma:
         per_sample = per_sample * min_snr_weights(noise_scheduler, timesteps, args.snr_gamma).to(device)
@@ -195,13 +196,10 @@ def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> t
 def main(args: argparse.Namespace) -> dict:
     """Train (or resume) an LDM run; returns final info."""
     from diffusers import AutoencoderKL, DDPMScheduler
-    from diffusers.training_utils import EMAModel
 
     from ..data.dataset import PreparedDataset
     from ..data.prepared import load_prepared
-    from ..models.autoencoder import channel_stats, has_channel_stats, latent_affine, resolve_vae_folder
-    from ..models.conditioning import ConditionEncoder
-    from ..models.unet import UNET_PRESETS, build_unet, time_embed_dim
+    from ..models.autoencoder import resolve_vae_folder
     from ..pipelines.pipeline_mammo_ldm import default_scheduler
 
     out = Path(args.out)
@@ -215,94 +213,24 @@ def main(args: argparse.Namespace) -> dict:
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if data.height % factor or data.width % factor:
         raise ValueError(f"frames {data.height}x{data.width} are not divisible by the VAE factor {factor}")
-    latent_size = (data.height // factor, data.width // factor)
-
-    if args.preset not in UNET_PRESETS:
-        raise ValueError(f"--preset must be one of {sorted(UNET_PRESETS)}, got {args.preset!r}")
-    preset = dict(UNET_PRESETS[args.preset])
-    if args.block_out_channels:
-        preset["block_out_channels"] = tuple(int(v) for v in args.block_out_channels.split(","))
-        preset["attention_levels"] = (False,) + (True,) * (len(preset["block_out_channels"]) - 1)
-    if args.layers_per_block:
-        preset["layers_per_block"] = args.layers_per_block
     torch.manual_seed(args.seed)
-    if args.init_pipeline:
-        if args.block_out_channels or args.layers_per_block:
-            raise ValueError("--block_out_channels / --layers_per_block cannot resize the --init_pipeline UNet; "
-                             "leave them out")
-        unet, encoder = load_denoiser(args.init_pipeline, vae.config.latent_channels, latent_size)
-    else:
-        unet = build_unet(sample_size=latent_size, latent_channels=vae.config.latent_channels, **preset)
-        encoder = ConditionEncoder(embed_dim=args.embed_dim, out_dim=time_embed_dim(unet))
+    denoiser = _build_denoiser(args, vae.config.latent_channels, (data.height // factor, data.width // factor))
     base = default_scheduler(args.num_train_timesteps)
-    noise_scheduler = DDPMScheduler.from_config(base.config)
     if accelerator.is_main_process:
         common.write_run_info(out, args, "ldm", {"vae": {"folder": str(vae_folder), "sha256": _file_sha(vae_folder)},
-                                                 "model": {"unet": dict(unet.config), "condition_encoder": dict(encoder.config)}})
+                                                 "model": {"unet": dict(denoiser.unet.config),
+                                                           "condition_encoder": dict(denoiser.condition_encoder.config)}})
     # "label-masks": the masks hold the boxes of each image's own lesion label (older caches held every finding's)
     cache = _latent_cache(accelerator, vae, train, out,
                           key=f"{_file_sha(vae_folder)}:{common.manifest_sha256(args.data)}:label-masks")
-    if args.latent_norm == "channel":  # the pipeline's VAE config carries the statistics (the source folder is kept)
-        latents_mean, latents_std = channel_stats(cache["mean"])
-        vae.register_to_config(latents_mean=latents_mean, latents_std=latents_std)
-        logger.info("per-channel latent standardisation: mean %s, std %s", np.round(latents_mean, 4).tolist(),
-                    np.round(latents_std, 4).tolist())
-    elif has_channel_stats(vae.config):
-        raise ValueError(f"the VAE in {vae_folder} carries per-channel latents_mean/latents_std; train with "
-                         "--latent_norm channel (or use a VAE without them)")
-    affine = latent_affine(vae)
-
-    denoiser = ConditionalDenoiser(unet, encoder)
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
-    state, resume = common.resume_state(out, args.resume_from_checkpoint)
-    common.plan_steps(state, args, lambda: _calibrate(denoiser, noise_scheduler, cache, affine, train, args))
-
-    lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
-                                            state.max_train_steps, accelerator.num_processes)
-    prepared, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
-    ema = None
-    if args.use_ema:
-        ema = EMAModel(denoiser.parameters(), decay=args.ema_decay, use_ema_warmup=True, power=3 / 4)
-        ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    n_items = len(cache["mean"])
-    log, clock, progress = common.begin_loop(accelerator, out, state, resume, args, "train-ldm")
-    prepared.train()
-    window: list[float] = []
-    tic = clock.update()
-    while state.step < state.max_train_steps and not state.done:
-        for micro in range(args.gradient_accumulation_steps):
-            micro_step = state.step * args.gradient_accumulation_steps + micro
-            idx = common.batch_indices(n_items, args.train_batch_size, micro_step, args.seed,
-                                       accelerator.process_index, accelerator.num_processes)
-            g = common.step_generator(args.seed, micro_step, accelerator.process_index)
-            with accelerator.accumulate(prepared):
-                loss = _training_step(prepared, noise_scheduler, cache, idx, affine, g, args, accelerator.device)
-                common.optimizer_step(accelerator, prepared, loss, optimizer, lr_scheduler, args.max_grad_norm)
-        if ema is not None:
-            ema.step(denoiser.parameters())
-        state.step += 1
-        state.done = state.step >= state.max_train_steps
-        progress.update(1)
-        elapsed = clock.update()
-        window.append(loss.item())
-        if state.step % args.logging_steps == 0 or state.step == state.max_train_steps:
-            sec = (elapsed - tic) / max(len(window), 1)
-            log.log(state.step, {"loss": float(np.mean(window)), "lr": lr_scheduler.get_last_lr()[0],
-                                 "sec_per_step": sec, "elapsed_min": elapsed / 60})
-            progress.set_postfix(loss=f"{np.mean(window):.4f}")
-            window, tic = [], elapsed
-        common.stop_if_out_of_time(state, args, elapsed)
-        if state.step % args.validation_steps == 0 and accelerator.is_main_process:
-            pipe = build_pipeline(vae, denoiser, ema, base)
-            _validate(pipe, args, out / "validation" / f"step-{state.step:06d}.png")
-        if state.step % args.checkpointing_steps == 0 or state.done:
-            common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit, state)
-    progress.close()
-    accelerator.wait_for_everyone()
+    affine = _latent_norm(vae, vae_folder, cache, args)
+    setup = _training_setup(accelerator, denoiser, DDPMScheduler.from_config(base.config), cache, affine, vae, base,
+                            out, args)
+    loop = TrainingLoop(accelerator, args, out, setup, desc="train-ldm")
+    state = loop.run()
     if not accelerator.is_main_process:
         return {}
-    pipe = build_pipeline(vae, denoiser, ema, base)
+    pipe = build_pipeline(vae, loop.trained_model(), base)
     final = _validate(pipe, args, out / "validation" / "final.png")
     if args.save_fp16:
         pipe.to(torch.float16)
@@ -317,14 +245,64 @@ def main(args: argparse.Namespace) -> dict:
     return info
 
 
-def build_pipeline(vae, denoiser: ConditionalDenoiser, ema, scheduler):
-    """A :class:`MammoLDMPipeline` from copies of the training modules (EMA weights if any)."""
+def _build_denoiser(args: argparse.Namespace, latent_channels: int, latent_size: tuple[int, int]) -> ConditionalDenoiser:
+    """A fresh UNet of ``--preset`` and condition encoder, or the ``--init_pipeline`` ones."""
+    from ..models.conditioning import ConditionEncoder
+    from ..models.unet import UNET_PRESETS, build_unet, time_embed_dim
+
+    if args.preset not in UNET_PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(UNET_PRESETS)}, got {args.preset!r}")
+    if args.init_pipeline:
+        if args.block_out_channels or args.layers_per_block:
+            raise ValueError("--block_out_channels / --layers_per_block cannot resize the --init_pipeline UNet; "
+                             "leave them out")
+        return ConditionalDenoiser(*load_denoiser(args.init_pipeline, latent_channels, latent_size))
+    preset = dict(UNET_PRESETS[args.preset])
+    if args.block_out_channels:
+        preset["block_out_channels"] = tuple(int(v) for v in args.block_out_channels.split(","))
+        preset["attention_levels"] = (False,) + (True,) * (len(preset["block_out_channels"]) - 1)
+    if args.layers_per_block:
+        preset["layers_per_block"] = args.layers_per_block
+    unet = build_unet(sample_size=latent_size, latent_channels=latent_channels, **preset)
+    return ConditionalDenoiser(unet, ConditionEncoder(embed_dim=args.embed_dim, out_dim=time_embed_dim(unet)))
+
+
+def _latent_norm(vae, vae_folder: Path, cache: dict, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel ``(shift, scale)`` from VAE latents to model latents (``--latent_norm``)."""
+    from ..models.autoencoder import channel_stats, has_channel_stats, latent_affine
+
+    if args.latent_norm == "channel":  # the pipeline's VAE config carries the statistics (the source folder is kept)
+        latents_mean, latents_std = channel_stats(cache["mean"])
+        vae.register_to_config(latents_mean=latents_mean, latents_std=latents_std)
+        logger.info("per-channel latent standardisation: mean %s, std %s", np.round(latents_mean, 4).tolist(),
+                    np.round(latents_std, 4).tolist())
+    elif has_channel_stats(vae.config):
+        raise ValueError(f"the VAE in {vae_folder} carries per-channel latents_mean/latents_std; train with "
+                         "--latent_norm channel (or use a VAE without them)")
+    return latent_affine(vae)
+
+
+def _training_setup(accelerator, denoiser: ConditionalDenoiser, noise_scheduler, cache: dict, affine, vae, base,
+                    out: Path, args: argparse.Namespace) -> TrainingSetup:
+    """The denoiser trained on the cached latents; validation builds the pipeline with the EMA weights."""
+    def loss(models, batch, micro_step: int):
+        g = common.step_generator(args.seed, micro_step, accelerator.process_index)
+        return _training_step(models[0], noise_scheduler, batch, affine, g, args, accelerator.device), {}
+
+    def validate(step: int, model: ConditionalDenoiser) -> dict:
+        _validate(build_pipeline(vae, model, base), args, out / "validation" / f"step-{step:06d}.png")
+        return {}
+
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    return TrainingSetup(network=denoiser, models=[denoiser], optimizers=[optimizer], loss=loss, validate=validate,
+                         dataloader=seeded_dataloader(TensorDictDataset(cache), args.train_batch_size, args.seed))
+
+
+def build_pipeline(vae, denoiser: ConditionalDenoiser, scheduler):
+    """A :class:`MammoLDMPipeline` of ``denoiser`` (its UNet and condition encoder) and copies of ``vae`` and ``scheduler``."""
     from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
 
-    copy_ = copy.deepcopy(denoiser)
-    if ema is not None:
-        ema.copy_to(copy_.parameters())
-    pipe = MammoLDMPipeline(vae=copy.deepcopy(vae), unet=copy_.unet, condition_encoder=copy_.condition_encoder,
+    pipe = MammoLDMPipeline(vae=copy.deepcopy(vae), unet=denoiser.unet, condition_encoder=denoiser.condition_encoder,
                             scheduler=copy.deepcopy(scheduler), requires_privacy_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -339,25 +317,6 @@ def _validate(pipe, args, path: Path) -> Path:
                   guidance_scale=args.guidance_scale, generator=gens).images
     common.save_image_grid(np.stack(images), path, ncols=len(images))
     return path
-
-
-def _calibrate(denoiser, noise_scheduler, cache, affine, train, args) -> int:
-    probe = copy.deepcopy(denoiser)
-    opt = torch.optim.AdamW(probe.parameters(), lr=0.0)
-    n = len(cache["mean"])
-
-    def step(i: int) -> None:
-        for _ in range(args.gradient_accumulation_steps):
-            idx = common.batch_indices(n, args.train_batch_size, i, args.seed + 1)
-            loss = _training_step(probe, noise_scheduler, cache, idx, affine, common.step_generator(args.seed, i, 99),
-                                  args, "cpu")
-            loss.backward()
-        opt.step()
-        opt.zero_grad()
-
-    sec = common.measure_sec_per_step(step, warmup=1, steps=3)
-    logger.info("measured %.2f s/step", sec)
-    return common.steps_for_budget(args.max_minutes, sec, reserve_fraction=0.1)
 
 
 def _loss_summary(path: Path) -> dict:

@@ -1,7 +1,8 @@
 """Train the Siamese re-identification network (DESIGN §9) on a prepared dataset.
 
 Identity = study. Each batch holds ``train_batch_size / (images_per_study + copies_per_study)``
-random training studies with (up to) ``images_per_study`` images each, plus
+training studies (each epoch deals every study once, :class:`StudyBatchSampler`) with (up to)
+``images_per_study`` images each, plus
 ``copies_per_study`` of them a second time; every image is independently disguised by
 :func:`mammosynth.privacy.augment.augment` (shift, flips, contrast/gamma, blur, noise).
 Positives are the other images of the same study (other view, other breast) and the
@@ -24,20 +25,23 @@ Run::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 
+from ..privacy.reid import study_labels
 from . import common, options
+from .loop import TensorDictDataset, TrainingLoop, TrainingSetup, seeded_dataloader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_parser", "parse_args", "main", "load_frames", "sample_batch"]
+__all__ = ["build_parser", "parse_args", "main", "load_frames", "study_groups", "StudyBatchSampler"]
 
 MODEL_FOLDER = "siamese"
 
@@ -86,33 +90,44 @@ def load_frames(data, rows, size: tuple[int, int], batch_size: int = 256) -> tor
 
 def study_groups(study_ids) -> list[np.ndarray]:
     """Row positions of each study that has at least two images (one positive pair)."""
-    from ..privacy.reid import study_labels
-
     labels = study_labels(list(study_ids))
     groups = [np.flatnonzero(labels == k) for k in range(labels.max() + 1)] if len(labels) else []
     return [g for g in groups if len(g) >= 2]
 
 
-def sample_batch(groups: list[np.ndarray], batch_size: int, per_study: int, seed: int, step: int,
-                 process_index: int = 0, copies: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """``(positions, labels)`` of one batch: random studies with up to ``per_study`` images each.
+class StudyBatchSampler(Sampler[list[int]]):
+    """Batches of whole studies: each epoch deals every study (with two or more images) into batches
+    of at most ``batch_size / (per_study + copies)`` studies, up to ``per_study`` images of each.
 
-    ``copies`` images of each study appear twice (each draw gets its own augmentation), so
-    the network also learns that a disguised copy is the same image.
-    A pure function of ``(seed, step, process_index)``, so a resumed run sees the same batches.
+    ``copies`` images of each study appear twice (each draw gets its own augmentation), so the
+    network also learns that a disguised copy is the same image. The batches of epoch ``e`` are
+    a function of ``(seed, e)`` only, so a resumed run sees the same batches.
     """
-    rng = np.random.default_rng([seed, step, process_index])
-    n_studies = max(2, batch_size // (per_study + copies))
-    chosen = rng.choice(len(groups), size=min(n_studies, len(groups)), replace=False)
-    positions, labels = [], []
-    for label, k in enumerate(chosen):
-        members = groups[k]
-        if len(members) > per_study:
-            members = rng.choice(members, per_study, replace=False)
-        members = np.r_[members, members[: max(0, copies)]]
-        positions.extend(members.tolist())
-        labels.extend([label] * len(members))
-    return np.asarray(positions), np.asarray(labels)
+
+    def __init__(self, groups: list[np.ndarray], batch_size: int, per_study: int, seed: int, copies: int = 1):
+        if len(groups) < 2:
+            raise ValueError(f"a batch needs at least 2 studies with two or more images; got {len(groups)}")
+        self.groups, self.per_study, self.seed, self.copies = groups, per_study, seed, max(0, copies)
+        self.studies_per_batch = min(max(2, batch_size // (per_study + self.copies)), len(groups))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        # as many batches as it takes to hold every study, each with two or more studies (negatives)
+        return max(1, min(-(-len(self.groups) // self.studies_per_batch), len(self.groups) // 2))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for studies in np.array_split(rng.permutation(len(self.groups)), len(self)):
+            positions: list[int] = []
+            for k in studies:
+                members = self.groups[k]
+                if len(members) > self.per_study:
+                    members = rng.choice(members, self.per_study, replace=False)
+                positions.extend(np.r_[members, members[: self.copies]].tolist())
+            yield positions
 
 
 def _evaluate(model, images: torch.Tensor, study_ids, batch_size: int = 256) -> dict[str, float]:
@@ -129,11 +144,8 @@ def _evaluate(model, images: torch.Tensor, study_ids, batch_size: int = 256) -> 
 
 def main(args: argparse.Namespace) -> dict:
     """Train (or resume) a Siamese run; returns the final test metrics."""
-
-    from ..data.prepared import atomic_write_text, load_prepared
+    from ..data.prepared import load_prepared
     from ..models.siamese import SiameseEmbedder
-    from ..privacy.augment import augment
-    from ..privacy.reid import build_loss
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,83 +170,62 @@ def main(args: argparse.Namespace) -> dict:
     if accelerator.is_main_process:
         common.write_run_info(out, args, "siamese", {"model": {"siamese": dict(model.config)}})
     logger.info("loading %d training frames at %dx%d", len(train_rows), *size)
-    train_images = load_frames(data, train_rows, size)
+    train = TensorDictDataset({"image": load_frames(data, train_rows, size),
+                               "label": torch.as_tensor(study_labels(train_rows["study_id"].tolist()))})
     monitor = None
     if test_rows is not None and args.monitor_images:
         m_rows = test_rows.iloc[: args.monitor_images]
         monitor = (load_frames(data, m_rows, size), m_rows["study_id"].tolist())
-
-    loss_fn, miner = build_loss(args.loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
-    state, resume = common.resume_state(out, args.resume_from_checkpoint)
-
-    def step_loss(net, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        positions, labels = sample_batch(groups, args.train_batch_size, args.images_per_study, args.seed,
-                                         step, accelerator.process_index, args.copies_per_study)
-        images = train_images[positions]
-        if not args.no_augment:
-            images = augment(images, common.step_generator(args.seed, step, 1 + accelerator.process_index))
-        embeddings = net(images.to(accelerator.device))
-        labels_t = torch.as_tensor(labels, device=embeddings.device)
-        pairs = miner(embeddings, labels_t)
-        loss = loss_fn(embeddings, labels_t, pairs)
-        return loss, {"mined": float(sum(len(p) for p in pairs) if isinstance(pairs, tuple) else 0)}
-
-    def calibrate() -> int:
-        probe = copy.deepcopy(model)
-        sec = common.measure_sec_per_step(lambda i: step_loss(probe, 10_000_000 + i)[0].backward(), warmup=1, steps=3)
-        logger.info("measured %.2f s/step", sec)
-        return common.steps_for_budget(args.max_minutes, sec, reserve_fraction=0.15)
-
-    common.plan_steps(state, args, calibrate)
-
-    lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
-                                            state.max_train_steps, accelerator.num_processes)
-    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
-    unwrapped = accelerator.unwrap_model(model)
-    log, clock, progress = common.begin_loop(accelerator, out, state, resume, args, "train-siamese")
-    model.train()
-    window: list[float] = []
-    tic = clock.update()
-    while state.step < state.max_train_steps and not state.done:
-        for micro in range(args.gradient_accumulation_steps):
-            micro_step = state.step * args.gradient_accumulation_steps + micro
-            with accelerator.accumulate(model):
-                loss, parts = step_loss(model, micro_step)
-                common.optimizer_step(accelerator, model, loss, optimizer, lr_scheduler, args.max_grad_norm)
-        state.step += 1
-        state.done = state.step >= state.max_train_steps
-        progress.update(1)
-        elapsed = clock.update()
-        window.append(loss.item())
-        values: dict[str, float] = {}
-        if state.step % args.logging_steps == 0 or state.step == state.max_train_steps:
-            values.update({"loss": float(np.mean(window)), **parts, "lr": lr_scheduler.get_last_lr()[0],
-                           "sec_per_step": (elapsed - tic) / max(len(window), 1), "elapsed_min": elapsed / 60})
-            progress.set_postfix(loss=f"{np.mean(window):.4f}")
-            window, tic = [], elapsed
-        if monitor is not None and accelerator.is_main_process and (
-                state.step % args.validation_steps == 0 or state.step == state.max_train_steps):
-            metrics = _evaluate(unwrapped, *monitor)
-            values.update({f"test_{k}": metrics[k] for k in ("precision_at_1", "mean_average_precision_at_r",
-                                                             "verification_auc")})
-            logger.info("step %d: monitor mAP@R %.4f P@1 %.4f", state.step,
-                        metrics["mean_average_precision_at_r"], metrics["precision_at_1"])
-        if values:
-            log.log(state.step, values)
-        common.stop_if_out_of_time(state, args, elapsed)
-        if state.step % args.checkpointing_steps == 0 or state.done:
-            common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit, state)
-    progress.close()
-    accelerator.wait_for_everyone()
+    loop = TrainingLoop(accelerator, args, out, _training_setup(accelerator, model, train, groups, monitor, args),
+                        desc="train-siamese")
+    state = loop.run()
     if not accelerator.is_main_process:
         return {}
-    unwrapped.eval()
-    unwrapped.save_pretrained(out / MODEL_FOLDER)
+    return _finish(loop.trained_model(), data, test_rows, size, out, state)
+
+
+def _training_setup(accelerator, model, train: TensorDictDataset, groups: list[np.ndarray], monitor,
+                    args: argparse.Namespace) -> TrainingSetup:
+    """Metric learning on study batches of disguised images; validation scores the monitor images."""
+    from ..privacy.augment import augment
+    from ..privacy.reid import build_loss
+
+    loss_fn, miner = build_loss(args.loss)
+
+    def loss(models, batch, micro_step: int):
+        images = batch["image"]
+        if not args.no_augment:
+            images = augment(images, common.step_generator(args.seed, micro_step, 1 + accelerator.process_index))
+        embeddings = models[0](images.to(accelerator.device))
+        labels = batch["label"].to(embeddings.device)
+        pairs = miner(embeddings, labels)
+        return loss_fn(embeddings, labels, pairs), {"mined": float(sum(len(p) for p in pairs)
+                                                                   if isinstance(pairs, tuple) else 0)}
+
+    def validate(step: int, trained) -> dict[str, float]:
+        metrics = _evaluate(trained, *monitor)
+        logger.info("step %d: monitor mAP@R %.4f P@1 %.4f", step, metrics["mean_average_precision_at_r"],
+                    metrics["precision_at_1"])
+        return {f"test_{k}": metrics[k] for k in ("precision_at_1", "mean_average_precision_at_r", "verification_auc")}
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    sampler = StudyBatchSampler(groups, args.train_batch_size, args.images_per_study, args.seed, args.copies_per_study)
+    return TrainingSetup(network=model, models=[model], optimizers=[optimizer], loss=loss,
+                         dataloader=seeded_dataloader(train, None, args.seed, batch_sampler=sampler),
+                         validate=validate if monitor is not None else None, validate_last=True,
+                         reserve_fraction=0.15, average=False)
+
+
+def _finish(model, data, test_rows, size: tuple[int, int], out: Path, state) -> dict:
+    """Save ``<out>/siamese`` and its retrieval metrics on the held-out test studies."""
+    from ..data.prepared import atomic_write_text
+
+    model.eval()
+    model.save_pretrained(out / MODEL_FOLDER)
     metrics: dict = {"steps": state.step, "elapsed_min": state.elapsed_s / 60, "input_size": list(size),
-                     "fingerprint": unwrapped.fingerprint()}
+                     "fingerprint": model.fingerprint()}
     if test_rows is not None and len(test_rows):
-        test = _evaluate(unwrapped, load_frames(data, test_rows, size), test_rows["study_id"].tolist())
+        test = _evaluate(model, load_frames(data, test_rows, size), test_rows["study_id"].tolist())
         metrics.update({"split": "test", **test})
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     common.update_run_info(out, metrics=metrics, finished=True)

@@ -24,7 +24,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import sys
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from . import common, options
+from .loop import TrainingLoop, TrainingSetup, seeded_dataloader
 
 logger = logging.getLogger(__name__)
 
@@ -166,22 +166,16 @@ def psnr_ssim(reference: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tenso
 class VAEWithLoss(torch.nn.Module):
     """Wraps the VAE so that one ``forward`` returns the loss (what DDP needs to sync)."""
 
-    def __init__(self, vae, ssim_weight: float, kl_weight: float, lesion_weight: float = 0.0,
-                 adv_weight: float = 0.0, adv_adaptive: bool = False):
+    def __init__(self, vae, **loss_options):
         super().__init__()
         self.vae = vae
-        self.ssim_weight = ssim_weight
-        self.kl_weight = kl_weight
-        self.lesion_weight = lesion_weight
-        self.adv_weight = adv_weight
-        self.adv_adaptive = adv_adaptive
+        self.loss_options = loss_options   # the weights of :func:`vae_loss` (ssim_weight, kl_weight, ...)
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
                 masks: torch.Tensor | None = None, discriminator: torch.nn.Module | None = None):
         """``(loss, parts, reconstruction)``; the adversarial term only when a discriminator is given."""
-        return vae_loss(self.vae, images, self.ssim_weight, self.kl_weight, generator,
-                        masks=masks, lesion_weight=self.lesion_weight, discriminator=discriminator,
-                        adv_weight=self.adv_weight, adv_adaptive=self.adv_adaptive, return_reconstruction=True)
+        return vae_loss(self.vae, images, generator=generator, masks=masks, discriminator=discriminator,
+                        return_reconstruction=True, **self.loss_options)
 
 
 def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: torch.Generator,
@@ -217,12 +211,8 @@ def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: t
 
 def main(args: argparse.Namespace) -> dict:
     """Train (or resume) a VAE run; returns the final metrics."""
-    from diffusers import AutoencoderKL
-    from diffusers.training_utils import EMAModel
-
-    from ..data.dataset import PreparedDataset, from_unit_range
+    from ..data.dataset import PreparedDataset
     from ..data.prepared import load_prepared
-    from ..models.autoencoder import VAE_PRESETS, build_vae, measure_scaling_factor, resolve_vae_folder, widen_latent
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,14 +220,25 @@ def main(args: argparse.Namespace) -> dict:
     data = load_prepared(args.data)
     train = PreparedDataset(data, split="training")
     crop = _parse_crop(args.crop, data.height, data.width)
+    _check_args(args)
+    torch.manual_seed(args.seed)
+    vae = _build_vae(args, data)
+    if accelerator.is_main_process:
+        common.write_run_info(out, args, "vae", {"model": {"vae": dict(vae.config)}})
+    loop = TrainingLoop(accelerator, args, out, _training_setup(accelerator, vae, train, crop, data, out, args),
+                        desc="train-vae")
+    state = loop.run()
+    if not accelerator.is_main_process:
+        return {}
+    return _finish(loop.trained_model(), data, train, out, args, state)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse option combinations that cannot work (before anything is built)."""
+    from ..models.autoencoder import VAE_PRESETS
+
     if args.preset not in VAE_PRESETS:
         raise ValueError(f"--preset must be one of {sorted(VAE_PRESETS)}, got {args.preset!r}")
-    preset = dict(VAE_PRESETS[args.preset])
-    if args.block_out_channels:
-        preset["block_out_channels"] = tuple(int(v) for v in args.block_out_channels.split(","))
-    if len(preset["block_out_channels"]) != 4:
-        raise ValueError("the VAE needs 4 blocks (f = 8); got block_out_channels "
-                         f"{tuple(preset['block_out_channels'])}")
     if args.freeze_encoder and not args.init_vae:
         raise ValueError("--freeze_encoder needs --init_vae (the trained VAE whose encoder to keep)")
     if args.freeze_encoder and args.latent_channels:
@@ -248,10 +249,17 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError(f"--adv_weight must be >= 0 (0 = no adversarial term), got {args.adv_weight}")
     if args.adv_adaptive and not args.adv_weight:
         raise ValueError("--adv_adaptive scales the adversarial term: give it a weight with --adv_weight (e.g. 0.5)")
-    torch.manual_seed(args.seed)
+    if args.init_vae and args.block_out_channels:
+        raise ValueError("--block_out_channels cannot resize the --init_vae VAE; leave it out")
+
+
+def _build_vae(args: argparse.Namespace, data):
+    """A fresh VAE of ``--preset``, or ``--init_vae`` (widened to ``--latent_channels``), encoder frozen if asked."""
+    from diffusers import AutoencoderKL
+
+    from ..models.autoencoder import VAE_PRESETS, build_vae, resolve_vae_folder, widen_latent
+
     if args.init_vae:
-        if args.block_out_channels:
-            raise ValueError("--block_out_channels cannot resize the --init_vae VAE; leave it out")
         vae = AutoencoderKL.from_pretrained(resolve_vae_folder(args.init_vae), dtype=torch.float32)
         if vae.config.in_channels != 1 or vae.config.out_channels != 1:
             raise ValueError(f"--init_vae {args.init_vae} is not a 1-channel VAE "
@@ -262,6 +270,12 @@ def main(args: argparse.Namespace) -> dict:
                                  f"{vae.config.latent_channels}; a VAE can only be widened")
             vae = widen_latent(vae, args.latent_channels)
     else:
+        preset = dict(VAE_PRESETS[args.preset])
+        if args.block_out_channels:
+            preset["block_out_channels"] = tuple(int(v) for v in args.block_out_channels.split(","))
+        if len(preset["block_out_channels"]) != 4:
+            raise ValueError("the VAE needs 4 blocks (f = 8); got block_out_channels "
+                             f"{tuple(preset['block_out_channels'])}")
         vae = build_vae(sample_size=data.height, **preset, latent_channels=args.latent_channels or 4)
     if args.freeze_encoder:
         # the latent space is the encoder (+ quant_conv): keep it, so latents, their scaling and
@@ -269,86 +283,63 @@ def main(args: argparse.Namespace) -> dict:
         vae.encoder.requires_grad_(False)
         if vae.quant_conv is not None:
             vae.quant_conv.requires_grad_(False)
-    if accelerator.is_main_process:
-        common.write_run_info(out, args, "vae", {"model": {"vae": dict(vae.config)}})
+    return vae
 
-    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.learning_rate,
-                                  weight_decay=args.adam_weight_decay)
-    state, resume = common.resume_state(out, args.resume_from_checkpoint)
-    common.plan_steps(state, args, lambda: _calibrate(vae, train, args, crop))
 
-    lr_scheduler = common.make_lr_scheduler(optimizer, args.lr_scheduler, args.lr_warmup_steps,
-                                            state.max_train_steps, accelerator.num_processes)
-    wrapper = VAEWithLoss(vae, args.ssim_weight, args.kl_weight, args.lesion_weight, args.adv_weight,
-                          args.adv_adaptive)
-    wrapper, optimizer, lr_scheduler = accelerator.prepare(wrapper, optimizer, lr_scheduler)
-    discriminator = disc_optimizer = None
-    if args.adv_weight > 0:   # its weights and optimiser are saved in every checkpoint (resumable)
+def _training_setup(accelerator, vae, train, crop, data, out: Path, args: argparse.Namespace) -> TrainingSetup:
+    """The VAE (in :class:`VAEWithLoss`), with a patch-GAN discriminator and its optimiser when
+    ``--adv_weight`` > 0 (saved in every checkpoint: resumable)."""
+    from ..data.dataset import from_unit_range, to_unit_range
+
+    wrapper = VAEWithLoss(vae, ssim_weight=args.ssim_weight, kl_weight=args.kl_weight,
+                          lesion_weight=args.lesion_weight, adv_weight=args.adv_weight, adv_adaptive=args.adv_adaptive)
+    models = [wrapper]
+    optimizers = [torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.learning_rate,
+                                    weight_decay=args.adam_weight_decay)]
+    if args.adv_weight > 0:
         discriminator = build_discriminator(args.disc_channels)
-        disc_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=args.disc_learning_rate or args.learning_rate,
-                                           betas=(0.5, 0.9), weight_decay=0.0)
-        discriminator, disc_optimizer = accelerator.prepare(discriminator, disc_optimizer)
-    ema = None
-    if args.use_ema:
-        ema = EMAModel(vae.parameters(), decay=args.ema_decay, use_ema_warmup=True,
-                       power=3 / 4, model_cls=AutoencoderKL, model_config=vae.config)
-        ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
-    val_frames = _validation_frames(data, 4)
-    log, clock, progress = common.begin_loop(accelerator, out, state, resume, args, "train-vae")
-    wrapper.train()
-    window: list[float] = []
-    tic = clock.update()
-    while state.step < state.max_train_steps and not state.done:
-        for micro in range(args.gradient_accumulation_steps):
-            micro_step = state.step * args.gradient_accumulation_steps + micro
-            idx = common.batch_indices(len(train), args.train_batch_size, micro_step, args.seed,
-                                       accelerator.process_index, accelerator.num_processes)
-            g = common.step_generator(args.seed, micro_step, accelerator.process_index)
-            items = [train[int(i)] for i in idx]
-            images = torch.stack([item["image"] for item in items])
-            masks = None
-            if args.lesion_weight > 0 or args.lesion_crop_prob > 0:
-                masks = torch.stack([item["findings_mask"] for item in items])  # every lesion, whatever its label
-                images, masks = _crop_batch(images, crop, g, masks, args.lesion_crop_prob)
-                masks = masks.to(accelerator.device)
-            else:
-                images = _crop_batch(images, crop, g)
-            images = images.to(accelerator.device)
-            adversarial = discriminator is not None and state.step >= args.adv_start
-            judge = accelerator.unwrap_model(discriminator) if adversarial else None
-            with accelerator.accumulate(wrapper):
-                loss, parts, recon = wrapper(images, generator=g, masks=masks, discriminator=judge)
-                common.optimizer_step(accelerator, wrapper, loss, optimizer, lr_scheduler, args.max_grad_norm)
-            if adversarial:
-                disc_optimizer.zero_grad(set_to_none=True)
-                d_loss = discriminator_loss(discriminator, images, recon)
-                accelerator.backward(d_loss)
-                disc_optimizer.step()
-                disc_optimizer.zero_grad(set_to_none=True)
-                parts["adv_d"] = d_loss.item()
-        if ema is not None:
-            ema.step(vae.parameters())
-        state.step += 1
-        state.done = state.step >= state.max_train_steps
-        progress.update(1)
-        elapsed = clock.update()
-        window.append(loss.item())
-        if state.step % args.logging_steps == 0 or state.step == state.max_train_steps:
-            sec = (elapsed - tic) / max(len(window), 1)
-            log.log(state.step, {"loss": float(np.mean(window)), **parts, "lr": lr_scheduler.get_last_lr()[0],
-                                 "sec_per_step": sec, "elapsed_min": elapsed / 60})
-            progress.set_postfix(loss=f"{np.mean(window):.4f}", ssim=f"{parts['ssim']:.3f}")
-            window, tic = [], elapsed
-        common.stop_if_out_of_time(state, args, elapsed)
-        if (state.step % args.validation_steps == 0) and accelerator.is_main_process:
-            _validate(vae, ema, val_frames, out / "validation" / f"step-{state.step:06d}.png",
-                      from_unit_range)
-        if state.step % args.checkpointing_steps == 0 or state.done:
-            common.save_checkpoint(accelerator, out, state.step, args.checkpoints_total_limit, state)
-    progress.close()
-    state.done = True
-    return _finish(accelerator, vae, ema, data, train, out, args, state, measure_scaling_factor)
+        models.append(discriminator)
+        optimizers.append(torch.optim.AdamW(discriminator.parameters(), betas=(0.5, 0.9), weight_decay=0.0,
+                                            lr=args.disc_learning_rate or args.learning_rate))
+    use_masks = args.lesion_weight > 0 or args.lesion_crop_prob > 0
+
+    def loss(models, batch, micro_step: int):
+        g = common.step_generator(args.seed, micro_step, accelerator.process_index)
+        masks = None
+        if use_masks:   # every lesion, whatever its label
+            images, masks = _crop_batch(batch["image"], crop, g, batch["findings_mask"], args.lesion_crop_prob)
+            masks = masks.to(accelerator.device)
+        else:
+            images = _crop_batch(batch["image"], crop, g)
+        images = images.to(accelerator.device)
+        discriminator = models[1] if len(models) > 1 else None
+        adversarial = discriminator is not None and micro_step // args.gradient_accumulation_steps >= args.adv_start
+        judge = accelerator.unwrap_model(discriminator) if adversarial else None
+        value, parts, recon = models[0](images, generator=g, masks=masks, discriminator=judge)
+        if adversarial:   # one backward: the discriminator's loss sees the reconstruction detached
+            d_loss = discriminator_loss(discriminator, images, recon)
+            parts.update(loss=value.item(), adv_d=d_loss.item())
+            value = value + d_loss
+        return value, parts
+
+    frames = _validation_frames(data, 4)
+
+    @torch.no_grad()
+    def validate(step: int, model) -> dict:
+        model.eval()
+        x = to_unit_range(frames[:, None]).to(model.device)
+        recon = model.decode(model.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        pairs = np.concatenate([frames, from_unit_range(recon[:, 0])], axis=0)
+        common.save_image_grid(pairs, out / "validation" / f"step-{step:06d}.png", ncols=len(frames))
+        return {}
+
+    return TrainingSetup(network=vae, models=models, optimizers=optimizers, loss=loss, validate=validate,
+                         dataloader=seeded_dataloader(train, args.train_batch_size, args.seed, collate_fn=_collate),
+                         reserve_fraction=0.12, postfix=("ssim",))
+
+
+def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([item[key] for item in items]) for key in ("image", "findings_mask")}
 
 
 def _validation_frames(data, n: int) -> np.ndarray:
@@ -356,60 +347,15 @@ def _validation_frames(data, n: int) -> np.ndarray:
     return data.frames(rows["index"].to_numpy()[:n])
 
 
-@torch.no_grad()
-def _validate(vae, ema, frames: np.ndarray, path: Path, from_unit_range) -> None:
+def _finish(model, data, train, out: Path, args, state) -> dict:
+    """Measure the latent scaling, save ``<out>/vae`` and the test reconstruction metrics."""
     from ..data.dataset import to_unit_range
+    from ..data.prepared import atomic_write_text
+    from ..models.autoencoder import measure_scaling_factor
 
-    model = vae
-    if ema is not None:
-        model = copy.deepcopy(vae)
-        ema.copy_to(model.parameters())
-    model.eval()
-    x = to_unit_range(frames[:, None]).to(model.device)
-    recon = model.decode(model.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-    pairs = np.concatenate([frames, from_unit_range(recon[:, 0])], axis=0)
-    common.save_image_grid(pairs, path, ncols=len(frames))
-    vae.train()
-
-
-def _calibrate(vae, train, args, crop) -> int:
-    """Steps that fit --max_minutes, from a measured sec/step on a throwaway copy."""
-    probe = copy.deepcopy(vae)
-    disc = build_discriminator(args.disc_channels) if args.adv_weight > 0 else None
-    opt = torch.optim.AdamW(list(probe.parameters()) + (list(disc.parameters()) if disc else []), lr=0.0)
-
-    def step(i: int) -> None:
-        g = common.step_generator(args.seed, i, 99)
-        idx = common.batch_indices(len(train), args.train_batch_size, i, args.seed + 1)
-        images = _crop_batch(torch.stack([train[int(j)]["image"] for j in idx]), crop, g)
-        for _ in range(args.gradient_accumulation_steps):
-            loss, _, recon = vae_loss(probe, images, args.ssim_weight, args.kl_weight, generator=g,
-                                      discriminator=disc, adv_weight=args.adv_weight,
-                                      adv_adaptive=args.adv_adaptive, return_reconstruction=True)
-            loss.backward()
-            if disc is not None:
-                discriminator_loss(disc, images, recon).backward()
-        opt.step()
-        opt.zero_grad()
-
-    sec = common.measure_sec_per_step(step, warmup=1, steps=3)
-    logger.info("measured %.2f s/step", sec)
-    return common.steps_for_budget(args.max_minutes, sec, reserve_fraction=0.12)
-
-
-def _finish(accelerator, vae, ema, data, train, out: Path, args, state, measure_scaling_factor) -> dict:
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return {}
-    model = vae
-    if ema is not None:
-        model = copy.deepcopy(model)
-        ema.copy_to(model.parameters())
     model.eval()
     n = min(args.scaling_images, len(train)) if args.scaling_images else len(train)
     frames = data.frames(train.rows["index"].to_numpy()[:n])
-    from ..data.dataset import to_unit_range
-
     batches = (to_unit_range(frames[i:i + 16][:, None]) for i in range(0, len(frames), 16))
     if args.freeze_encoder:   # same encoder, same latents: keep the scaling the LDM was trained with
         scaling = float(model.config.scaling_factor)
@@ -418,14 +364,13 @@ def _finish(accelerator, vae, ema, data, train, out: Path, args, state, measure_
         # a trained encoder is a new latent space: per-channel statistics from an --init_vae pipeline are stale
         model.register_to_config(scaling_factor=float(scaling), latents_mean=None, latents_std=None)
     model.save_pretrained(out / "vae")
-    rows = data.split("test") if "test" in set(data.manifest["split"]) else data.manifest
+    has_test = "test" in set(data.manifest["split"])
+    rows = data.split("test") if has_test else data.manifest
     if args.eval_images:
         rows = rows.iloc[: args.eval_images]
     metrics = reconstruction_metrics(model, data.frames(rows["index"].to_numpy()))
     metrics.update({"scaling_factor": float(scaling), "steps": state.step, "elapsed_min": state.elapsed_s / 60,
-                    "split": "test" if "test" in set(data.manifest["split"]) else "all"})
-    from ..data.prepared import atomic_write_text
-
+                    "split": "test" if has_test else "all"})
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     common.update_run_info(out, metrics=metrics, finished=True)
     print(f"VAE reconstruction on {metrics['images']} {metrics['split']} images: "
