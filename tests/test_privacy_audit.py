@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-import torch
 
 from mammosynth.cli import main as cli_main
 from mammosynth.data.prepared import PreparedWriter, load_prepared
@@ -15,15 +14,6 @@ from mammosynth.privacy.audit import (AuditConfig, EmptySyntheticSetError, audit
 from mammosynth.privacy.checker import PrivacyChecker
 from mammosynth.privacy.index import IndexMismatchError
 from mammosynth.privacy.membership import AttackConfig
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """2 shared cores: one torch thread avoids thread contention (much faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 TRAIN_ARGS = ["--input_size", "48x32", "--embedding_dim", "32", "--block_inplanes", "8,16,32,32",
               "--train_batch_size", "32", "--learning_rate", "3e-3", "--lr_warmup_steps", "5",

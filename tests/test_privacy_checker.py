@@ -21,15 +21,6 @@ from mammosynth.privacy.checker import (
 from mammosynth.privacy.index import EmbeddingIndex, IndexMismatchError, build_index
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """2 shared cores: one torch thread avoids thread contention (much faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _embedder(seed: int = 0) -> SiameseEmbedder:
     torch.manual_seed(seed)
     return SiameseEmbedder(embedding_dim=16, input_size=(32, 32), block_inplanes=(4, 8, 8, 16)).eval()

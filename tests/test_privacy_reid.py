@@ -11,15 +11,6 @@ from mammosynth.privacy.reid import (build_loss, relation_breakdown, retrieval_m
                                     verification_auc)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """2 shared cores: one torch thread avoids thread contention (much faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _circle(degrees):
     a = np.deg2rad(np.asarray(degrees, dtype=np.float64))
     return np.c_[np.cos(a), np.sin(a)].astype(np.float32)
