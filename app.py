@@ -18,8 +18,8 @@ from pathlib import Path
 # Before gradio is imported: no telemetry unless the operator asks for it.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-ROOT = Path(__file__).resolve().parent
-DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "mammosynth-phantom-256"
+from mammosynth.pipelines.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402 - light (no torch, no gradio)
+
 DEFAULT_WORK_DIR = Path(os.environ.get("MAMMOSYNTH_HOME", Path.home() / ".cache" / "mammosynth"))
 
 

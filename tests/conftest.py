@@ -5,6 +5,7 @@
 * ``phantom_root`` (session) – ~6 studies at height 256 in the VinDr layout, from
   :mod:`mammosynth.data.phantom` when it is installed, else from ``mini_vindr``.
 * ``prepared_root`` (session) – ``phantom_root`` ingested to 64x48.
+* ``tiny_pipe`` (module) – a tiny random ``MammoLDMPipeline`` (64x48, ungated).
 """
 
 from __future__ import annotations
@@ -259,6 +260,18 @@ def prepared_root(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("prepared") / "prepared-64"
     ingest(phantom_root, out, size=(64, 48), workers=1, quiet=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    """A tiny random ``MammoLDMPipeline`` at 64x48, ungated (one per test module; restore what you change).
+
+    Built by :func:`mammosynth.pipelines.testing.tiny_pipeline`, the one builder tests, the app's
+    test checkpoint and the benchmarks share; call it directly for other sizes, seeds or gates.
+    """
+    from mammosynth.pipelines.testing import tiny_pipeline
+
+    return tiny_pipeline()
 
 
 @pytest.fixture(autouse=True)

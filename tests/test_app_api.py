@@ -174,7 +174,8 @@ def test_a_checkpoint_without_a_gate_is_refused_unless_the_operator_opts_out(tmp
     import app as app_py
     from mammosynth.conditions import Conditions
     from mammosynth.ui.generate import verdict_table
-    from mammosynth.ui.services import AppConfig, GenerationRequest, create_services
+    from mammosynth.ui.model import GenerationRequest
+    from mammosynth.ui.services import AppConfig, create_services
     from mammosynth.ui.testing import make_tiny_checkpoint
 
     checkpoint = make_tiny_checkpoint(tmp_path / "ungated", privacy=False)
@@ -190,6 +191,21 @@ def test_a_checkpoint_without_a_gate_is_refused_unless_the_operator_opts_out(tmp
     images = ungated.model.generate(request)
     assert len(images) == 1 and images[0].verdict is None
     assert "**not** checked" in verdict_table(images)
+
+
+def test_the_app_and_the_cli_record_the_same_checkpoint_fingerprint(app, reader1, tmp_path):
+    from mammosynth.cli import main as cli
+    from mammosynth.data.export import read_recipe
+    from mammosynth.pipelines.checkpoint import fingerprint
+
+    expected = fingerprint(app["checkpoint"])
+    from_app = read_recipe(next(f for f in generate(reader1)[2] if f.endswith(".json")))
+    assert cli(["sample", "--checkpoint", str(app["checkpoint"]), "--out", str(tmp_path), "--steps", "2"]) == 0
+    from_cli = read_recipe(next(tmp_path.glob("*.json")))
+    assert from_app.checkpoint_sha256 == from_cli.checkpoint_sha256 == expected
+    assert app["services"].model.info()["fingerprint"] == expected
+    # the checkpoint's reports are not part of the model (the app fixture wrote reports/privacy_audit.json)
+    assert (app["checkpoint"] / "reports").is_dir()
 
 
 # ---- the reader study ---------------------------------------------------------------------------

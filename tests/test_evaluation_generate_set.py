@@ -11,6 +11,7 @@ import torch
 
 from mammosynth.data.prepared import load_prepared, row_boxes
 from mammosynth.evaluation.generate_set import GenerationSettings, generate_set
+from mammosynth.pipelines.testing import tiny_pipeline
 from mammosynth.data.toy import write_toy_dataset
 from mammosynth.privacy.checker import PrivacyVerdict
 
@@ -30,22 +31,10 @@ class CountingGate:
         return verdicts
 
 
-def tiny_pipe(gate=None):
-    from mammosynth.models.autoencoder import build_vae
-    from mammosynth.models.conditioning import ConditionEncoder
-    from mammosynth.models.unet import build_unet, time_embed_dim
-    from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, default_scheduler
-
-    torch.manual_seed(0)
-    vae = build_vae(block_out_channels=(4, 4), latent_channels=2, norm_num_groups=2, sample_size=32)
-    unet = build_unet(sample_size=(16, 12), latent_channels=2, block_out_channels=(8, 16),
-                      attention_levels=(False, False), norm_num_groups=4, layers_per_block=1,
-                      attention_head_dim=8)
-    encoder = ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet))
-    pipe = MammoLDMPipeline(vae, unet, encoder, default_scheduler(), privacy_checker=gate,
-                            requires_privacy_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def gated_pipe(gate=None):
+    """A tiny 32x24 pipeline (VAE f = 2, 2 latent channels) behind ``gate``."""
+    return tiny_pipeline(32, 24, latent_channels=2, vae={"block_out_channels": (4, 4), "norm_num_groups": 2},
+                         unet={"attention_levels": (False, False)}, privacy_checker=gate)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +47,7 @@ def _labels(rows):
 
 
 def test_same_label_distribution_and_canonical_frames(like, tmp_path):
-    pipe = tiny_pipe(CountingGate(0))
+    pipe = gated_pipe(CountingGate(0))
     settings = GenerationSettings(num_inference_steps=2, guidance_scale=2.0, batch_size=5, seed=7, copies=2)
     report = generate_set(pipe, like, tmp_path / "synth", split="training", settings=settings, progress=False)
     real, synth = load_prepared(like), load_prepared(tmp_path / "synth")
@@ -90,19 +79,19 @@ def test_same_label_distribution_and_canonical_frames(like, tmp_path):
 
 def test_privacy_gate_resample_and_drop(like, tmp_path):
     settings = dict(num_inference_steps=1, batch_size=4, limit=6)
-    resampled = generate_set(tiny_pipe(CountingGate(2)), like, tmp_path / "r", settings=GenerationSettings(**settings),
+    resampled = generate_set(gated_pipe(CountingGate(2)), like, tmp_path / "r", settings=GenerationSettings(**settings),
                              progress=False)
     assert (resampled["flagged"], resampled["resampled"], resampled["dropped"], resampled["written"]) == (2, 2, 0, 6)
     attempts = [json.loads(e)["attempt"] for e in load_prepared(tmp_path / "r").manifest["extra"]]
     assert sorted(attempts)[-2:] == [1, 1]
-    dropped = generate_set(tiny_pipe(CountingGate(2)), like, tmp_path / "d",
+    dropped = generate_set(gated_pipe(CountingGate(2)), like, tmp_path / "d",
                            settings=GenerationSettings(privacy="drop", **settings), progress=False)
     assert (dropped["dropped"], dropped["written"]) == (2, 4)
     assert len(load_prepared(tmp_path / "d").manifest) == 4
     assert json.loads((tmp_path / "d" / "generation_report.json").read_text())["dropped"] == 2
     with pytest.raises(ValueError, match="no privacy verdict"):
-        generate_set(tiny_pipe(None), like, tmp_path / "x", settings=GenerationSettings(**settings), progress=False)
-    ungated = generate_set(tiny_pipe(None), like, tmp_path / "u", settings=GenerationSettings(privacy="off", **settings),
+        generate_set(gated_pipe(None), like, tmp_path / "x", settings=GenerationSettings(**settings), progress=False)
+    ungated = generate_set(gated_pipe(None), like, tmp_path / "u", settings=GenerationSettings(privacy="off", **settings),
                            progress=False)
     assert ungated["written"] == 6 and load_prepared(tmp_path / "u").meta["privacy_gated"] is False
 
@@ -115,8 +104,8 @@ def test_resumes_after_a_crash(like, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        generate_set(tiny_pipe(CountingGate(0)), like, tmp_path / "s", settings=settings, progress=False, on_batch=crash)
-    report = generate_set(tiny_pipe(CountingGate(0)), like, tmp_path / "s", settings=settings, progress=False)
+        generate_set(gated_pipe(CountingGate(0)), like, tmp_path / "s", settings=settings, progress=False, on_batch=crash)
+    report = generate_set(gated_pipe(CountingGate(0)), like, tmp_path / "s", settings=settings, progress=False)
     assert report["already_done"] == 3 and report["written"] == 4
     manifest = load_prepared(tmp_path / "s").manifest
     assert len(manifest) == 7 and manifest["image_id"].is_unique
@@ -133,13 +122,13 @@ def test_shards_merge_into_the_single_process_set(like, tmp_path):
     from mammosynth.evaluation.generate_set import merge_shards, shard_folder
 
     settings = GenerationSettings(num_inference_steps=2, guidance_scale=2.0, batch_size=1, seed=5, copies=1)
-    single = generate_set(tiny_pipe(CountingGate(0)), like, tmp_path / "one", settings=settings, progress=False)
+    single = generate_set(gated_pipe(CountingGate(0)), like, tmp_path / "one", settings=settings, progress=False)
     out = tmp_path / "many"
     with pytest.raises(ValueError, match="shard 0 of 3 .* missing or unfinished"):
         merge_shards(out, 3, like, settings=settings)
     sizes = []
     for k in range(3):
-        report = generate_set(tiny_pipe(CountingGate(0)), like, shard_folder(out, k, 3), settings=settings,
+        report = generate_set(gated_pipe(CountingGate(0)), like, shard_folder(out, k, 3), settings=settings,
                               progress=False, shard=(k, 3))
         sizes.append(report["written"])
     merged = merge_shards(out, 3, like, settings=settings)
@@ -151,7 +140,7 @@ def test_shards_merge_into_the_single_process_set(like, tmp_path):
     assert one.manifest[cols].astype(str).equals(many.manifest[cols].astype(str))
     assert np.array_equal(np.asarray(one.images), np.asarray(many.images))
     with pytest.raises(ValueError, match="0 <= k < n"):
-        generate_set(tiny_pipe(CountingGate(0)), like, tmp_path / "bad", settings=settings, shard=(3, 3))
+        generate_set(gated_pipe(CountingGate(0)), like, tmp_path / "bad", settings=settings, shard=(3, 3))
 
 
 def test_generate_set_cli_runs_data_parallel_under_torchrun(like, tmp_path):
@@ -161,7 +150,7 @@ def test_generate_set_cli_runs_data_parallel_under_torchrun(like, tmp_path):
     import sys
 
     ckpt = tmp_path / "ckpt"
-    tiny_pipe().save_pretrained(ckpt)
+    gated_pipe().save_pretrained(ckpt)
     out = tmp_path / "synth"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "mammosynth",
            "generate-set", "--checkpoint", str(ckpt), "--like", str(like), "--out", str(out), "--steps", "2",

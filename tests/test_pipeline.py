@@ -13,10 +13,8 @@ import pytest
 import torch
 
 from mammosynth.conditions import ConditionError, Conditions
-from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
 from mammosynth.models.conditioning import ConditionEncoder
 from mammosynth.models.denoiser import EncodedConditions
-from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
 from mammosynth.pipelines.pipeline_mammo_ldm import (
     CheckpointError,
     MammoLDMPipeline,
@@ -26,25 +24,15 @@ from mammosynth.pipelines.pipeline_mammo_ldm import (
     register_privacy_checker,
     scheduler_from_name,
 )
+from mammosynth.pipelines.testing import tiny_modules, tiny_pipeline
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "mammosynth-phantom-256"
 MASS = dict(birads=4, density="C", lesion="mass", box=(0.45, 0.30, 0.60, 0.42), view="MLO", laterality="L")
 
 
-def tiny_pipeline(privacy_checker=None) -> MammoLDMPipeline:
-    torch.manual_seed(0)
-    vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])
-    unet = build_unet(sample_size=(8, 6), **UNET_PRESETS["tiny"])
-    encoder = ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet))
-    pipe = MammoLDMPipeline(vae, unet, encoder, default_scheduler(), privacy_checker=privacy_checker,
-                            requires_privacy_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture(scope="module")
-def pipe() -> MammoLDMPipeline:
-    return tiny_pipeline()
+def pipe(tiny_pipe) -> MammoLDMPipeline:
+    return tiny_pipe
 
 
 def run(pipe, seed=0, **kwargs):
@@ -217,15 +205,8 @@ def test_fp16_checkpoint_loads_as_float32(pipe, tmp_path):
     assert run(loaded).images[0].shape == (64, 48)
 
 
-def _tiny_modules():
-    torch.manual_seed(0)
-    vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])
-    unet = build_unet(sample_size=(8, 6), **UNET_PRESETS["tiny"])
-    return vae, unet, ConditionEncoder(embed_dim=8, out_dim=time_embed_dim(unet))
-
-
 def test_pipeline_without_gate_refuses_to_generate_unless_told(caplog, tmp_path):
-    gated = MammoLDMPipeline(*_tiny_modules(), default_scheduler())
+    gated = MammoLDMPipeline(*tiny_modules(), default_scheduler())
     gated.set_progress_bar_config(disable=True)
     with pytest.raises(PrivacyGateMissingError, match="no privacy checker.*build-index.*requires_privacy_checker=False"):
         run(gated)
@@ -242,7 +223,7 @@ def test_pipeline_without_gate_refuses_to_generate_unless_told(caplog, tmp_path)
 
 
 def test_register_privacy_checker_completes_the_checkpoint(tmp_path):
-    pipe = MammoLDMPipeline(*_tiny_modules(), default_scheduler())
+    pipe = MammoLDMPipeline(*tiny_modules(), default_scheduler())
     pipe.save_pretrained(tmp_path / "ckpt")
     assert not register_privacy_checker(tmp_path / "ckpt")  # no privacy_checker/ yet: nothing changes
     index = json.loads((tmp_path / "ckpt" / "model_index.json").read_text())
@@ -352,9 +333,7 @@ def test_wrong_latent_statistics_are_named(saved):
 
 
 def test_mismatched_components_are_named():
-    torch.manual_seed(0)
-    vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])
-    unet = build_unet(sample_size=(8, 6), **UNET_PRESETS["tiny"])
+    vae, unet, _ = tiny_modules()
     with pytest.raises(CheckpointError, match="time embedding"):
         MammoLDMPipeline(vae, unet, ConditionEncoder(out_dim=7), default_scheduler(), requires_privacy_checker=False)
 
@@ -365,6 +344,54 @@ def test_not_a_mammo_pipeline(saved):
     (saved / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="not a MammoLDMPipeline"):
         MammoLDMPipeline.from_pretrained(saved)
+
+
+def test_fingerprint_covers_weights_and_configs_not_reports(saved):
+    from mammosynth.pipelines.checkpoint import fingerprint, fingerprint_files
+
+    names = {p.relative_to(saved).as_posix() for p in fingerprint_files(saved)}
+    assert names == {"model_index.json", "scheduler/scheduler_config.json",
+                     *(f"{c}/{f}" for c in ("vae", "unet", "condition_encoder")
+                       for f in ("config.json", "diffusion_pytorch_model.safetensors"))}
+    before = fingerprint(saved)
+    assert len(before) == 64
+    # reports, the model card, sample images, a privacy build report: rewritten, same model
+    (saved / "reports" / "eval").mkdir(parents=True)
+    (saved / "reports" / "privacy.json").write_text('{"reid_map_at_r": 0.01}')
+    (saved / "reports" / "eval" / "metrics.json").write_text("{}")
+    (saved / "README.md").write_text("# a new model card\n")
+    (saved / "samples.png").write_bytes(b"\x89PNG not really")
+    (saved / "training_summary.json").write_text("{}")
+    (saved / "privacy_checker").mkdir()
+    (saved / "privacy_checker" / "build_report.json").write_text("{}")
+    assert fingerprint(saved) == before
+    # a config value changes the model
+    config = saved / "scheduler" / "scheduler_config.json"
+    original = config.read_text()
+    config.write_text(json.dumps({**json.loads(original), "beta_end": 0.02}))
+    assert fingerprint(saved) != before
+    config.write_text(original)
+    assert fingerprint(saved) == before
+    # one weight byte changes the model, also in the privacy checker's folder
+    weights = saved / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    changed = fingerprint(saved)
+    assert changed != before
+    (saved / "privacy_checker" / "diffusion_pytorch_model.safetensors").write_bytes(b"index")
+    assert fingerprint(saved) not in (before, changed)
+    assert fingerprint(saved / "no-such-folder") is None
+
+
+@pytest.mark.skipif(not (BUNDLED / "model_index.json").exists(), reason="bundled checkpoint not trained yet")
+def test_bundled_fingerprint_hashes_the_pipeline_components_only():
+    from mammosynth.pipelines.checkpoint import fingerprint_files
+
+    names = {p.relative_to(BUNDLED).as_posix() for p in fingerprint_files(BUNDLED)}
+    assert names == {"model_index.json", "scheduler/scheduler_config.json",
+                     *(f"{c}/{f}" for c in ("vae", "unet", "condition_encoder", "privacy_checker")
+                       for f in ("config.json", "diffusion_pytorch_model.safetensors"))}
 
 
 # ---- the bundled checkpoint -----------------------------------------------------------------

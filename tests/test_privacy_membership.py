@@ -30,22 +30,14 @@ def one_thread():
 
 
 def tiny_pipeline(seed: int = 0, unet_channels: tuple[int, int] | None = None):
+    """A tiny ungated 64x48 pipeline with DDIM; ``unet_channels`` gives a roomier UNet that can memorise."""
     from diffusers import DDIMScheduler
 
-    from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
-    from mammosynth.models.conditioning import ConditionEncoder
-    from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
-    from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline
+    from mammosynth.pipelines.testing import tiny_pipeline as build
 
-    torch.manual_seed(seed)
-    vae = build_vae(sample_size=64, **VAE_PRESETS["tiny"])
-    preset = dict(UNET_PRESETS["tiny"])
-    if unet_channels:  # a roomier UNet that can memorise
-        preset.update(block_out_channels=unet_channels, attention_levels=(False, False), norm_num_groups=8)
-    unet = build_unet(sample_size=(8, 6), latent_channels=4, **preset)
-    encoder = ConditionEncoder(out_dim=time_embed_dim(unet))
-    return MammoLDMPipeline(vae=vae, unet=unet, condition_encoder=encoder,
-                            scheduler=DDIMScheduler(num_train_timesteps=1000), requires_privacy_checker=False)
+    unet = (dict(block_out_channels=unet_channels, attention_levels=(False, False), norm_num_groups=8)
+            if unet_channels else None)
+    return build(seed=seed, unet=unet, embed_dim=128, scheduler=DDIMScheduler(num_train_timesteps=1000))
 
 
 def memorise(pipe, data, rows, steps: int = 200, max_t: int = 500, seed: int = 0) -> None:

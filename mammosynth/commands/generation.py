@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..pipelines.checkpoint import BUNDLED_CHECKPOINT
+
 logger = logging.getLogger(__name__)
 
 
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sample", help="generate images from a checkpoint (16-bit PNG + JSON recipe each)",
         description="Generate synthetic mammograms. Each image gets a 16-bit PNG and a JSON recipe "
         "(conditions, seed, checkpoint, sampler) that makes it again with --recipe.")
-    sample.add_argument("--checkpoint", default="checkpoints/mammosynth-phantom-256", help="pipeline folder")
+    sample.add_argument("--checkpoint", default=BUNDLED_CHECKPOINT, help="pipeline folder (default: %(default)s)")
     sample.add_argument("--out", required=True, help="output folder")
     sample.add_argument("--num", type=int, default=1, help="number of images")
     sample.add_argument("--birads", default=None, help="1..5 (default: unspecified)")

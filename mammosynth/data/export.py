@@ -58,7 +58,8 @@ class Recipe:
         num_inference_steps, guidance_scale, scheduler: sampler settings (scheduler is a
             short name of ``mammosynth.pipelines.pipeline_mammo_ldm.SCHEDULERS``).
         checkpoint: the checkpoint folder name (or path) that made it.
-        checkpoint_sha256: fingerprint of the checkpoint weights (or ``None``).
+        checkpoint_sha256: :func:`mammosynth.pipelines.checkpoint.fingerprint` of the checkpoint
+            (its weights and configs, not its reports), or ``None``.
         height, width: image size in pixels.
         resample_flagged: how often a flagged image was allowed to be redrawn.
         privacy: the privacy verdict as a dict (``flagged``, ``similarity``, ``threshold``,

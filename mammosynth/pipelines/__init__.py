@@ -1,2 +1,7 @@
-"""Sampling pipelines (floor 4). Import :mod:`~mammosynth.pipelines.pipeline_mammo_ldm` or use
-``mammosynth.MammoLDMPipeline`` (lazy)."""
+"""Sampling pipelines (floor 4).
+
+* :mod:`.pipeline_mammo_ldm` – ``MammoLDMPipeline`` (also ``mammosynth.MammoLDMPipeline``, lazy);
+* :mod:`.checkpoint` – checkpoint folders: loading, checks, the fingerprint, the bundled default;
+* :mod:`.sampling` – ``mammosynth sample`` (a folder of images with recipes);
+* :mod:`.testing` – the tiny random pipeline tests and benchmarks build.
+"""

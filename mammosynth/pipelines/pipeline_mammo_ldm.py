@@ -21,9 +21,7 @@ back for display before they are returned.
 from __future__ import annotations
 
 import importlib
-
 import inspect
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from ..conditions import ConditionError, Conditions, Laterality
 from ..models.conditioning import CONDITION_FIELDS, unconditional_codes
 from ..models.autoencoder import from_model_space, latent_affine, to_model_space
 from ..models.denoiser import ConditionalDenoiser, EncodedConditions
+from .checkpoint import CheckpointError, check_checkpoint_folder, register_privacy_checker
 
 logger = logging.getLogger(__name__)
 
@@ -58,38 +57,8 @@ SCHEDULERS: dict[str, str] = {
 }
 
 
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing files or its components do not fit together."""
-
-
 class PrivacyGateMissingError(ValueError):
     """The pipeline has no privacy checker and was not told to run without one."""
-
-
-PRIVACY_CHECKER_ENTRY = ["mammosynth.privacy.checker", "PrivacyChecker"]
-
-
-def register_privacy_checker(checkpoint: str | os.PathLike) -> bool:
-    """Record ``<checkpoint>/privacy_checker/`` in the checkpoint's ``model_index.json``.
-
-    ``mammosynth build-index --out <checkpoint>/privacy_checker`` calls this, so that the
-    folder is a complete pipeline with its gate (``requires_privacy_checker: true``). Returns
-    ``False`` (and changes nothing) when ``checkpoint`` is not a pipeline folder. The file is
-    replaced atomically.
-    """
-    path = Path(checkpoint)
-    index = path / "model_index.json"
-    if not index.is_file() or not (path / "privacy_checker").is_dir():
-        return False
-    entries = json.loads(index.read_text())
-    if entries.get("_class_name") != "MammoLDMPipeline":
-        return False
-    entries["privacy_checker"] = list(PRIVACY_CHECKER_ENTRY)
-    entries["requires_privacy_checker"] = True
-    tmp = index.with_name(index.name + ".tmp")
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, index)
-    return True
 
 
 def default_scheduler(num_train_timesteps: int = 1000) -> DPMSolverMultistepScheduler:
@@ -471,38 +440,6 @@ class MammoLDMPipeline(DiffusionPipeline):
         if not isinstance(pipe, cls):
             raise CheckpointError(f"{path} holds a {type(pipe).__name__}, not a {cls.__name__}")
         return pipe
-
-
-REQUIRED_COMPONENTS = ("vae", "unet", "condition_encoder", "scheduler")
-
-
-def check_checkpoint_folder(path: Path) -> None:
-    """Fail early, in words, when a checkpoint folder is missing files."""
-    if not path.is_dir():
-        raise CheckpointError(
-            f"checkpoint folder {path} does not exist; pass a folder made by `mammosynth train-ldm` "
-            "(e.g. checkpoints/mammosynth-phantom-256)"
-        )
-    index = path / "model_index.json"
-    if not index.is_file():
-        raise CheckpointError(f"{path} has no model_index.json: it is not a pipeline checkpoint folder")
-    try:
-        entries = json.loads(index.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{index} is not valid JSON ({error}); re-copy the checkpoint") from None
-    if entries.get("_class_name") != "MammoLDMPipeline":
-        raise CheckpointError(f"{index} describes a {entries.get('_class_name')!r}, not a MammoLDMPipeline")
-    for name in REQUIRED_COMPONENTS:
-        if name not in entries or entries[name] in (None, [None, None]):
-            raise CheckpointError(f"{index} lists no {name!r}; the checkpoint is incomplete")
-        folder = path / name
-        config = folder / ("scheduler_config.json" if name == "scheduler" else "config.json")
-        if not config.is_file():
-            raise CheckpointError(f"{path} is missing {config.relative_to(path)}; re-copy or re-train the checkpoint")
-        if name != "scheduler" and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-            raise CheckpointError(
-                f"{path / name} has no weights (*.safetensors); re-copy or re-train the checkpoint"
-            )
 
 
 def check_components(vae, unet, condition_encoder) -> None:

@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .checkpoint import BUNDLED_CHECKPOINT, fingerprint, load_pipeline
+
+if TYPE_CHECKING:
+    from ..privacy.checker import PrivacyVerdict
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["sample_to_folder", "checkpoint_sha256", "load_pipeline"]
-
-
-def checkpoint_sha256(folder: str | Path) -> str:
-    """Fingerprint of a checkpoint's weights and configs (sha256 over the files, sorted)."""
-    digest = hashlib.sha256()
-    folder = Path(folder)
-    for path in sorted(folder.rglob("*")):
-        component_file = path.parent != folder and path.suffix in {".safetensors", ".json"}
-        if path.is_file() and (component_file or path.name == "model_index.json"):
-            digest.update(str(path.relative_to(folder)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def load_pipeline(checkpoint: str | Path, scheduler: str = "dpm", privacy_gate: bool = True):
-    """``MammoLDMPipeline.from_pretrained`` with the named scheduler and no progress bar.
-
-    ``privacy_gate=False`` loads without the checkpoint's privacy checker on purpose (ungated
-    images, ``privacy`` None in their recipes; the pipeline logs a loud warning).
-    """
-    from .pipeline_mammo_ldm import MammoLDMPipeline, scheduler_from_name
-
-    pipe = MammoLDMPipeline.from_pretrained(checkpoint, privacy_gate=privacy_gate)
-    pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+__all__ = ["sample_to_folder", "verdict_dict"]
 
 
 def sample_to_folder(args: argparse.Namespace) -> list[Path]:
@@ -57,7 +35,7 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
         conditions = recipe.conditions
         seeds = [recipe.seed]
         steps, guidance, scheduler = recipe.num_inference_steps, recipe.guidance_scale, recipe.scheduler
-        checkpoint = args.checkpoint if args.checkpoint != _default_checkpoint() else recipe.checkpoint
+        checkpoint = args.checkpoint if args.checkpoint != BUNDLED_CHECKPOINT else recipe.checkpoint
     else:
         if args.num < 1:
             raise ValueError(f"--num must be at least 1, got {args.num}")
@@ -69,7 +47,7 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
     pipe = load_pipeline(checkpoint, scheduler, privacy_gate=getattr(args, "privacy_gate", True))
     height, width = pipe.default_size
-    fingerprint = checkpoint_sha256(checkpoint)
+    checkpoint_sha256 = fingerprint(checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -80,7 +58,7 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
         for seed, image, verdict in zip(chunk, result.images, result.privacy or [None] * len(chunk)):
             recipe = Recipe(conditions=conditions, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
                             scheduler=scheduler, checkpoint=str(checkpoint), height=height, width=width,
-                            checkpoint_sha256=fingerprint, privacy=_verdict_dict(verdict))
+                            checkpoint_sha256=checkpoint_sha256, privacy=verdict_dict(verdict))
             stem = out / f"sample_seed{seed:06d}"
             written.append(write_png16(image, stem.with_suffix(".png")))
             write_recipe(recipe, stem.with_suffix(".json"))
@@ -90,13 +68,12 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
     return written
 
 
-def _default_checkpoint() -> str:
-    return "checkpoints/mammosynth-phantom-256"
-
-
-def _verdict_dict(verdict: Any) -> dict | None:
+def verdict_dict(verdict: PrivacyVerdict | Any | None) -> dict[str, Any] | None:
+    """A privacy verdict as the JSON-ready dict a recipe records (``None`` for no verdict)."""
     if verdict is None:
         return None
-    from dataclasses import asdict, is_dataclass
-
-    return asdict(verdict) if is_dataclass(verdict) else dict(vars(verdict))
+    if hasattr(verdict, "to_dict"):
+        return verdict.to_dict()
+    return {"flagged": bool(verdict.flagged), "similarity": float(verdict.similarity),
+            "threshold": float(verdict.threshold),
+            "neighbours": [[i, float(s)] for i, s in (verdict.neighbours or [])]}

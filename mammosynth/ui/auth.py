@@ -7,7 +7,10 @@ in module globals.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .services import Services
 
 __all__ = ["AccessDenied", "username_of", "require_role"]
 
@@ -22,7 +25,7 @@ def username_of(request: Any) -> str | None:
     return str(name) if name else None
 
 
-def require_role(services: Any, username: str | None, role: str, action: str) -> str:
+def require_role(services: Services, username: str | None, role: str, action: str) -> str:
     """Return ``username`` if it has ``role``; raise :class:`AccessDenied` otherwise."""
     if not username:
         raise AccessDenied(f"Log in to {action}.")

@@ -24,7 +24,11 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import ModelService
+    from .services import Services
 
 logger = logging.getLogger("mammosynth.app")
 
@@ -55,7 +59,7 @@ def write_demo_accounts(path: Path) -> Path:
     return path
 
 
-def build_demo_study(work_dir: Path, model: Any, readers_csv: Path, studies: int = 3, steps: int = 20,
+def build_demo_study(work_dir: Path, model: ModelService, readers_csv: Path, studies: int = 3, steps: int = 20,
                      seed: int = 0) -> Path:
     """Build (or reuse) the demo study in ``work_dir/demo-study``; returns its folder."""
     from ..data.phantom import generate_phantom_dataset
@@ -107,7 +111,7 @@ def build_demo_study(work_dir: Path, model: Any, readers_csv: Path, studies: int
     return out
 
 
-def start_demo_study(services: Any, studies: int = 3, steps: int = 20) -> threading.Thread | None:
+def start_demo_study(services: Services, studies: int = 3, steps: int = 20) -> threading.Thread | None:
     """Build the demo study in a daemon thread and hand it to ``services.studies`` when ready."""
     config = services.config
     target = Path(config.work_dir) / DEMO_FOLDER

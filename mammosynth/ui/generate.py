@@ -11,16 +11,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 import numpy as np
 
 from ..conditions import ConditionError, Conditions, canonical_box, parse_box
 from .display import Window, apply_window, auto_window, breast_outline, write_png8
-from .services import (
-    GeneratedImage, Services, checkpoint_image_size, new_output_folder, parse_generation_request, write_outputs,
-)
+from ..pipelines.checkpoint import checkpoint_image_size
+from .model import GeneratedImage, parse_generation_request, write_outputs
+from .services import Services, new_output_folder
+
+if TYPE_CHECKING:
+    from ..privacy.checker import PrivacyVerdict
 
 logger = logging.getLogger("mammosynth.app")
 
@@ -129,7 +132,7 @@ def mirror_box_text(box: str, old_laterality: str, new_laterality: str) -> str:
     return ",".join(f"{v:.3f}" for v in canonical_box(parsed, "R").as_tuple())
 
 
-def verdict_line(verdict: Any) -> tuple[str, str]:
+def verdict_line(verdict: PrivacyVerdict | None) -> tuple[str, str]:
     """(short status, similarity text) of a privacy verdict."""
     if verdict is None:
         return "— not checked", "no privacy checker in this checkpoint"
@@ -232,7 +235,7 @@ def model_banner(services: Services) -> str:
         return f"Model **{info['name']}** · loads on first use (a few seconds)."
     checker = (f"privacy checker on (threshold {info['privacy_threshold']:.3f})" if info.get("privacy_checker")
                else "⚠ **no privacy checker**")
-    return (f"Model **{info['name']}** · {info['size'][0]}×{info['size'][1]} px · fingerprint `{info['fingerprint']}` · "
+    return (f"Model **{info['name']}** · {info['size'][0]}×{info['size'][1]} px · fingerprint `{(info['fingerprint'] or '')[:16]}` · "
             f"{checker} · synthetic images, trained on phantom data unless the model card says otherwise.")
 
 

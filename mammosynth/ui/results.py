@@ -15,7 +15,9 @@ from typing import Any
 import gradio as gr
 
 from .auth import AccessDenied, require_role, username_of
-from .services import Services, StudyUnavailable, checkpoint_reports, new_output_folder, read_json_report
+from .reports import checkpoint_reports, read_json_report
+from .services import Services, new_output_folder
+from .studies import StudyUnavailable
 
 logger = logging.getLogger("mammosynth.app")
 

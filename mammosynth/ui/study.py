@@ -14,12 +14,16 @@ the API events to them.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from .auth import AccessDenied, require_role, username_of
-from .services import Services, StudyUnavailable
+from .services import Services
+from .studies import StudyUnavailable
+
+if TYPE_CHECKING:
+    from ..study.study import CaseView, Progress, Study
 
 logger = logging.getLogger("mammosynth.app")
 
@@ -68,23 +72,23 @@ def _slider_keys(low: int, high: int) -> list[int]:
     return [round(low + k * (high - low) / 4) for k in range(5)]
 
 
-def _scale(study: Any) -> tuple[str, int, int]:
+def _scale(study: Study) -> tuple[str, int, int]:
     low, high = study.settings.confidence_range
     return study.settings.confidence_scale, int(low), int(high)
 
 
-def _reader(services: Services, username: str | None) -> tuple[Any, str]:
+def _reader(services: Services, username: str | None) -> tuple[Study, str]:
     require_role(services, username, "reader", "read study cases")
     return services.studies.study(), str(username)
 
 
-def case_dict(view: Any, scale: str) -> dict:
+def case_dict(view: CaseView, scale: str) -> dict:
     """The blinded description of a case: opaque id, position, total, label, the confidence scale."""
     return {"case_id": view.case_id, "position": view.position, "total": view.total, "label": view.label,
             "finished": False, "confidence_scale": scale}
 
 
-def finished_dict(progress: Any, scale: str) -> dict:
+def finished_dict(progress: Progress, scale: str) -> dict:
     return {"case_id": None, "position": progress.answered, "total": progress.total,
             "label": f"{progress.answered} / {progress.total}", "finished": True, "confidence_scale": scale}
 

@@ -1,6 +1,7 @@
 """Tiny, random-initialised stand-ins for tests and benchmarks of the app (seconds to build).
 
-* :func:`make_tiny_checkpoint` – a complete ``MammoLDMPipeline`` folder at 64×48 with a
+* :func:`make_tiny_checkpoint` – a complete ``MammoLDMPipeline`` folder at 64×48
+  (:func:`mammosynth.pipelines.testing.tiny_pipeline`, saved) with a
   privacy checker whose index covers a few random frames (or, with ``training_data``, the
   frames of a small prepared dataset it writes, so neighbour thumbnails can be shown);
 * :func:`make_tiny_study` – a reader study (real and synthetic demo sets) with the demo
@@ -33,20 +34,10 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
             app can load the nearest training images (``--show-neighbours``).
     """
     import numpy as np
-    import torch
 
-    from ..models.autoencoder import build_vae
-    from ..models.conditioning import ConditionEncoder
-    from ..models.unet import build_unet
-    from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline, default_scheduler
+    from ..pipelines.testing import tiny_pipeline
 
-    torch.manual_seed(seed)
-    vae = build_vae(block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
-                    sample_size=height)
-    unet = build_unet(sample_size=(height // 8, width // 8), latent_channels=4, block_out_channels=(8, 16),
-                      layers_per_block=1, attention_levels=(False, True), norm_num_groups=4, attention_head_dim=8)
-    encoder = ConditionEncoder(embed_dim=8, out_dim=32)
-    checker = None
+    pipe = tiny_pipeline(height, width, seed, requires_privacy_checker=True)
     if privacy:
         from ..models.siamese import SiameseEmbedder
         from ..privacy.calibration import calibrate_threshold
@@ -67,8 +58,7 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
         checker = PrivacyChecker.from_index(embedder, index, calibration, num_neighbours=3)
         if threshold is not None:
             checker.register_to_config(threshold=float(threshold))
-    pipe = MammoLDMPipeline(vae=vae, unet=unet, condition_encoder=encoder, scheduler=default_scheduler(),
-                            privacy_checker=checker, requires_privacy_checker=True)
+        pipe.register_modules(privacy_checker=checker)
     path = Path(path)
     pipe.save_pretrained(path)
     return path

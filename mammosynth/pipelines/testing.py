@@ -1,0 +1,64 @@
+"""A tiny, random-initialised :class:`MammoLDMPipeline` for tests and benchmarks (built in a second).
+
+:func:`tiny_pipeline` (and :func:`tiny_modules`, its networks alone) is the one builder the
+tests (``tests/conftest.py``), :func:`mammosynth.ui.testing.make_tiny_checkpoint` and the
+benchmarks use. The defaults give a 64×48 model (VAE f = 8, ``VAE_PRESETS["tiny"]``,
+``UNET_PRESETS["tiny"]``); every call with the same arguments makes the same weights
+(``torch.manual_seed(seed)`` first). It makes noise, not mammograms.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, SchedulerMixin, UNet2DModel
+
+    from ..models.conditioning import ConditionEncoder
+    from .pipeline_mammo_ldm import MammoLDMPipeline
+
+__all__ = ["tiny_modules", "tiny_pipeline"]
+
+
+def tiny_modules(height: int = 64, width: int = 48, seed: int = 0, *, latent_channels: int = 4,
+                 vae: dict[str, Any] | None = None, unet: dict[str, Any] | None = None,
+                 embed_dim: int = 8) -> tuple[AutoencoderKL, UNet2DModel, ConditionEncoder]:
+    """The VAE, UNet and condition encoder of a tiny pipeline for ``height`` × ``width`` images.
+
+    Args:
+        seed: ``torch.manual_seed`` before the networks are made (same seed, same weights).
+        latent_channels: latent channels of the VAE (and so of the UNet).
+        vae, unet: options that replace those of ``VAE_PRESETS["tiny"]`` / ``UNET_PRESETS["tiny"]``.
+        embed_dim: the condition encoder's embedding size.
+    """
+    import torch
+
+    from ..models.autoencoder import VAE_PRESETS, build_vae
+    from ..models.conditioning import ConditionEncoder
+    from ..models.unet import UNET_PRESETS, build_unet, time_embed_dim
+
+    torch.manual_seed(seed)
+    autoencoder = build_vae(sample_size=height, latent_channels=latent_channels, **{**VAE_PRESETS["tiny"], **(vae or {})})
+    factor = 2 ** (len(autoencoder.config.block_out_channels) - 1)
+    denoiser = build_unet(sample_size=(height // factor, width // factor), latent_channels=latent_channels,
+                          **{**UNET_PRESETS["tiny"], **(unet or {})})
+    return autoencoder, denoiser, ConditionEncoder(embed_dim=embed_dim, out_dim=time_embed_dim(denoiser))
+
+
+def tiny_pipeline(height: int = 64, width: int = 48, seed: int = 0, *, scheduler: SchedulerMixin | None = None,
+                  privacy_checker: Any = None, requires_privacy_checker: bool = False,
+                  **module_options: Any) -> MammoLDMPipeline:
+    """A tiny pipeline (progress bar off); ``module_options`` go to :func:`tiny_modules`.
+
+    Args:
+        scheduler: default DPM-Solver++ (:func:`~mammosynth.pipelines.pipeline_mammo_ldm.default_scheduler`).
+        privacy_checker: the gate (anything with ``check(frames) -> verdicts``), or none.
+        requires_privacy_checker: ``False`` (default) generates without a gate on purpose.
+    """
+    from .pipeline_mammo_ldm import MammoLDMPipeline, default_scheduler
+
+    vae, unet, encoder = tiny_modules(height, width, seed, **module_options)
+    pipe = MammoLDMPipeline(vae, unet, encoder, scheduler if scheduler is not None else default_scheduler(),
+                            privacy_checker=privacy_checker, requires_privacy_checker=requires_privacy_checker)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

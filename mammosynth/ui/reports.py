@@ -1,0 +1,37 @@
+"""The report files of a checkpoint (privacy audit, evaluation, model card) for the Results tab."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["checkpoint_reports", "read_json_report"]
+
+_CONFIG_JSON = re.compile(r"^(model_index|config|scheduler_config|.*_config)\.json$")
+
+
+def checkpoint_reports(checkpoint: Path, extra: Path | None = None) -> dict[str, list[Path]]:
+    """Report files of a checkpoint: JSON, Markdown and PNG files in it, ``reports/`` and ``extra``.
+
+    Configs of the model components (``model_index.json``, ``config.json`` ...) are not reports.
+    """
+    folders = [Path(checkpoint), Path(checkpoint) / "reports"] + ([Path(extra)] if extra else [])
+    found: dict[str, list[Path]] = {"json": [], "png": [], "md": []}
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            suffix = path.suffix.lower().lstrip(".")
+            if path.is_file() and suffix in found and not _CONFIG_JSON.match(path.name):
+                found[suffix].append(path)
+    return found
+
+
+def read_json_report(path: Path) -> Any:
+    """A report JSON file, or a dict saying why it could not be read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        return {"error": f"{path.name} could not be read: {error}"}
