@@ -25,7 +25,7 @@ from mammosynth.data.prepare import (
     prepare_image,
     transform_box,
 )
-from mammosynth.data.plan import hash_split
+from mammosynth.data.plan import UnknownLabelError, hash_split, parse_image_labels
 from mammosynth.data.prepared import PreparedFormatError, load_prepared
 from mammosynth.data.vindr import AnnotationError
 
@@ -496,3 +496,12 @@ def test_ingest_help_documents_every_option() -> None:
         assert option in text, option
     with pytest.raises(SystemExit):
         parser.parse_args(["ingest", "--root", "r", "--out", "o", "--size", "250x192"])
+
+
+def test_parse_image_labels_gives_plain_values_and_names_the_unknown_field():
+    texts = {"birads": "BI-RADS 4", "density": "DENSITY C", "laterality": "left", "view": "mlo"}
+    assert parse_image_labels(texts) == {"birads": 4, "density": "C", "laterality": "L", "view": "MLO"}
+    assert parse_image_labels(dict.fromkeys(texts, "")) == dict.fromkeys(texts)
+    with pytest.raises(UnknownLabelError) as info:
+        parse_image_labels({**texts, "density": "DENSITY E", "view": "XX"})
+    assert info.value.field == "density" and info.value.text == "DENSITY E"

@@ -38,18 +38,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..conditions import (
-    ConditionError,
-    lesion_from_category,
-    parse_birads,
-    parse_density,
-    parse_finding_categories,
-    parse_laterality,
-    parse_lesion,
-    parse_view,
-)
+from ..conditions import ConditionError, lesion_from_category, parse_finding_categories, parse_lesion
 from .dicom import DicomReadError, read_header
-from .plan import ImageTask, Issue, Plan, RawFinding, assign_study_splits, hash_split, pseudonym
+from .plan import (
+    ImageTask,
+    Issue,
+    Plan,
+    RawFinding,
+    UnknownLabelError,
+    assign_study_splits,
+    hash_split,
+    parse_image_labels,
+    pseudonym,
+)
 from .vindr import AnnotationError, parse_vindr_box, read_csv_rows
 
 __all__ = ["LABEL_COLUMNS", "NON_DICOM_SUFFIXES", "plan_folder"]
@@ -105,16 +106,13 @@ def _task_labels(rows: list[tuple[int, dict]], name: str, rel: str, issues: list
     """Image-level labels and findings from the label rows of one image (None: skip it)."""
     line, first = rows[0]
     where = f"{name} line {line}"
-    labels: dict = {}
-    for field, parse in (("birads", parse_birads), ("density", parse_density),
-                         ("laterality", parse_laterality), ("view", parse_view)):
-        try:
-            value = parse(first.get(field, ""))
-        except ConditionError:
-            issues.append(Issue(f"unknown_{field}", f"{where}: unknown {field} {first.get(field)!r} for {rel}; "
-                                "not ingested", file=rel))
-            return None
-        labels[field] = None if value is None else getattr(value, "value", value)
+    try:
+        labels: dict = parse_image_labels({name: first.get(name, "") for name in ("birads", "density",
+                                                                                  "laterality", "view")})
+    except UnknownLabelError as error:
+        issues.append(Issue(f"unknown_{error.field}", f"{where}: unknown {error.field} {first.get(error.field)!r} "
+                            f"for {rel}; not ingested", file=rel))
+        return None
     labels["split"] = (first.get("split") or "").strip().lower() or None
     labels["study_id"] = (first.get("study_id") or "").strip() or None
     findings: list[RawFinding] = []

@@ -4,13 +4,16 @@ An adapter (:mod:`~mammosynth.data.vindr`, :mod:`~mammosynth.data.folder`) reads
 layout and labels and returns a :class:`Plan`: one :class:`ImageTask` per image (with its
 :class:`RawFinding` s) and the :class:`Issue` s it already met. The pseudonym and split
 helpers here are the ones every adapter uses, so that ids and splits do not depend on the
-source format.
+source format, and so is the parsing of the image-level labels.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Mapping
+
+from ..conditions import ConditionError, parse_birads, parse_density, parse_laterality, parse_view
 
 __all__ = [
     "RawFinding",
@@ -20,6 +23,8 @@ __all__ = [
     "pseudonym",
     "hash_split",
     "assign_study_splits",
+    "UnknownLabelError",
+    "parse_image_labels",
 ]
 
 
@@ -96,3 +101,39 @@ def assign_study_splits(tasks: list[ImageTask], issues: list[Issue], source_file
                 f"image {task.image_id} is kept in {split!r} so that no study is in two splits",
                 file=task.file, image_id=task.image_id, skipped=False))
             task.split = split
+
+
+class UnknownLabelError(ConditionError):
+    """An image-level label text that :func:`parse_image_labels` does not know."""
+
+    def __init__(self, field: str, text: str) -> None:
+        self.field, self.text = field, text
+        super().__init__(f"unknown {field} {text!r}")
+
+
+_IMAGE_LABEL_PARSERS = (("birads", parse_birads), ("density", parse_density),
+                        ("laterality", parse_laterality), ("view", parse_view))
+
+
+def parse_image_labels(texts: Mapping[str, str]) -> dict[str, int | str | None]:
+    """BI-RADS, density, laterality and view of one image from their label texts.
+
+    Args:
+        texts: ``{"birads", "density", "laterality", "view"}`` → the text in the labels file.
+
+    Returns:
+        The same keys → BI-RADS as an int, the others as their condition values
+        (``"C"``, ``"L"``, ``"CC"``), ``None`` where the text is empty.
+
+    Raises:
+        UnknownLabelError: the first text that is not a known value (``field`` names it).
+    """
+    labels: dict[str, int | str | None] = {}
+    for field_name, parse in _IMAGE_LABEL_PARSERS:
+        text = texts[field_name]
+        try:
+            value = parse(text)
+        except ConditionError:
+            raise UnknownLabelError(field_name, text) from None
+        labels[field_name] = getattr(value, "value", value)
+    return labels

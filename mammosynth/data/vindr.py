@@ -26,16 +26,16 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from ..conditions import (
-    ConditionError,
-    lesion_from_category,
-    parse_birads,
-    parse_density,
-    parse_finding_categories,
-    parse_laterality,
-    parse_view,
+from ..conditions import ConditionError, lesion_from_category, parse_birads, parse_finding_categories
+from .plan import (
+    ImageTask,
+    Issue,
+    Plan,
+    RawFinding,
+    UnknownLabelError,
+    assign_study_splits,
+    parse_image_labels,
 )
-from .plan import ImageTask, Issue, Plan, RawFinding, assign_study_splits
 
 __all__ = [
     "BREAST_LEVEL_FILE",
@@ -56,6 +56,9 @@ DICOM_SUFFIXES = (".dicom", ".dcm", ".DCM", ".DICOM")
 #: Columns this adapter needs (the published files have these and a few more).
 BREAST_LEVEL_COLUMNS = ("study_id", "image_id", "laterality", "view_position", "breast_birads",
                         "breast_density", "split")
+#: Where each image-level label is in the breast-level CSV.
+LABEL_COLUMNS = {"birads": "breast_birads", "density": "breast_density", "laterality": "laterality",
+                 "view": "view_position"}
 FINDING_COLUMNS = ("image_id", "finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax")
 
 
@@ -190,39 +193,33 @@ def plan_vindr(root: str | os.PathLike) -> Plan:
                                 image_id=image_id))
             continue
         listed.add(image_id)
-        labels = {}
-        for name, parse, column in (("birads", parse_birads, "breast_birads"),
-                                    ("density", parse_density, "breast_density"),
-                                    ("laterality", parse_laterality, "laterality"),
-                                    ("view", parse_view, "view_position")):
-            try:
-                labels[name] = parse(row[column])
-            except ConditionError:
-                issues.append(Issue(f"unknown_{name}", f"{where}: unknown {column} {row[column]!r} for image "
-                                    f"{image_id}; row skipped", image_id=image_id))
-                break
-        else:
-            path = _image_file(root, study_id, image_id)
-            file = f"images/{study_id}/{image_id}.dicom"
-            if path is None:
-                issues.append(Issue("missing_file", f"{where}: image_id {image_id} has no file {file}",
-                                    file=file, image_id=image_id))
-                continue
-            shape = None
-            try:
-                h, w = _number(row.get("height", "")), _number(row.get("width", ""))
-                shape = (int(h), int(w)) if h and w else None
-            except ValueError:
-                pass
-            split = row["split"].strip().lower() or "training"
-            tasks.append(ImageTask(
-                path=str(path), file=path.relative_to(root).as_posix(), study_id=study_id, image_id=image_id,
-                split=split, laterality=None if labels["laterality"] is None else labels["laterality"].value,
-                view=None if labels["view"] is None else labels["view"].value, birads=labels["birads"],
-                density=None if labels["density"] is None else labels["density"].value,
-                findings=findings.get(image_id, []), source="vindr", trust_laterality=True,
-                expected_shape=shape, manufacturer=manufacturers.get(image_id),
-            ))
+        try:
+            labels = parse_image_labels({name: row[column] for name, column in LABEL_COLUMNS.items()})
+        except UnknownLabelError as error:
+            column = LABEL_COLUMNS[error.field]
+            issues.append(Issue(f"unknown_{error.field}", f"{where}: unknown {column} {row[column]!r} for image "
+                                f"{image_id}; row skipped", image_id=image_id))
+            continue
+        path = _image_file(root, study_id, image_id)
+        file = f"images/{study_id}/{image_id}.dicom"
+        if path is None:
+            issues.append(Issue("missing_file", f"{where}: image_id {image_id} has no file {file}",
+                                file=file, image_id=image_id))
+            continue
+        shape = None
+        try:
+            h, w = _number(row.get("height", "")), _number(row.get("width", ""))
+            shape = (int(h), int(w)) if h and w else None
+        except ValueError:
+            pass
+        split = row["split"].strip().lower() or "training"
+        tasks.append(ImageTask(
+            path=str(path), file=path.relative_to(root).as_posix(), study_id=study_id, image_id=image_id,
+            split=split, laterality=labels["laterality"], view=labels["view"], birads=labels["birads"],
+            density=labels["density"],
+            findings=findings.get(image_id, []), source="vindr", trust_laterality=True,
+            expected_shape=shape, manufacturer=manufacturers.get(image_id),
+        ))
     for image_id in sorted(set(findings) - listed):
         issues.append(Issue("finding_without_image", f"{FINDING_FILE}: image_id {image_id} has findings but no "
                             f"row in {BREAST_LEVEL_FILE}; its findings are ignored", image_id=image_id,
