@@ -52,6 +52,7 @@ __all__ = [
     "prune_checkpoints",
     "make_lr_scheduler",
     "make_accelerator",
+    "start_run",
     "StopClock",
 ]
 
@@ -362,6 +363,15 @@ def make_accelerator(args: argparse.Namespace, out: Path):
         mixed_precision=mixed,
         project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),
     )
+
+
+def start_run(args: argparse.Namespace):
+    """The run folder ``--out`` (created), its ``Accelerator`` and the prepared dataset ``--data``."""
+    from ..data.prepared import load_prepared
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, make_accelerator(args, out), load_prepared(args.data)
 
 
 def measure_sec_per_step(step_fn, warmup: int = 1, steps: int = 3) -> float:

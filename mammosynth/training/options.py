@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_common_arguments", "vae_parser", "ldm_parser", "siamese_parser"]
+__all__ = ["add_common_arguments", "vae_parser", "ldm_parser", "siamese_parser", "int_list"]
 
 VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8) on a prepared dataset."
 LDM_DESCRIPTION = "Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE."
@@ -22,6 +22,17 @@ def _float_where(text: str, ok, expected: str) -> float:
     if not ok(value):
         raise argparse.ArgumentTypeError(f"expected a number {expected}, got {text!r}")
     return value
+
+
+def int_list(text: str, name: str, count: int | None = None) -> tuple[int, ...]:
+    """Comma-separated integers of option ``name`` (exactly ``count`` of them when given)."""
+    try:
+        values = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if count is not None and len(values) != count:
+        raise ValueError(f"{name} must have {count} values, got {len(values)} ({text!r})")
+    return values
 
 
 def positive_float(text: str) -> float:

@@ -21,6 +21,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .options import int_list
+
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger(__name__)
@@ -59,12 +61,9 @@ def main(args: argparse.Namespace) -> int:
     from ..data.prepared import load_prepared
     from ..evaluation.features import train_fidelity_encoder
 
+    channels = int_list(args.channels, "--channels")
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        channels = tuple(int(c) for c in args.channels.split(","))
-    except ValueError:
-        raise ValueError(f"--channels must be comma-separated integers, got {args.channels!r}") from None
     data = load_prepared(args.data)
     encoder = train_fidelity_encoder(
         data, args.split, sample_size=_size(args.sample_size), block_out_channels=channels, epochs=args.epochs,

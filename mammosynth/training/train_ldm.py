@@ -198,14 +198,10 @@ def main(args: argparse.Namespace) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler
 
     from ..data.dataset import PreparedDataset
-    from ..data.prepared import load_prepared
     from ..models.autoencoder import resolve_vae_folder
     from ..pipelines.pipeline_mammo_ldm import default_scheduler
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator = common.make_accelerator(args, out)
-    data = load_prepared(args.data)
+    out, accelerator, data = common.start_run(args)
     train = PreparedDataset(data, split="training")
     vae_folder = resolve_vae_folder(args.vae)
     vae = AutoencoderKL.from_pretrained(vae_folder, dtype=torch.float32).to(accelerator.device)

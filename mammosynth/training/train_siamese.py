@@ -54,16 +54,6 @@ def _pair(text: str, name: str) -> tuple[int, int]:
     return h, w
 
 
-def _ints(text: str, name: str, count: int) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        raise ValueError(f"{name} must be {count} comma-separated integers, got {text!r}") from None
-    if len(values) != count:
-        raise ValueError(f"{name} must have {count} values, got {len(values)} ({text!r})")
-    return values
-
-
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     return options.siamese_parser(parser, description=__doc__.split("\n\n")[0])
 
@@ -144,18 +134,14 @@ def _evaluate(model, images: torch.Tensor, study_ids, batch_size: int = 256) -> 
 
 def main(args: argparse.Namespace) -> dict:
     """Train (or resume) a Siamese run; returns the final test metrics."""
-    from ..data.prepared import load_prepared
     from ..models.siamese import SiameseEmbedder
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator = common.make_accelerator(args, out)
+    out, accelerator, data = common.start_run(args)
     if args.use_ema:
         logger.warning("--use_ema is not used by train-siamese (BatchNorm statistics are not averaged); ignoring it")
     size = _pair(args.input_size, "--input_size")
     if args.images_per_study < 2:
         raise ValueError(f"--images_per_study must be at least 2 (an anchor and a positive), got {args.images_per_study}")
-    data = load_prepared(args.data)
     train_rows = data.split("training").reset_index(drop=True)
     groups = study_groups(train_rows["study_id"])
     if len(groups) < 2:
@@ -165,8 +151,8 @@ def main(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(args.seed)
     model = SiameseEmbedder(embedding_dim=args.embedding_dim, input_size=size,
-                            block_inplanes=_ints(args.block_inplanes, "--block_inplanes", 4),
-                            layers=_ints(args.layers, "--layers", 4))
+                            block_inplanes=options.int_list(args.block_inplanes, "--block_inplanes", 4),
+                            layers=options.int_list(args.layers, "--layers", 4))
     if accelerator.is_main_process:
         common.write_run_info(out, args, "siamese", {"model": {"siamese": dict(model.config)}})
     logger.info("loading %d training frames at %dx%d", len(train_rows), *size)

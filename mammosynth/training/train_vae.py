@@ -212,12 +212,8 @@ def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: t
 def main(args: argparse.Namespace) -> dict:
     """Train (or resume) a VAE run; returns the final metrics."""
     from ..data.dataset import PreparedDataset
-    from ..data.prepared import load_prepared
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator = common.make_accelerator(args, out)
-    data = load_prepared(args.data)
+    out, accelerator, data = common.start_run(args)
     train = PreparedDataset(data, split="training")
     crop = _parse_crop(args.crop, data.height, data.width)
     _check_args(args)
