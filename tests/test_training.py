@@ -221,6 +221,25 @@ def test_ldm_trains_data_parallel_on_two_cpu_processes(toy, vae_run, ldm_run, tm
         ldm_run / "pipeline", requires_privacy_checker=False).unet.config.in_channels
 
 
+def test_siamese_resume_matches_an_uninterrupted_run(toy, tmp_path):
+    from mammosynth.training import train_siamese
+
+    tiny = ["--data", str(toy), "--max_train_steps", "4", "--input_size", "48x32", "--embedding_dim", "8",
+            "--block_inplanes", "4,4,8,8", "--train_batch_size", "6", "--images_per_study", "2", "--num_threads", "1",
+            "--no_progress", "--logging_steps", "1", "--validation_steps", "2", "--checkpointing_steps", "2",
+            "--checkpoints_total_limit", "0", "--monitor_images", "4"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    train_siamese.main(train_siamese.parse_args(["--out", str(full), *tiny]))
+    copy_run_at(full, 2, killed)
+    train_siamese.main(train_siamese.parse_args(["--out", str(killed), *tiny]))
+    assert [int(r["step"]) for r in read_log(killed / "log.csv")] == [3, 4]
+    a = load_file(full / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    b = load_file(killed / "checkpoints" / "checkpoint-4" / "model.safetensors")
+    for key in a:   # BatchNorm running statistics too
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6)
+    assert read_log(killed / "log.csv")[-1]["test_mean_average_precision_at_r"]   # validated at the last step
+
+
 def test_max_minutes_picks_the_step_count(toy, tmp_path):
     out = tmp_path / "vae"
     args = train_vae.parse_args(["--data", str(toy), "--out", str(out), "--max_minutes", "0.02",
