@@ -84,15 +84,13 @@ def test_readers_csv_validation(tmp_path):
     path.write_text(f"id,display_name,role,password_hash\nr1,Dr One,reader,{good}\nboss,Boss,admin,{good}\n")
     readers = read_readers_csv(path)
     assert [r.id for r in readers] == ["r1", "boss"] and readers[1].role == "admin"
-    path.write_text("id,display_name,role,password\nr1,Dr One,reader,hunter2\n")
-    with pytest.raises(StudyError, match="plain passwords"):
-        read_readers_csv(path)
-    path.write_text(f"id,display_name,role,password_hash\nr1,Dr One,radiologist,{good}\n")
-    with pytest.raises(StudyError, match="line 2: role"):
-        read_readers_csv(path)
-    path.write_text("id,display_name,role,password_hash\nr1,Dr One,reader,hunter2\n")
-    with pytest.raises(StudyError, match="not a scrypt/pbkdf2 hash"):
-        read_readers_csv(path)
-    path.write_text(f"id,display_name,role,password_hash\nr1,A,reader,{good}\nr1,B,reader,{good}\n")
-    with pytest.raises(StudyError, match="appears twice"):
-        read_readers_csv(path)
+    refused = (
+        ("id,display_name,role,password\nr1,Dr One,reader,hunter2\n", "plain passwords"),
+        (f"id,display_name,role,password_hash\nr1,Dr One,radiologist,{good}\n", "line 2: role"),
+        ("id,display_name,role,password_hash\nr1,Dr One,reader,hunter2\n", "not a scrypt/pbkdf2 hash"),
+        (f"id,display_name,role,password_hash\nr1,A,reader,{good}\nr1,B,reader,{good}\n", "appears twice"),
+    )
+    for text, message in refused:
+        path.write_text(text)
+        with pytest.raises(StudyError, match=message):
+            read_readers_csv(path)

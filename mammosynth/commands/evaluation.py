@@ -6,6 +6,10 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..evaluation.evaluate import EvaluationConfig
 
 
 def _size(text: str, flag: str) -> tuple[int, int]:
@@ -127,27 +131,31 @@ def _generate_set(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation.classifiers import Recipe
-    from ..evaluation.evaluate import EvaluationConfig, run_evaluation
+    from ..evaluation.evaluate import run_evaluation
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        seeds = tuple(int(s) for s in args.seeds.split(","))
-    except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
-    config = EvaluationConfig(
-        test_split=args.test_split, train_split=args.train_split, synthetic_split=_split(args.synthetic_split),
-        parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
-        recipe=Recipe(size=_size(args.classifier_size, "--classifier-size"), epochs=args.epochs),
-        seeds=seeds, encoder=args.encoder or args.checkpoint, inception_weights=args.inception_weights,
-        encoder_epochs=args.encoder_epochs, encoder_size=_size(args.encoder_size, "--encoder-size"), n_bootstrap=args.bootstrap, max_images=args.max_images,
-        privacy_report=args.privacy_report, seed=args.seed)
-    metrics = run_evaluation(args.data, args.synthetic, args.out, config)
+    metrics = run_evaluation(args.data, args.synthetic, args.out, _evaluation_config(args))
     print(f"wrote {args.out}/metrics.json, summary.md and {len(metrics.get('plots', []))} plots")
     for row in metrics.get("targets", []):
         print(f"  {'met   ' if row['met'] else 'MISSED'} {row['target']}: {row['value']:.4g} (bound {row['bound']:.4g})")
     return 0
+
+
+def _evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
+    """The :class:`~mammosynth.evaluation.evaluate.EvaluationConfig` of ``mammosynth evaluate``'s options."""
+    from ..evaluation.classifiers import Recipe
+    from ..evaluation.evaluate import EvaluationConfig
+    from ..training.options import int_list
+
+    return EvaluationConfig(
+        test_split=args.test_split, train_split=args.train_split, synthetic_split=_split(args.synthetic_split),
+        parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
+        recipe=Recipe(size=_size(args.classifier_size, "--classifier-size"), epochs=args.epochs),
+        seeds=int_list(args.seeds, "--seeds"), encoder=args.encoder or args.checkpoint,
+        inception_weights=args.inception_weights, encoder_epochs=args.encoder_epochs,
+        encoder_size=_size(args.encoder_size, "--encoder-size"), n_bootstrap=args.bootstrap,
+        max_images=args.max_images, privacy_report=args.privacy_report, seed=args.seed)
 
 
 def _paper_table(args: argparse.Namespace) -> int:

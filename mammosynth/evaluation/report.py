@@ -66,6 +66,16 @@ def _auc_text(block: dict[str, Any] | None) -> str:
     return f"{_fmt(block.get('auc'))} ({_fmt(block.get('ci_low'))}–{_fmt(block.get('ci_high'))})"
 
 
+def _row(*cells: Any) -> str:
+    """One Markdown table row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(*columns: str) -> list[str]:
+    """A Markdown table's header and rule."""
+    return [_row(*columns), "|" + "---|" * len(columns)]
+
+
 def summary_markdown(metrics: dict[str, Any]) -> str:
     """A short Markdown summary of a metrics dict."""
     real = metrics.get("real", {})
@@ -77,63 +87,72 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
         f"synthetic set: `{metrics.get('synthetic', {}).get('path')}` with {metrics.get('synthetic', {}).get('n')} images.",
         "",
     ]
-    fidelity = metrics.get("fidelity")
-    if fidelity:
-        extractor = fidelity.get("extractor", {})
-        lines += [
-            "## Fidelity",
-            f"Features: {extractor.get('kind')}" + (f" ({extractor.get('path')})" if extractor.get("path") else ""),
-            "",
-            "| metric | synthetic vs real (all) | synthetic vs real (floor size) | real vs real floor | better |",
-            "|---|---|---|---|---|",
-        ]
-        for key, better in (("fid", "lower"), ("kid", "lower"), ("precision", "higher"), ("recall", "higher"),
-                            ("density", "higher"), ("coverage", "higher"), ("c2st_features_auc", "0.5")):
-            lines.append(f"| {key} | {_fmt(fidelity['synthetic_vs_real'].get(key), 4)} | "
-                         f"{_fmt(fidelity['synthetic_vs_real_at_floor_size'].get(key), 4)} | "
-                         f"{_fmt(fidelity['real_vs_real_floor'].get(key), 4)} | {better} |")
-        lines.append("")
-    utility = metrics.get("utility")
-    if utility:
-        lines += ["## Utility (cancer = BI-RADS ≥ 4, tested on real test images)", "",
-                  "| trained on | ROC-AUC (95% CI) | density accuracy | training images |", "|---|---|---|---|"]
-        for regime, label in (("trtr", "real (TRTR)"), ("tstr", "synthetic only (TSTR)"),
-                              ("real_plus_synthetic", "real + synthetic")):
-            if regime in utility:
-                block = utility[regime]
-                lines.append(f"| {label} | {_auc_text(block.get('cancer_auc'))} | "
-                             f"{_fmt(block.get('density_accuracy'))} | {block.get('n_train')} |")
-        lines += ["", f"TSTR / TRTR AUC ratio: {_fmt(utility.get('tstr_over_trtr'))} "
-                      f"(seeds: {utility.get('seeds')})", ""]
-    adherence = metrics.get("adherence")
-    if adherence:
-        lines += ["## Condition adherence (classifiers trained on real data)", "",
-                  "| score | synthetic | real test | ratio |", "|---|---|---|---|"]
-        for key in ("lesion_accuracy", "density_accuracy", "view_accuracy"):
-            lines.append(f"| {key} | {_fmt(adherence['synthetic'].get(key))} | {_fmt(adherence['real'].get(key))} | "
-                         f"{_fmt(adherence.get('ratio', {}).get(key))} |")
-        for key in ("hit_rate", "mean_iou"):
-            lines.append(f"| box {key} | {_fmt(adherence['synthetic'].get('localisation', {}).get(key))} | "
-                         f"{_fmt(adherence['real'].get('localisation', {}).get(key))} | "
-                         f"{_fmt(adherence.get('ratio', {}).get('localisation_' + key))} |")
-        lines.append("")
-    realism = metrics.get("realism")
-    if realism:
-        lines += ["## Realism", "",
-                  f"Classifier two-sample test (CNN, held-out halves): ROC-AUC {_auc_text(realism.get('c2st_images'))} "
-                  "(0.5 = indistinguishable).", ""]
-    privacy = metrics.get("privacy")
-    if privacy:
-        lines += ["## Privacy", "", f"Privacy audit merged from `{privacy.get('path')}`.", ""]
-    if metrics.get("targets"):
-        lines += ["## Targets", "", "| target | value | bound | met |", "|---|---|---|---|"]
-        for row in metrics["targets"]:
-            lines.append(f"| {row['target']} | {_fmt(row['value'])} | {_fmt(row['bound'])} | "
-                         f"{'yes' if row['met'] else '**no**'} |")
-        lines.append("")
+    for key, section in (("fidelity", _fidelity_section), ("utility", _utility_section),
+                         ("adherence", _adherence_section), ("realism", _realism_section),
+                         ("privacy", _privacy_section), ("targets", _targets_section)):
+        if metrics.get(key):
+            lines += section(metrics[key])
     if metrics.get("timings_s"):
         lines += ["Timings (s): " + ", ".join(f"{k} {v}" for k, v in metrics["timings_s"].items()), ""]
     return "\n".join(lines)
+
+
+def _fidelity_section(fidelity: dict[str, Any]) -> list[str]:
+    extractor = fidelity.get("extractor", {})
+    lines = [
+        "## Fidelity",
+        f"Features: {extractor.get('kind')}" + (f" ({extractor.get('path')})" if extractor.get("path") else ""),
+        "",
+        *_table("metric", "synthetic vs real (all)", "synthetic vs real (floor size)", "real vs real floor", "better"),
+    ]
+    for key, better in (("fid", "lower"), ("kid", "lower"), ("precision", "higher"), ("recall", "higher"),
+                        ("density", "higher"), ("coverage", "higher"), ("c2st_features_auc", "0.5")):
+        lines.append(_row(key, *(_fmt(fidelity[block].get(key), 4) for block in
+                                 ("synthetic_vs_real", "synthetic_vs_real_at_floor_size", "real_vs_real_floor")),
+                          better))
+    return lines + [""]
+
+
+def _utility_section(utility: dict[str, Any]) -> list[str]:
+    lines = ["## Utility (cancer = BI-RADS ≥ 4, tested on real test images)", "",
+             *_table("trained on", "ROC-AUC (95% CI)", "density accuracy", "training images")]
+    for regime, label in (("trtr", "real (TRTR)"), ("tstr", "synthetic only (TSTR)"),
+                          ("real_plus_synthetic", "real + synthetic")):
+        if regime in utility:
+            block = utility[regime]
+            lines.append(_row(label, _auc_text(block.get("cancer_auc")), _fmt(block.get("density_accuracy")),
+                              block.get("n_train")))
+    return lines + ["", f"TSTR / TRTR AUC ratio: {_fmt(utility.get('tstr_over_trtr'))} "
+                        f"(seeds: {utility.get('seeds')})", ""]
+
+
+def _adherence_section(adherence: dict[str, Any]) -> list[str]:
+    synthetic, real, ratio = adherence["synthetic"], adherence["real"], adherence.get("ratio", {})
+    lines = ["## Condition adherence (classifiers trained on real data)", "",
+             *_table("score", "synthetic", "real test", "ratio")]
+    for key in ("lesion_accuracy", "density_accuracy", "view_accuracy"):
+        lines.append(_row(key, _fmt(synthetic.get(key)), _fmt(real.get(key)), _fmt(ratio.get(key))))
+    for key in ("hit_rate", "mean_iou"):
+        lines.append(_row(f"box {key}", _fmt(synthetic.get("localisation", {}).get(key)),
+                          _fmt(real.get("localisation", {}).get(key)), _fmt(ratio.get("localisation_" + key))))
+    return lines + [""]
+
+
+def _realism_section(realism: dict[str, Any]) -> list[str]:
+    return ["## Realism", "",
+            f"Classifier two-sample test (CNN, held-out halves): ROC-AUC {_auc_text(realism.get('c2st_images'))} "
+            "(0.5 = indistinguishable).", ""]
+
+
+def _privacy_section(privacy: dict[str, Any]) -> list[str]:
+    return ["## Privacy", "", f"Privacy audit merged from `{privacy.get('path')}`.", ""]
+
+
+def _targets_section(targets: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Targets", "", *_table("target", "value", "bound", "met")]
+    for row in targets:
+        lines.append(_row(row["target"], _fmt(row["value"]), _fmt(row["bound"]), "yes" if row["met"] else "**no**"))
+    return lines + [""]
 
 
 def _plots(metrics: dict[str, Any], out_dir: Path, real_data: PreparedData | None, real_rows: Any,

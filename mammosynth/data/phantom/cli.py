@@ -46,6 +46,15 @@ def _prevalence(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+#: The options that take a share or a probability in [0, 1]: flag, metavar, default, help.
+_SHARE_OPTIONS = (
+    ("--finding-rate", "F", 0.4, "share of breasts with at least one boxed finding (default: 0.4)"),
+    ("--jpeg2000-fraction", "F", 0.1, "share of files stored JPEG 2000 lossless (default: 0.1)"),
+    ("--test-fraction", "F", 0.2, "share of studies in the 'test' split (default: 0.2, VinDr's 4:1)"),
+    ("--birads-noise", "P", 0.08, "per-finding probability of a one-step BI-RADS label error (default: 0.08)"),
+)
+
+
 def add_phantom_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``phantom`` to a CLI's subcommands and return its parser."""
     parser = subparsers.add_parser(
@@ -68,15 +77,8 @@ def add_phantom_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
                         metavar="A,B,C,D",
                         help="share of density A,B,C,D (default: 0.01,0.10,0.76,0.13, like "
                              "VinDr-Mammo)")
-    parser.add_argument("--finding-rate", type=fraction, default=0.4, metavar="F",
-                        help="share of breasts with at least one boxed finding (default: 0.4)")
-    parser.add_argument("--jpeg2000-fraction", type=fraction, default=0.1, metavar="F",
-                        help="share of files stored JPEG 2000 lossless (default: 0.1)")
-    parser.add_argument("--test-fraction", type=fraction, default=0.2, metavar="F",
-                        help="share of studies in the 'test' split (default: 0.2, VinDr's 4:1)")
-    parser.add_argument("--birads-noise", type=fraction, default=0.08, metavar="P",
-                        help="per-finding probability of a one-step BI-RADS label error "
-                             "(default: 0.08)")
+    for flag, metavar, default, text in _SHARE_OPTIONS:
+        parser.add_argument(flag, type=fraction, default=default, metavar=metavar, help=text)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a dataset already in --out")
     parser.set_defaults(handler=run_phantom)
