@@ -208,6 +208,26 @@ def test_the_app_and_the_cli_record_the_same_checkpoint_fingerprint(app, reader1
     assert (app["checkpoint"] / "reports").is_dir()
 
 
+def test_condition_choices_are_the_vocabulary_of_mammosynth_conditions():
+    from mammosynth import conditions
+    from mammosynth.ui import choices
+    from mammosynth.ui.generate import PRESETS
+
+    def values(options):
+        return [value for _, value in options]
+
+    assert choices.ANY in conditions.UNSPECIFIED_WORDS
+    assert values(choices.BIRADS_CHOICES) == [choices.ANY, *map(str, conditions.BIRADS_VALUES)]
+    for options, vocabulary in ((choices.DENSITY_CHOICES, conditions.Density), (choices.VIEW_CHOICES, conditions.View),
+                                (choices.LATERALITY_CHOICES, conditions.Laterality),
+                                (choices.LESION_CHOICES, conditions.Lesion)):
+        assert values(options) == [choices.ANY, *(member.value for member in vocabulary)]
+    assert values(choices.BIRADS_ASSESSMENT_CHOICES)[1:] == list(map(str, conditions.BIRADS_VALUES))
+    for _, *fields, box in PRESETS:
+        conditions.Conditions.create(**dict(zip(("birads", "density", "view", "laterality", "lesion"), fields)),
+                                     box=box)
+
+
 # ---- the reader study ---------------------------------------------------------------------------
 
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import gradio as gr
 import numpy as np
 
-from ..conditions import ConditionError, Conditions, canonical_box, parse_box
+from ..conditions import ConditionError, Conditions, Laterality, Lesion, View, canonical_box, parse_box
+from .choices import ANY, BIRADS_CHOICES, DENSITY_CHOICES, LATERALITY_CHOICES, LESION_CHOICES, VIEW_CHOICES
 from .display import Window, apply_window, auto_window, breast_outline, write_png8
 from ..pipelines.checkpoint import checkpoint_image_size
 from .model import GeneratedImage, parse_generation_request, write_outputs
@@ -28,19 +29,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mammosynth.app")
 
 __all__ = [
-    "BIRADS_CHOICES", "DENSITY_CHOICES", "VIEW_CHOICES", "LATERALITY_CHOICES", "LESION_CHOICES", "PRESETS",
-    "SAMPLER_CHOICES", "check_conditions", "box_from_annotation", "annotation_value", "run_generation",
+    "PRESETS", "SAMPLER_CHOICES", "check_conditions", "box_from_annotation", "annotation_value", "run_generation",
     "render_gallery", "verdict_table", "build_generate_tab",
 ]
 
-BIRADS_CHOICES = [("any", "any"), ("1 · negative", "1"), ("2 · benign", "2"), ("3 · probably benign", "3"),
-                  ("4 · suspicious", "4"), ("5 · highly suggestive of malignancy", "5")]
-DENSITY_CHOICES = [("any", "any"), ("A · almost entirely fatty", "A"), ("B · scattered fibroglandular", "B"),
-                   ("C · heterogeneously dense", "C"), ("D · extremely dense", "D")]
-VIEW_CHOICES = [("any", "any"), ("CC (craniocaudal)", "CC"), ("MLO (mediolateral oblique)", "MLO")]
-LATERALITY_CHOICES = [("any", "any"), ("left", "L"), ("right", "R")]
-LESION_CHOICES = [("any", "any"), ("none (normal)", "none"), ("mass", "mass"), ("calcification", "calcification"),
-                  ("architectural distortion", "architectural_distortion"), ("asymmetry", "asymmetry")]
 SAMPLER_CHOICES = [("DPM-Solver++ (fast, default)", "dpm"), ("UniPC", "unipc"), ("DDIM", "ddim"),
                    ("Euler", "euler"), ("DDPM (slow, needs many steps)", "ddpm")]
 
@@ -51,10 +43,12 @@ PRESETS: list[tuple[str, str, str, str, str, str, str]] = [
     ("Suspicious mass · L-MLO", "4", "C", "MLO", "L", "mass", "0.30,0.36,0.46,0.50"),
     ("Calcifications · R-CC", "4", "C", "CC", "R", "calcification", "0.50,0.40,0.64,0.52"),
     ("Highly suspicious mass · L-CC", "5", "B", "CC", "L", "mass", "0.40,0.42,0.56,0.58"),
-    ("Anything (all unspecified)", "any", "any", "any", "any", "any", ""),
+    ("Anything (all unspecified)", ANY, ANY, ANY, ANY, ANY, ""),
 ]
 
 _BOX_COLOUR = (255, 96, 64)
+_VIEWS = {v.value for v in View}
+_SIDES = {side.value for side in Laterality}
 
 
 # ---- pure helpers ---------------------------------------------------------------------------
@@ -67,7 +61,7 @@ def check_conditions(birads: Any, density: Any, view: Any, laterality: Any, lesi
     except ConditionError as error:
         return f"⚠ **These conditions cannot be generated:** {error}"
     note = ""
-    if c.lesion is not None and c.lesion.value != "none" and not str(box or "").strip():
+    if c.lesion is not None and c.lesion is not Lesion.NONE and not str(box or "").strip():
         note = " The lesion goes to the default place (upper-outer breast); draw a box to choose."
     elif c.box is not None:
         note = " Lesion box {:.2f},{:.2f},{:.2f},{:.2f}.".format(*c.box.as_tuple())
@@ -123,13 +117,13 @@ def same_box(drawn: str, typed: str, value: dict | None) -> bool:
 
 def mirror_box_text(box: str, old_laterality: str, new_laterality: str) -> str:
     """Keep a drawn box on the same anatomy when the side flips between left and right."""
-    if not box or {old_laterality, new_laterality} != {"L", "R"}:
+    if not box or {old_laterality, new_laterality} != _SIDES:
         return box
     try:
         parsed = parse_box(box)
     except ConditionError:
         return box
-    return ",".join(f"{v:.3f}" for v in canonical_box(parsed, "R").as_tuple())
+    return ",".join(f"{v:.3f}" for v in canonical_box(parsed, Laterality.R).as_tuple())
 
 
 def verdict_line(verdict: PrivacyVerdict | None) -> tuple[str, str]:
@@ -217,7 +211,7 @@ def _outline_cache(services: Services) -> Callable[[str, str], np.ndarray]:
     cache: dict[tuple[str, str], np.ndarray] = {}
 
     def outline(view: str, laterality: str) -> np.ndarray:
-        key = (view if view in ("CC", "MLO") else "CC", laterality if laterality in ("L", "R") else "L")
+        key = (view if view in _VIEWS else View.CC.value, laterality if laterality in _SIDES else Laterality.L.value)
         if key not in cache:
             cache[key] = breast_outline(height, width, key[0], key[1], scale=max(1, round(480 / height)))
         return cache[key]
@@ -250,14 +244,14 @@ def build_generate_tab(services: Services) -> None:
         with gr.Column(scale=2, min_width=320):
             gr.Markdown("### Conditions")
             with gr.Row():
-                birads = gr.Dropdown(BIRADS_CHOICES, value="any", label="BI-RADS", elem_id="gen-birads", allow_custom_value=True)
-                density = gr.Dropdown(DENSITY_CHOICES, value="any", label="Breast density", elem_id="gen-density", allow_custom_value=True)
+                birads = gr.Dropdown(BIRADS_CHOICES, value=ANY, label="BI-RADS", elem_id="gen-birads", allow_custom_value=True)
+                density = gr.Dropdown(DENSITY_CHOICES, value=ANY, label="Breast density", elem_id="gen-density", allow_custom_value=True)
             with gr.Row():
-                view = gr.Radio(VIEW_CHOICES, value="any", label="View", elem_id="gen-view")
-                laterality = gr.Radio(LATERALITY_CHOICES, value="any", label="Side", elem_id="gen-laterality")
-            lesion = gr.Dropdown(LESION_CHOICES, value="any", label="Lesion type", elem_id="gen-lesion", allow_custom_value=True)
+                view = gr.Radio(VIEW_CHOICES, value=ANY, label="View", elem_id="gen-view")
+                laterality = gr.Radio(LATERALITY_CHOICES, value=ANY, label="Side", elem_id="gen-laterality")
+            lesion = gr.Dropdown(LESION_CHOICES, value=ANY, label="Lesion type", elem_id="gen-lesion", allow_custom_value=True)
             annotator = image_annotator(
-                value=annotation_value(outline("CC", "L"), ""), label="Lesion location: drag a box on the breast",
+                value=annotation_value(outline(View.CC.value, Laterality.L.value), ""), label="Lesion location: drag a box on the breast",
                 image_type="numpy", single_box=True, sources=[], show_download_button=False, show_clear_button=False,
                 show_remove_button=True, disable_edit_boxes=True, label_list=["lesion"], label_colors=[_BOX_COLOUR],
                 use_default_label=True, height=360, elem_id="gen-annotator",
@@ -266,7 +260,7 @@ def build_generate_tab(services: Services) -> None:
                 box = gr.Textbox("", label="Lesion box x0,y0,x1,y1 (0–1, as displayed; empty = default place)",
                                  placeholder="e.g. 0.30,0.38,0.46,0.52", scale=4, elem_id="gen-box")
                 clear_box = gr.Button("Clear box", size="sm", scale=1, elem_id="gen-clear-box")
-            validity = gr.Markdown(check_conditions("any", "any", "any", "any", "any", ""), elem_id="gen-validity")
+            validity = gr.Markdown(check_conditions(ANY, ANY, ANY, ANY, ANY, ""), elem_id="gen-validity")
             gr.Markdown("### Sampling")
             with gr.Row():
                 seed = gr.Number(value=-1, precision=0, label="Seed (−1 = random)", minimum=-1, elem_id="gen-seed")
@@ -297,7 +291,7 @@ def build_generate_tab(services: Services) -> None:
             details = gr.JSON(label="Recipe and privacy details", open=False, elem_id="gen-details")
             last_seed = gr.Button("Reuse the seed of image 1", size="sm", elem_id="gen-reuse-seed")
     shown = gr.State([])  # this session's generated images: 16-bit PNG paths and captions
-    side = gr.State("any")
+    side = gr.State(ANY)
 
     # -- live validation and the box ----------------------------------------------------------
     condition_inputs = [birads, density, view, laterality, lesion, box]

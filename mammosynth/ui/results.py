@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from .api import FileData, file_payload
 from .auth import AccessDenied, require_role, username_of
 from .reports import checkpoint_reports, read_json_report
 from .services import Services, new_output_folder
@@ -123,19 +124,14 @@ def build_results_tab(services: Services) -> dict[str, Any]:
 
     refresh.click(on_refresh, None, outputs, api_visibility="private")
 
-    with gr.Row(visible=False):
-        api_json = gr.JSON(label="results")
-        api_files = gr.File(file_count="multiple", label="files")
-        api_button = gr.Button("api results")
-
-    def results(request: gr.Request) -> tuple:
+    def results(request: gr.Request) -> tuple[dict, list[FileData]]:
         """Study statistics (§12) and checkpoint reports, admins only: (JSON, files)."""
         try:
             result = compute_results(services, username_of(request))
         except Exception as error:  # noqa: BLE001
             raise _refuse(error) from None
         payload = {k: result[k] for k in ("analysis", "study_message", "status", "reports")}
-        return payload, result["files"] + result["plots"]
+        return payload, [file_payload(path) for path in result["files"] + result["plots"]]
 
-    api_button.click(results, None, [api_json, api_files], api_name="results")
+    gr.api(results, api_name="results")
     return {"outputs": outputs, "on_refresh": on_refresh}

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from .auth import AccessDenied, require_role, username_of
+from .api import FileData, file_payload
+from .choices import BIRADS_ASSESSMENT_CHOICES, NOT_ASSESSED
 from .services import Services
 from .studies import StudyUnavailable
 
@@ -131,7 +133,7 @@ def submit_answer(services: Services, username: str | None, case_id: Any, answer
         confidence = int(confidence) if confidence.is_integer() else confidence
     except (TypeError, ValueError):
         raise StudyError(f"confidence must be a whole number from {low} to {high}, got {confidence!r}") from None
-    if birads in ("", "none", "not assessed"):
+    if birads in ("", NOT_ASSESSED, "not assessed"):
         birads = None
     if birads is not None:
         try:
@@ -203,8 +205,7 @@ def build_study_tab(services: Services) -> dict[str, Any]:
             # Carries "the reader set the slider for this case" from the page to on_submit (the page
             # keeps the mark; Submit's js step fills this in): an untouched slider is no answer.
             confidence_set = gr.Checkbox(False, visible=False)
-            birads = gr.Dropdown([("not assessed", "none"), ("1", "1"), ("2", "2"), ("3", "3"), ("4", "4"), ("5", "5")],
-                                 value="none", label="BI-RADS assessment (optional)", elem_id="answer-birads",
+            birads = gr.Dropdown(BIRADS_ASSESSMENT_CHOICES, value=NOT_ASSESSED, label="BI-RADS assessment (optional)", elem_id="answer-birads",
                                  visible=False)
             submit = gr.Button("Submit answer  (Enter)", variant="primary", elem_id="submit-answer")
             # why an answer was not stored (gr.Warning toasts need the queue; this event skips it)
@@ -236,7 +237,7 @@ def build_study_tab(services: Services) -> dict[str, Any]:
         _, low, high = _scale(study)
         slider = uses_slider(low, high)
         return (path, info["case_id"] or "", _status_html(services, username, info, note), None,
-                gr.update(value=None, visible=not slider), gr.update(visible=ask, value="none"),
+                gr.update(value=None, visible=not slider), gr.update(visible=ask, value=NOT_ASSESSED),
                 gr.Timer(active=False), gr.update(value=None, minimum=low, maximum=high, visible=slider),
                 keyboard_help(low, high), "")
 
@@ -252,7 +253,7 @@ def build_study_tab(services: Services) -> dict[str, Any]:
             _, low, high = _scale(services.studies.study())
             confidence = (slid if slid_set else None) if uses_slider(low, high) else choice
             result = submit_answer(services, username, case, answer_value, confidence,
-                                   None if birads_value in (None, "none") else birads_value, None)
+                                   None if birads_value in (None, NOT_ASSESSED) else birads_value, None)
         except Exception as error:  # noqa: BLE001 - shown to the reader, never a trace
             refusal = _refusal(error)
             return (*(gr.update() for _ in outputs[:-1]), f"⚠ **{refusal.title}:** {refusal.message}")
@@ -264,36 +265,37 @@ def build_study_tab(services: Services) -> dict[str, Any]:
                  api_visibility="private", queue=False, concurrency_limit=None, show_progress="hidden")
     poll.tick(on_load, None, outputs, api_visibility="private", show_progress="hidden")
 
-    # -- the API (same handlers, same identity and roles) ----------------------------------------
-    with gr.Row(visible=False):
-        api_image = gr.Image(type="filepath", format="png", label="case image")
-        api_case = gr.JSON(label="case")
-        api_progress = gr.JSON(label="progress")
-        in_case = gr.Textbox(label="case_id")
-        in_answer = gr.Textbox(label="answer")
-        in_conf = gr.Number(label="confidence")
-        in_birads = gr.Number(label="birads", value=None)
-        in_seconds = gr.Number(label="seconds_on_case", value=None)
-        api_next = gr.Button("api next")
-        api_answer = gr.Button("api answer")
-        api_prog = gr.Button("api progress")
+    _register_api(services)
+    return {"outputs": outputs, "on_load": on_load}
 
-    def study_next(request: gr.Request) -> tuple:
+
+def _register_api(services: Services) -> None:
+    """The ``study_next`` / ``study_answer`` / ``study_progress`` endpoints (same handlers, identity and roles).
+
+    Quick (a SQLite read or write): they skip the queue (``queue=False``), so gradio_client,
+    which always goes through the queue, is not held to the queue's default limit.
+    """
+
+    def study_next(request: gr.Request) -> tuple[FileData | None, dict]:
         """The logged-in reader's current case: (16-bit PNG file, {case_id, position, total, label, finished,
         confidence_scale})."""
         try:
-            return next_case_payload(services, username_of(request))
+            image, case = next_case_payload(services, username_of(request))
         except Exception as error:  # noqa: BLE001
             raise _refusal(error) from None
+        return file_payload(image), case
 
-    def study_answer(case_id: str, answer: str, confidence: float | None, birads: float | None,
-                     seconds_on_case: float | None, request: gr.Request) -> tuple:
+    def study_answer(case_id: str = "", answer: str = "", confidence: float | None = None, birads: float | None = None,
+                     seconds_on_case: float | None = None, request: gr.Request | None = None,
+                     ) -> tuple[FileData | None, dict]:
         """Store an answer ('real'/'synthetic'; a whole-number confidence on the study's ``confidence_scale``,
         1–5 or 0–100; optional BI-RADS; optional seconds on the case); returns the next case."""
         try:
-            return submit_answer(services, username_of(request), case_id, answer, confidence, birads, seconds_on_case)
+            image, case = submit_answer(services, username_of(request), case_id, answer, confidence, birads,
+                                        seconds_on_case)
         except Exception as error:  # noqa: BLE001
             raise _refusal(error) from None
+        return file_payload(image), case
 
     def study_progress(request: gr.Request) -> dict:
         """The logged-in reader's own progress: {reader_id, answered, total, label, done, confidence_scale}."""
@@ -302,11 +304,5 @@ def build_study_tab(services: Services) -> dict[str, Any]:
         except Exception as error:  # noqa: BLE001
             raise _refusal(error) from None
 
-    # Quick (a SQLite read or write): the page calls them without the queue (queue=False), and
-    # gradio_client, which always goes through the queue, is not held to the queue's default limit.
-    light = dict(queue=False, concurrency_limit=None)
-    api_next.click(study_next, None, [api_image, api_case], api_name="study_next", **light)
-    api_answer.click(study_answer, [in_case, in_answer, in_conf, in_birads, in_seconds], [api_image, api_case],
-                     api_name="study_answer", **light)
-    api_prog.click(study_progress, None, api_progress, api_name="study_progress", **light)
-    return {"outputs": outputs, "on_load": on_load}
+    for endpoint in (study_next, study_answer, study_progress):
+        gr.api(endpoint, api_name=endpoint.__name__, queue=False, concurrency_limit=None)
