@@ -27,15 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..conditions import ConditionError, lesion_from_category, parse_birads, parse_finding_categories
-from .plan import (
-    ImageTask,
-    Issue,
-    Plan,
-    RawFinding,
-    UnknownLabelError,
-    assign_study_splits,
-    parse_image_labels,
-)
+from .plan import ImageTask, Issue, Plan, RawFinding, UnknownLabelError, assign_study_splits, parse_image_labels
 
 __all__ = [
     "BREAST_LEVEL_FILE",

@@ -157,72 +157,86 @@ def _targets_section(targets: list[dict[str, Any]]) -> list[str]:
 
 def _plots(metrics: dict[str, Any], out_dir: Path, real_data: PreparedData | None, real_rows: Any,
            synth_data: PreparedData | None, synth_rows: Any) -> list[str]:
+    """Draw each plot whose metrics are there; return the names of the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    written: list[str] = []
+
+    def save(name: str, fig: Any, dpi: int = 120) -> None:
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=dpi)
+        plt.close(fig)
+        written.append(name)
+
     utility = metrics.get("utility")
     if utility and utility.get("roc"):
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-        for regime, (fpr, tpr) in utility["roc"].items():
-            auc = utility[regime]["cancer_auc"]["auc"]
-            ax.plot(fpr, tpr, label=f"{regime} (AUC {_fmt(auc)})")
-        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Cancer (BI-RADS ≥ 4), real test")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "roc.png", dpi=120)
-        plt.close(fig)
-        written.append("roc.png")
-    fidelity = metrics.get("fidelity")
-    if fidelity:
-        keys = ["fid", "kid", "precision", "recall", "density", "coverage"]
-        fig, axes = plt.subplots(1, len(keys), figsize=(2.2 * len(keys), 3))
-        for ax, key in zip(axes, keys):
-            values = [fidelity["synthetic_vs_real_at_floor_size"].get(key), fidelity["real_vs_real_floor"].get(key)]
-            ax.bar(["synthetic", "real floor"], [0 if v is None or not np.isfinite(v) else v for v in values],
-                   color=["tab:orange", "tab:blue"])
-            ax.set_title(key)
-            ax.tick_params(axis="x", labelsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "fidelity.png", dpi=120)
-        plt.close(fig)
-        written.append("fidelity.png")
-    adherence = metrics.get("adherence")
-    if adherence:
-        keys = ["lesion_accuracy", "density_accuracy", "view_accuracy"]
-        synth = [adherence["synthetic"].get(k) for k in keys] + [adherence["synthetic"].get("localisation", {}).get("hit_rate")]
-        real = [adherence["real"].get(k) for k in keys] + [adherence["real"].get("localisation", {}).get("hit_rate")]
-        labels = ["lesion", "density", "view", "box hit"]
-        x = np.arange(len(labels))
-        fig, ax = plt.subplots(figsize=(5, 3))
-        safe = lambda vs: [0 if v is None or not np.isfinite(v) else v for v in vs]  # noqa: E731
-        ax.bar(x - 0.2, safe(synth), 0.4, label="synthetic", color="tab:orange")
-        ax.bar(x + 0.2, safe(real), 0.4, label="real test", color="tab:blue")
-        ax.set_xticks(x, labels)
-        ax.set(ylim=(0, 1), ylabel="score", title="Condition adherence")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "adherence.png", dpi=120)
-        plt.close(fig)
-        written.append("adherence.png")
+        save("roc.png", _roc_figure(plt, utility))
+    if metrics.get("fidelity"):
+        save("fidelity.png", _fidelity_figure(plt, metrics["fidelity"]))
+    if metrics.get("adherence"):
+        save("adherence.png", _adherence_figure(plt, metrics["adherence"]))
     if real_data is not None and synth_data is not None and len(real_rows) and len(synth_rows):
-        n = min(6, len(real_rows), len(synth_rows))
-        fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
-        for row_axes, data, rows, label in ((axes[0], real_data, real_rows, "real"),
-                                            (axes[1], synth_data, synth_rows, "synthetic")):
-            frames = data.frames(rows["index"].to_numpy()[:n])
-            for ax, frame in zip(row_axes, frames):
-                ax.imshow(frame, cmap="gray", vmin=0, vmax=65535)
-                ax.axis("off")
-            row_axes[0].set_title(label, fontsize=9, loc="left")
-        fig.tight_layout()
-        fig.savefig(out_dir / "samples.png", dpi=100)
-        plt.close(fig)
-        written.append("samples.png")
+        save("samples.png", _samples_figure(plt, real_data, real_rows, synth_data, synth_rows), dpi=100)
     return written
+
+
+def _finite_or_zero(values: list[Any]) -> list[float]:
+    return [0 if v is None or not np.isfinite(v) else v for v in values]
+
+
+def _roc_figure(plt: Any, utility: dict[str, Any]) -> Any:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for regime, (fpr, tpr) in utility["roc"].items():
+        auc = utility[regime]["cancer_auc"]["auc"]
+        ax.plot(fpr, tpr, label=f"{regime} (AUC {_fmt(auc)})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Cancer (BI-RADS ≥ 4), real test")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _fidelity_figure(plt: Any, fidelity: dict[str, Any]) -> Any:
+    keys = ["fid", "kid", "precision", "recall", "density", "coverage"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.2 * len(keys), 3))
+    for ax, key in zip(axes, keys):
+        values = [fidelity["synthetic_vs_real_at_floor_size"].get(key), fidelity["real_vs_real_floor"].get(key)]
+        ax.bar(["synthetic", "real floor"], _finite_or_zero(values), color=["tab:orange", "tab:blue"])
+        ax.set_title(key)
+        ax.tick_params(axis="x", labelsize=7)
+    return fig
+
+
+def _adherence_figure(plt: Any, adherence: dict[str, Any]) -> Any:
+    def scores(block: dict[str, Any]) -> list[float]:
+        keys = ["lesion_accuracy", "density_accuracy", "view_accuracy"]
+        return _finite_or_zero([block.get(k) for k in keys] + [block.get("localisation", {}).get("hit_rate")])
+
+    labels = ["lesion", "density", "view", "box hit"]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(x - 0.2, scores(adherence["synthetic"]), 0.4, label="synthetic", color="tab:orange")
+    ax.bar(x + 0.2, scores(adherence["real"]), 0.4, label="real test", color="tab:blue")
+    ax.set_xticks(x, labels)
+    ax.set(ylim=(0, 1), ylabel="score", title="Condition adherence")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _samples_figure(plt: Any, real_data: PreparedData, real_rows: Any, synth_data: PreparedData,
+                    synth_rows: Any) -> Any:
+    n = min(6, len(real_rows), len(synth_rows))
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 4.2), squeeze=False)
+    for row_axes, data, rows, label in ((axes[0], real_data, real_rows, "real"),
+                                        (axes[1], synth_data, synth_rows, "synthetic")):
+        frames = data.frames(rows["index"].to_numpy()[:n])
+        for ax, frame in zip(row_axes, frames):
+            ax.imshow(frame, cmap="gray", vmin=0, vmax=65535)
+            ax.axis("off")
+        row_axes[0].set_title(label, fontsize=9, loc="left")
+    return fig
 
 
 def write_report(metrics: dict[str, Any], out_dir: str | Path, real_data: PreparedData | None = None,
