@@ -22,8 +22,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -74,13 +74,9 @@ def _report(label: str, lat: list[float], wall: float, ok: bool) -> None:
 
 def run_threads(root: Path, readers: list[str], n: int) -> None:
     study = Study.open(root, verify="quick")
-    out: dict[str, tuple] = {}
-    threads = [threading.Thread(target=lambda r=r: out.__setitem__(r, _read(study, r, n))) for r in readers]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(max_workers=len(readers)) as pool:
+        out = dict(zip(readers, pool.map(lambda r: _read(study, r, n), readers)))
     wall = time.perf_counter() - t0
     _report("threads", [x for lat, _ in out.values() for x in lat], wall, _check(root, {r: v[1] for r, v in out.items()}))
 

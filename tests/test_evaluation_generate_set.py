@@ -161,3 +161,14 @@ def test_generate_set_cli_runs_data_parallel_under_torchrun(like, tmp_path):
     synth, real = load_prepared(out), load_prepared(like)
     assert len(synth.manifest) == len(real.split("training")) and synth.meta["shards"] == 2
     assert json.loads(result.stdout)["written"] == len(synth.manifest)
+
+
+def test_the_set_records_the_checkpoint_fingerprint(like, tmp_path):
+    from mammosynth.pipelines.checkpoint import fingerprint
+
+    pipe = gated_pipe(CountingGate(0))
+    pipe.save_pretrained(tmp_path / "ckpt")
+    settings = GenerationSettings(num_inference_steps=1, batch_size=4, limit=2)
+    generate_set(pipe, like, tmp_path / "synth", settings=settings, checkpoint=str(tmp_path / "ckpt"), progress=False)
+    meta = load_prepared(tmp_path / "synth").meta
+    assert meta["checkpoint_sha256"] == fingerprint(tmp_path / "ckpt") is not None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any, Callable
 
+from ..conditions import BIRADS_VALUES, Density, Laterality, Lesion, View
 from ..pipelines.checkpoint import BUNDLED_CHECKPOINT
 
 logger = logging.getLogger(__name__)
@@ -13,39 +15,40 @@ logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..training.options import ldm_parser, vae_parser
 
-    vae = subparsers.add_parser("train-vae", help="train the 1-channel VAE (f=8) on a prepared dataset",
-                                description="Train the 1-channel AutoencoderKL; resumes from the run folder.")
-    vae_parser(vae)
-    vae.set_defaults(handler=_train_vae)
-
-    swap = subparsers.add_parser(
-        "swap-decoder", help="put a fine-tuned VAE decoder into a pipeline folder (same encoder required)",
+    _command(subparsers, "train-vae", _train_vae, vae_parser,
+             help="train the 1-channel VAE (f=8) on a prepared dataset",
+             description="Train the 1-channel AutoencoderKL; resumes from the run folder.")
+    swap = _command(
+        subparsers, "swap-decoder", _swap_decoder,
+        help="put a fine-tuned VAE decoder into a pipeline folder (same encoder required)",
         description="Replace <checkpoint>/vae with a VAE trained by `train-vae --init_vae <checkpoint>/vae "
         "--freeze_encoder`. The encoder weights and latent scaling must be identical (checked), so the "
         "checkpoint's diffusion model stays valid; the VAE is saved in the checkpoint's dtype.")
     swap.add_argument("--checkpoint", required=True, help="pipeline folder whose vae/ is replaced")
     swap.add_argument("--vae", required=True, help="the decoder-trained VAE: a train-vae run folder or its vae/ folder")
-    swap.set_defaults(handler=_swap_decoder)
+    _command(subparsers, "train-ldm", _train_ldm, ldm_parser, help="train the conditional latent diffusion model",
+             description="Train the conditional UNet on a frozen VAE; saves <out>/pipeline.")
+    _command(subparsers, "sample", _sample, _sample_arguments,
+             help="generate images from a checkpoint (16-bit PNG + JSON recipe each)",
+             description="Generate synthetic mammograms. Each image gets a 16-bit PNG and a JSON recipe "
+             "(conditions, seed, checkpoint, sampler) that makes it again with --recipe.")
 
-    ldm = subparsers.add_parser("train-ldm", help="train the conditional latent diffusion model",
-                                description="Train the conditional UNet on a frozen VAE; saves <out>/pipeline.")
-    ldm_parser(ldm)
-    ldm.set_defaults(handler=_train_ldm)
 
-    sample = subparsers.add_parser(
-        "sample", help="generate images from a checkpoint (16-bit PNG + JSON recipe each)",
-        description="Generate synthetic mammograms. Each image gets a 16-bit PNG and a JSON recipe "
-        "(conditions, seed, checkpoint, sampler) that makes it again with --recipe.")
+def _command(subparsers: argparse._SubParsersAction, name: str, handler: Callable[[argparse.Namespace], int],
+             add_arguments: Callable[[argparse.ArgumentParser], Any] | None = None, **texts: str) -> argparse.ArgumentParser:
+    """Subcommand ``name`` (``help``, ``description`` in ``texts``) running ``handler``, with its arguments."""
+    parser = subparsers.add_parser(name, **texts)
+    if add_arguments is not None:
+        add_arguments(parser)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _sample_arguments(sample: argparse.ArgumentParser) -> None:
     sample.add_argument("--checkpoint", default=BUNDLED_CHECKPOINT, help="pipeline folder (default: %(default)s)")
     sample.add_argument("--out", required=True, help="output folder")
     sample.add_argument("--num", type=int, default=1, help="number of images")
-    sample.add_argument("--birads", default=None, help="1..5 (default: unspecified)")
-    sample.add_argument("--density", default=None, help="A, B, C or D")
-    sample.add_argument("--view", default=None, help="CC or MLO")
-    sample.add_argument("--laterality", default=None, help="L or R")
-    sample.add_argument("--lesion", default=None,
-                        help="none, mass, calcification, architectural_distortion or asymmetry")
-    sample.add_argument("--box", default=None, help="x0,y0,x1,y1 in [0,1] of the displayed image")
+    _condition_arguments(sample)
     sample.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     sample.add_argument("--steps", type=int, default=20, help="denoising steps")
     sample.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (>= 1)")
@@ -58,7 +61,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--no-privacy-gate", dest="privacy_gate", action="store_false",
                         help="generate without the privacy checker on purpose (warns; recipes record privacy: null). "
                              "Without this flag a checkpoint that has no privacy_checker/ is refused")
-    sample.set_defaults(handler=_sample)
+
+
+def _condition_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--birads`` … ``--lesion`` with the values of :mod:`mammosynth.conditions`, and ``--box``."""
+    vocabulary = {"birads": BIRADS_VALUES, "density": Density, "view": View, "laterality": Laterality,
+                  "lesion": Lesion}
+    for name, values in vocabulary.items():
+        words = [str(getattr(v, "value", v)) for v in values]
+        parser.add_argument(f"--{name}", default=None,
+                            help=f"{', '.join(words[:-1])} or {words[-1]} (default: unspecified)")
+    parser.add_argument("--box", default=None, help="x0,y0,x1,y1 in [0,1] of the displayed image")
 
 
 def _train_vae(args: argparse.Namespace) -> int:

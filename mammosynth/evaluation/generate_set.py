@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -162,6 +162,66 @@ def _call_pipe(pipe: Any, conditions: Sequence[Conditions], seeds: Sequence[int]
     return images, privacy
 
 
+@dataclass
+class _Tally:
+    """What happened to the planned images of one run (for ``generation_report.json``)."""
+
+    planned: int
+    already_done: int = 0
+    written: int = 0
+    flagged: int = 0
+    resampled: int = 0
+    dropped: int = 0
+    dropped_images: list[dict[str, Any]] = field(default_factory=list)
+    similarities: list[float] = field(default_factory=list)
+
+    def judge(self, item: PlannedImage, attempt: int, verdict: Any, settings: GenerationSettings) -> str:
+        """``"keep"``, ``"resample"`` or ``"drop"`` an image by its privacy verdict (and count it)."""
+        if settings.privacy != "off" and verdict is None:
+            raise ValueError("the pipeline returned no privacy verdict: load it with its privacy checker, "
+                             "or pass --privacy off to make an ungated set")
+        if verdict is not None and getattr(verdict, "similarity", None) is not None:
+            self.similarities.append(float(verdict.similarity))
+        if settings.privacy == "off" or not bool(getattr(verdict, "flagged", False)):
+            return "keep"
+        self.flagged += 1
+        if settings.privacy == "resample" and attempt < settings.max_resamples:
+            self.resampled += 1
+            return "resample"
+        self.dropped += 1
+        self.dropped_images.append({"image_id": item.image_id, "attempts": attempt + 1,
+                                    "similarity": float(getattr(verdict, "similarity", float("nan")))})
+        return "drop"
+
+    def report(self) -> dict[str, Any]:
+        counts = {k: getattr(self, k) for k in ("planned", "written", "already_done", "flagged", "resampled", "dropped")}
+        return {**counts, "dropped_images": self.dropped_images,
+                "similarity_max": max(self.similarities) if self.similarities else None,
+                "similarity_mean": float(np.mean(self.similarities)) if self.similarities else None}
+
+
+def _id_tag(checkpoint: str | None, settings: GenerationSettings) -> str:
+    return f"{Path(checkpoint).name if checkpoint else 'pipeline'}:{settings.seed}"
+
+
+def _shard_plan(plan: list[PlannedImage], shard: tuple[int, int] | None) -> list[PlannedImage]:
+    if shard is None:
+        return plan
+    k, n = shard
+    if not (n >= 1 and 0 <= k < n):
+        raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+    return [item for item in plan if item.position % n == k]
+
+
+def _resumed_writer(out: Path, meta: dict[str, Any]) -> PreparedWriter | None:
+    """The writer of an unfinished run in ``out`` (to resume it), or ``None`` for a fresh start."""
+    state_path = out / ".writer.json"
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    return PreparedWriter(out, state["height"], state["width"], meta=meta)
+
+
 def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | os.PathLike, split: str | None = "training",
                  settings: GenerationSettings | None = None, as_split: str | None = None,
                  checkpoint: str | None = None, progress: bool = True,
@@ -176,7 +236,8 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
         split: split of ``like`` to imitate (``None`` = all rows).
         settings: sampling settings.
         as_split: split name written to the synthetic rows (default: the source split's name).
-        checkpoint: checkpoint path/name recorded in the metadata and id tag.
+        checkpoint: checkpoint path/name recorded in the metadata (with its
+            :func:`~mammosynth.pipelines.checkpoint.fingerprint` when it is a folder) and id tag.
         progress: show a tqdm progress bar.
         on_batch: called with ``(done, total)`` after each batch.
         shard: ``(k, n)``: make only the planned images at positions ``k`` modulo ``n`` (one
@@ -187,54 +248,33 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
     """
     from tqdm.auto import tqdm
 
+    from ..pipelines.checkpoint import fingerprint
+
     settings = settings or GenerationSettings()
     like = like if isinstance(like, PreparedData) else load_prepared(like)
-    tag = f"{Path(checkpoint).name if checkpoint else 'pipeline'}:{settings.seed}"
-    plan = plan_like(like, split, settings.copies, tag=tag, as_split=as_split)
-    if settings.limit is not None:
-        plan = plan[: settings.limit]
-    if shard is not None:
-        k, n = shard
-        if not (n >= 1 and 0 <= k < n):
-            raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
-        plan = [item for item in plan if item.position % n == k]
+    plan = plan_like(like, split, settings.copies, tag=_id_tag(checkpoint, settings), as_split=as_split)
+    plan = _shard_plan(plan[: settings.limit] if settings.limit is not None else plan, shard)
     out = Path(out)
-    meta = {"source": "synthetic", "checkpoint": checkpoint, "like": str(like.root), "like_split": split,
-            "generation": asdict(settings), "privacy_gated": settings.privacy != "off"}
+    meta = {"source": "synthetic", "checkpoint": checkpoint,
+            "checkpoint_sha256": fingerprint(checkpoint) if checkpoint else None, "like": str(like.root),
+            "like_split": split, "generation": asdict(settings), "privacy_gated": settings.privacy != "off"}
     started = time.perf_counter()
-    counts = {"planned": len(plan), "written": 0, "already_done": 0, "flagged": 0, "resampled": 0, "dropped": 0}
-    dropped: list[dict[str, Any]] = []
-    similarities: list[float] = []
-    writer: PreparedWriter | None = None
-    state_path = out / ".writer.json"
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        writer = PreparedWriter(out, state["height"], state["width"], meta=meta)
+    writer = _resumed_writer(out, meta)
     pending = [(item, 0) for item in plan if writer is None or item.image_id not in writer.done_ids]
-    counts["already_done"] = len(plan) - len(pending)
-    bar = tqdm(total=len(plan), initial=counts["already_done"], desc="generate-set", unit="img", disable=not progress)
+    tally = _Tally(planned=len(plan), already_done=len(plan) - len(pending))
+    bar = tqdm(total=len(plan), initial=tally.already_done, desc="generate-set", unit="img", disable=not progress)
     try:
         while pending:
             batch, pending = pending[: settings.batch_size], pending[settings.batch_size:]
             seeds = [settings.seed + 64 * item.position + attempt for item, attempt in batch]
             images, verdicts = _call_pipe(pipe, [item.conditions for item, _ in batch], seeds, settings)
             for (item, attempt), seed, image, verdict in zip(batch, seeds, images, verdicts):
-                if settings.privacy != "off" and verdict is None:
-                    raise ValueError("the pipeline returned no privacy verdict: load it with its privacy checker, "
-                                     "or pass --privacy off to make an ungated set")
-                flagged = bool(getattr(verdict, "flagged", False)) if settings.privacy != "off" else False
-                if verdict is not None and getattr(verdict, "similarity", None) is not None:
-                    similarities.append(float(verdict.similarity))
-                if flagged:
-                    counts["flagged"] += 1
-                    if settings.privacy == "resample" and attempt < settings.max_resamples:
-                        counts["resampled"] += 1
-                        pending.append((item, attempt + 1))
-                        continue
-                    counts["dropped"] += 1
-                    dropped.append({"image_id": item.image_id, "attempts": attempt + 1,
-                                    "similarity": float(getattr(verdict, "similarity", float("nan")))})
-                    bar.update(1)
+                decision = tally.judge(item, attempt, verdict, settings)
+                if decision == "resample":
+                    pending.append((item, attempt + 1))
+                    continue
+                bar.update(1)
+                if decision == "drop":
                     continue
                 frame = _to_canonical(image, item.conditions)
                 if writer is None:
@@ -243,17 +283,13 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
                          "num_inference_steps": settings.num_inference_steps, "guidance_scale": settings.guidance_scale,
                          "privacy_similarity": None if verdict is None else getattr(verdict, "similarity", None)}
                 writer.add(frame, synthetic_row(item, frame.shape[0], frame.shape[1], seed, extra))
-                counts["written"] += 1
-                bar.update(1)
+                tally.written += 1
             if on_batch is not None:
-                on_batch(counts["already_done"] + counts["written"] + counts["dropped"], len(plan))
+                on_batch(tally.already_done + tally.written + tally.dropped, len(plan))
         if writer is None:
-            raise ValueError(f"no synthetic image was kept ({counts['dropped']} dropped by the privacy gate)")
-        report = {**counts, "seconds": round(time.perf_counter() - started, 1), "dropped_images": dropped,
-                  "similarity_max": max(similarities) if similarities else None,
-                  "similarity_mean": float(np.mean(similarities)) if similarities else None,
-                  "settings": asdict(settings), "like": str(like.root), "split": split, "checkpoint": checkpoint,
-                  "total_in_set": len(writer)}
+            raise ValueError(f"no synthetic image was kept ({tally.dropped} dropped by the privacy gate)")
+        report = {**tally.report(), "seconds": round(time.perf_counter() - started, 1), "settings": asdict(settings),
+                  "like": str(like.root), "split": split, "checkpoint": checkpoint, "total_in_set": len(writer)}
         writer.finalize({"generation_report": {k: v for k, v in report.items() if k != "dropped_images"}})
         atomic_write_text(out / "generation_report.json", json.dumps(report, indent=2, default=str))
         return report
@@ -286,9 +322,8 @@ def merge_shards(out: str | os.PathLike, num_shards: int, like: str | os.PathLik
     settings = settings or GenerationSettings()
     like = like if isinstance(like, PreparedData) else load_prepared(like)
     out = Path(out)
-    tag = f"{Path(checkpoint).name if checkpoint else 'pipeline'}:{settings.seed}"
-    position = {item.image_id: item.position for item in plan_like(like, split, settings.copies, tag=tag,
-                                                                    as_split=as_split)}
+    position = {item.image_id: item.position for item in plan_like(like, split, settings.copies,
+                                                                    tag=_id_tag(checkpoint, settings), as_split=as_split)}
     import csv
 
     shards, reports, manifests = [], [], []
