@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -157,6 +158,24 @@ def _privacy(config: EvaluationConfig, out_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+@dataclass
+class _Sets:
+    """The real and synthetic datasets and the rows of each that an evaluation uses."""
+
+    real: PreparedData
+    synthetic: PreparedData
+    test_rows: Any
+    train_rows: Any
+    synth_rows: Any
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - started
+
+
 def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | PreparedData, out_dir: str | Path,
                    config: EvaluationConfig | None = None) -> dict[str, Any]:
     """Evaluate a synthetic prepared set against a real one and write the report.
@@ -178,102 +197,118 @@ def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | Prep
         raise ValueError(f"unknown evaluation part(s) {sorted(unknown)}; choose from {list(PARTS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    real_data = real if isinstance(real, PreparedData) else load_prepared(real)
-    synth_data = synthetic if isinstance(synthetic, PreparedData) else load_prepared(synthetic)
-    test_rows = _cap(real_data.split(config.test_split), config.max_images, config.seed)
-    train_rows = _cap(real_data.split(config.train_split), config.max_images, config.seed)
-    synth_rows = _cap(synth_data.split(config.synthetic_split), config.max_images, config.seed)
-    for name, rows in (("real test", test_rows), ("synthetic", synth_rows)):
-        if len(rows) < 2:
-            raise ValueError(f"the {name} set has {len(rows)} images; an evaluation needs at least 2 per set")
+    sets = _load_sets(real, synthetic, config)
     timings: dict[str, float] = {}
     metrics: dict[str, Any] = {
-        "real": {"path": str(real_data.root), **describe_source(real_data),
-                 "test_split": config.test_split, "n_test": int(len(test_rows)), "n_train": int(len(train_rows))},
-        "synthetic": {"path": str(synth_data.root), "n": int(len(synth_rows)),
-                      "checkpoint": synth_data.meta.get("checkpoint"), "generation": synth_data.meta.get("generation")},
+        "real": {"path": str(sets.real.root), **describe_source(sets.real), "test_split": config.test_split,
+                 "n_test": int(len(sets.test_rows)), "n_train": int(len(sets.train_rows))},
+        "synthetic": {"path": str(sets.synthetic.root), "n": int(len(sets.synth_rows)),
+                      "checkpoint": sets.synthetic.meta.get("checkpoint"),
+                      "generation": sets.synthetic.meta.get("generation")},
         "config": config.to_dict(),
     }
-
     # 1. the feature extractor (ours, loaded or trained here; or a local Inception file)
-    started = time.perf_counter()
-    needs_encoder = "adherence" in config.parts or ("fidelity" in config.parts and not config.inception_weights)
-    encoder = None
-    if needs_encoder:
-        if config.encoder:
-            encoder = load_fidelity_encoder(config.encoder)
-        else:
-            logger.info("no --encoder given: training the fidelity encoder on %s split %r", real_data.root, config.train_split)
-            encoder = train_fidelity_encoder(real_data, config.train_split, sample_size=config.encoder_size,
-                                             epochs=config.encoder_epochs, seed=config.seed)
-            encoder.save_pretrained(out_dir / "feature_extractor")
-    timings["feature_extractor"] = time.perf_counter() - started
-
+    with _timed(timings, "feature_extractor"):
+        encoder = _feature_encoder(config, sets, out_dir)
     # 2. fidelity with its real-vs-real floor
     if "fidelity" in config.parts:
-        started = time.perf_counter()
-        extractor = InceptionFeatures(config.inception_weights) if config.inception_weights else encoder
-        real_features = extractor.embed(real_data.frames(test_rows["index"].to_numpy()))
-        synth_features = extractor.embed(synth_data.frames(synth_rows["index"].to_numpy()))
-        half_a, half_b = split_by_study(test_rows, config.seed)
-        rng = np.random.default_rng(config.seed)
-        subsample = rng.permutation(len(synth_features))[: len(half_b)]
-        settings = dict(kid_subset_size=config.kid_subset_size, prdc_k=config.prdc_k, seed=config.seed)
-        floor = fidelity_block(real_features[half_a], real_features[half_b], **settings)
-        matched = fidelity_block(real_features[half_a], synth_features[subsample], **settings)
-        metrics["fidelity"] = {
-            "extractor": describe_extractor(extractor),
-            "synthetic_vs_real": fidelity_block(real_features, synth_features, **settings),
-            "real_vs_real_floor": floor,
-            "synthetic_vs_real_at_floor_size": matched,
-            "fid_over_floor": matched["fid"] / floor["fid"] if floor["fid"] > 0 else float("nan"),
-            "kid_minus_floor": matched["kid"] - floor["kid"],
-        }
-        timings["fidelity"] = time.perf_counter() - started
-
+        with _timed(timings, "fidelity"):
+            metrics["fidelity"] = _fidelity(config, sets, encoder)
     # 3. utility: TRTR / TSTR / real + synthetic, tested on the same real test split
-    needs_inputs = "utility" in config.parts or "realism" in config.parts
-    if needs_inputs:
-        started = time.perf_counter()
-        size = tuple(config.recipe.size)
-        test_inputs = load_inputs(real_data, test_rows, size)
-        synth_inputs = load_inputs(synth_data, synth_rows, size)
-        timings["load_inputs"] = time.perf_counter() - started
+    if "utility" in config.parts or "realism" in config.parts:
+        with _timed(timings, "load_inputs"):
+            size = tuple(config.recipe.size)
+            test_inputs = load_inputs(sets.real, sets.test_rows, size)
+            synth_inputs = load_inputs(sets.synthetic, sets.synth_rows, size)
     if "utility" in config.parts:
-        started = time.perf_counter()
-        train_inputs = load_inputs(real_data, train_rows, tuple(config.recipe.size))
-        metrics["utility"] = run_utility(
-            (train_inputs, manifest_targets(train_rows)), (synth_inputs, manifest_targets(synth_rows)),
-            (test_inputs, manifest_targets(test_rows)), config.recipe, seeds=config.seeds,
-            n_bootstrap=config.n_bootstrap)
-        timings["utility"] = time.perf_counter() - started
-
+        with _timed(timings, "utility"):
+            metrics["utility"] = _utility(config, sets, test_inputs, synth_inputs)
     # 4. condition adherence with the encoder's real-trained heads
     if "adherence" in config.parts:
-        started = time.perf_counter()
-        size = tuple(encoder.config.sample_size)
-        scores = {}
-        for key, data, rows in (("synthetic", synth_data, synth_rows), ("real", real_data, test_rows)):
-            probs = predict(encoder.net, load_inputs(data, rows, size))
-            scores[key] = adherence_scores(probs, manifest_targets(rows), _norm_boxes(data, rows))
-        metrics["adherence"] = compare_adherence(scores["synthetic"], scores["real"])
-        metrics["adherence"]["classifier"] = "fidelity encoder heads (trained on real data)"
-        timings["adherence"] = time.perf_counter() - started
-
+        with _timed(timings, "adherence"):
+            metrics["adherence"] = _adherence(sets, encoder)
     # 5. realism: C2ST on pixels
     if "realism" in config.parts:
-        started = time.perf_counter()
-        metrics["realism"] = {"c2st_images": c2st_images(test_inputs, synth_inputs, config.recipe, seed=config.seed,
-                                                         n_bootstrap=config.n_bootstrap)}
-        timings["realism"] = time.perf_counter() - started
-
+        with _timed(timings, "realism"):
+            metrics["realism"] = {"c2st_images": c2st_images(test_inputs, synth_inputs, config.recipe,
+                                                             seed=config.seed, n_bootstrap=config.n_bootstrap)}
     privacy = _privacy(config, out_dir)
     if privacy is not None:
         metrics["privacy"] = privacy
     metrics["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     metrics["targets"] = check_targets(metrics)
-    write_report(metrics, out_dir, real_data=real_data, real_rows=test_rows, synth_data=synth_data, synth_rows=synth_rows)
+    write_report(metrics, out_dir, real_data=sets.real, real_rows=sets.test_rows, synth_data=sets.synthetic,
+                 synth_rows=sets.synth_rows)
     return metrics
+
+
+def _load_sets(real: str | Path | PreparedData, synthetic: str | Path | PreparedData,
+               config: EvaluationConfig) -> _Sets:
+    """Both datasets and their rows (each capped at ``max_images``); at least 2 test and 2 synthetic."""
+    real_data = real if isinstance(real, PreparedData) else load_prepared(real)
+    synth_data = synthetic if isinstance(synthetic, PreparedData) else load_prepared(synthetic)
+    sets = _Sets(real_data, synth_data,
+                 test_rows=_cap(real_data.split(config.test_split), config.max_images, config.seed),
+                 train_rows=_cap(real_data.split(config.train_split), config.max_images, config.seed),
+                 synth_rows=_cap(synth_data.split(config.synthetic_split), config.max_images, config.seed))
+    for name, rows in (("real test", sets.test_rows), ("synthetic", sets.synth_rows)):
+        if len(rows) < 2:
+            raise ValueError(f"the {name} set has {len(rows)} images; an evaluation needs at least 2 per set")
+    return sets
+
+
+def _feature_encoder(config: EvaluationConfig, sets: _Sets, out_dir: Path) -> Any:
+    """The fidelity encoder when a part needs it: loaded from ``config.encoder`` or trained (and saved) here."""
+    needs_encoder = "adherence" in config.parts or ("fidelity" in config.parts and not config.inception_weights)
+    if not needs_encoder:
+        return None
+    if config.encoder:
+        return load_fidelity_encoder(config.encoder)
+    logger.info("no --encoder given: training the fidelity encoder on %s split %r", sets.real.root, config.train_split)
+    encoder = train_fidelity_encoder(sets.real, config.train_split, sample_size=config.encoder_size,
+                                     epochs=config.encoder_epochs, seed=config.seed)
+    encoder.save_pretrained(out_dir / "feature_extractor")
+    return encoder
+
+
+def _fidelity(config: EvaluationConfig, sets: _Sets, encoder: Any) -> dict[str, Any]:
+    """Fidelity of the whole sets, and of study half A vs half B (the floor) and vs as many synthetic images."""
+    extractor = InceptionFeatures(config.inception_weights) if config.inception_weights else encoder
+    real_features = extractor.embed(sets.real.frames(sets.test_rows["index"].to_numpy()))
+    synth_features = extractor.embed(sets.synthetic.frames(sets.synth_rows["index"].to_numpy()))
+    half_a, half_b = split_by_study(sets.test_rows, config.seed)
+    rng = np.random.default_rng(config.seed)
+    subsample = rng.permutation(len(synth_features))[: len(half_b)]
+    settings = dict(kid_subset_size=config.kid_subset_size, prdc_k=config.prdc_k, seed=config.seed)
+    floor = fidelity_block(real_features[half_a], real_features[half_b], **settings)
+    matched = fidelity_block(real_features[half_a], synth_features[subsample], **settings)
+    return {
+        "extractor": describe_extractor(extractor),
+        "synthetic_vs_real": fidelity_block(real_features, synth_features, **settings),
+        "real_vs_real_floor": floor,
+        "synthetic_vs_real_at_floor_size": matched,
+        "fid_over_floor": matched["fid"] / floor["fid"] if floor["fid"] > 0 else float("nan"),
+        "kid_minus_floor": matched["kid"] - floor["kid"],
+    }
+
+
+def _utility(config: EvaluationConfig, sets: _Sets, test_inputs: Any, synth_inputs: Any) -> dict[str, Any]:
+    train_inputs = load_inputs(sets.real, sets.train_rows, tuple(config.recipe.size))
+    return run_utility(
+        (train_inputs, manifest_targets(sets.train_rows)), (synth_inputs, manifest_targets(sets.synth_rows)),
+        (test_inputs, manifest_targets(sets.test_rows)), config.recipe, seeds=config.seeds,
+        n_bootstrap=config.n_bootstrap)
+
+
+def _adherence(sets: _Sets, encoder: Any) -> dict[str, Any]:
+    size = tuple(encoder.config.sample_size)
+    scores = {}
+    for key, data, rows in (("synthetic", sets.synthetic, sets.synth_rows), ("real", sets.real, sets.test_rows)):
+        probs = predict(encoder.net, load_inputs(data, rows, size))
+        scores[key] = adherence_scores(probs, manifest_targets(rows), _norm_boxes(data, rows))
+    adherence = compare_adherence(scores["synthetic"], scores["real"])
+    adherence["classifier"] = "fidelity encoder heads (trained on real data)"
+    return adherence
 
 
 def _get(data: dict, *keys: str) -> float | None:

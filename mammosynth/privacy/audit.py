@@ -163,6 +163,36 @@ def _check_inputs(checker: PrivacyChecker, data: Any, synthetic: Any) -> None:
         )
 
 
+@dataclass
+class _AuditSets:
+    """What the audit compares: training rows in index order, unseen real, synthetic, planted copies."""
+
+    train_rows: Any
+    test_rows: Any
+    copy_rows: Any
+    test_frames: np.ndarray
+    synth_frames: np.ndarray
+    copies: np.ndarray
+
+    @property
+    def n_copies(self) -> int:
+        return len(self.copy_rows)
+
+
+@dataclass
+class _Neighbours:
+    """Embeddings of each set and the similarity (and position) of its nearest training image."""
+
+    test_emb: np.ndarray
+    synth_emb: np.ndarray
+    copy_emb: np.ndarray
+    test_sim: np.ndarray
+    synth_sim: np.ndarray
+    synth_nn: np.ndarray
+    copy_sim: np.ndarray
+    copy_nn: np.ndarray
+
+
 def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = None,
               config: AuditConfig = AuditConfig()) -> dict[str, Any]:
     """Run the whole audit (see the module docstring) and return the report.
@@ -174,112 +204,38 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
         pipe: the diffusion pipeline for membership inference (``None`` skips it).
         config: what to run.
     """
-    from .augment import augment_frames
-
     _check_inputs(checker, data, synthetic)
     timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    train_rows = data.split("training")
-    test_rows = data.split("test")
-    index = checker.index
-    threshold = checker.threshold
-    # training rows in index order
-    position = {image_id: k for k, image_id in enumerate(index.image_ids)}
-    train_rows = train_rows.iloc[np.argsort([position[i] for i in train_rows["image_id"]])]
-    train_emb = index.embeddings
-
     # 1. embeddings of unseen real, synthetic and planted copies
-    test_frames = data.frames(test_rows["index"].to_numpy())
-    synth_frames = synthetic.frames(synthetic.manifest["index"].to_numpy())
-    n_copies = min(int(config.planted_copies), len(train_rows))
-    copy_rows = train_rows.iloc[np.sort(rng.choice(len(train_rows), n_copies, replace=False))]
-    copies = augment_frames(data.frames(copy_rows["index"].to_numpy()), seed=config.seed)
-    test_emb = checker.embed(test_frames)
-    synth_emb = checker.embed(synth_frames)
-    copy_emb = checker.embed(copies) if n_copies else np.zeros((0, index.dim), np.float32)
+    clock = time.perf_counter()
+    sets = _audit_sets(checker, data, synthetic, config)
+    test_emb, synth_emb = checker.embed(sets.test_frames), checker.embed(sets.synth_frames)
+    copy_emb = checker.embed(sets.copies) if sets.n_copies else np.zeros((0, checker.index.dim), np.float32)
     timings["embedding_s"] = time.perf_counter() - clock
-
     # 2. nearest training neighbours
     clock = time.perf_counter()
-    test_sim, _ = index.search(test_emb, 1)
-    synth_sim, synth_nn = index.search(synth_emb, 1)
-    copy_sim, copy_nn = index.search(copy_emb, 1) if n_copies else (np.zeros((0, 1)), np.zeros((0, 1), int))
-    test_sim, synth_sim, copy_sim = test_sim[:, 0], synth_sim[:, 0], copy_sim[:, 0]
+    near = _nearest(checker.index, test_emb, synth_emb, copy_emb)
     timings["search_s"] = time.perf_counter() - clock
-
+    # 3. re-identification, planted copies mixed into the synthetic set, false flags
     clock = time.perf_counter()
     report: dict[str, Any] = {
-        "threshold": threshold,
+        "threshold": checker.threshold,
         "calibration": checker.config.calibration,
         "embedder_fingerprint": checker.config.embedder_fingerprint,
-        "counts": {"training": len(train_rows), "test": len(test_rows), "synthetic": len(synth_frames),
-                   "planted_copies": n_copies},
+        "counts": {"training": len(sets.train_rows), "test": len(sets.test_rows), "synthetic": len(sets.synth_frames),
+                   "planted_copies": sets.n_copies},
         "config": config.to_dict(),
+        "siamese_verification": {"split": "test", **evaluate_embeddings(test_emb, sets.test_rows["study_id"].tolist())},
+        "reid": _reid(checker, synthetic, sets, near),
     }
-    report["siamese_verification"] = {"split": "test", **evaluate_embeddings(test_emb, test_rows["study_id"].tolist())}
-
-    source = _source_studies(synthetic.manifest, train_rows)
-    if source is not None:
-        synth_reid = retrieval_metrics(synth_emb, source, train_emb, train_rows["study_id"].tolist())
-    else:
-        synth_reid = {"note": "synthetic rows name no source training study (extra.source_study_id); "
-                              "mAP@R/P@1 are undefined, see the similarity distributions"}
-    report["reid"] = {
-        "synthetic_to_train_similarity": _quantiles(synth_sim),
-        "real_test_to_train_similarity": _quantiles(test_sim),
-        # P(synthetic similarity > unseen-real similarity): 0.5 = synthetic no closer than unseen real
-        "synthetic_closer_than_real_auc": two_sample_auc(synth_sim, test_sim),
-        "synthetic_flagged": _rate(synth_sim > threshold),
-        "synthetic_vs_train_retrieval": synth_reid,
-        "nearest_training_ids_of_most_similar": [
-            {"synthetic_id": str(synthetic.manifest["image_id"].iloc[k]),
-             "training_id": index.image_ids[int(synth_nn[k, 0])], "similarity": float(synth_sim[k])}
-            for k in np.argsort(-synth_sim)[:10]
-        ],
-    }
-
-    # 3. planted copies mixed into the synthetic set
-    if n_copies:
-        mixed_flags = np.r_[synth_sim > threshold, copy_sim > threshold]
-        is_copy = np.r_[np.zeros(len(synth_sim), bool), np.ones(n_copies, bool)]
-        report["planted_copies"] = {
-            "n": n_copies,
-            "gate_recall": _rate(copy_sim > threshold),
-            "source_found_at_rank1": float(np.mean(
-                np.array([index.image_ids[int(j)] for j in copy_nn[:, 0]]) == copy_rows["image_id"].to_numpy())),
-            "copy_to_train_similarity": _quantiles(copy_sim),
-            "copies_vs_train_retrieval": retrieval_metrics(copy_emb, copy_rows["study_id"].tolist(), train_emb,
-                                                           train_rows["study_id"].tolist()),
-            "mixed_set": {"n": int(len(mixed_flags)), "flagged": int(mixed_flags.sum()),
-                          "flag_precision": float(is_copy[mixed_flags].mean()) if mixed_flags.any() else float("nan")},
-        }
-    report["false_flags"] = {
-        "fresh_synthetic": _rate(synth_sim > threshold),
-        "unseen_real_test": _rate(test_sim > threshold),
-        "unseen_real_cross_validated": (checker.config.calibration or {}).get("cv_false_flag_rate"),
-        "note": "the test split is also the calibration set, so its rate is in-sample (≤ target by "
-                "construction); the cross-validated rate is the out-of-sample estimate",
-    }
+    if sets.n_copies:
+        report["planted_copies"] = _planted_copies(checker, sets, near)
+    report["false_flags"] = _false_flags(checker, near)
     timings["reid_s"] = time.perf_counter() - clock
-
     # 4. pixel-space nearest neighbours
     clock = time.perf_counter()
-    size = tuple(config.pixel_size)
-    train_px = _pixel_vectors(data.frames(train_rows["index"].to_numpy()), size)
-    synth_d, _ = pixel_nn_distances(_pixel_vectors(synth_frames, size), train_px)
-    test_d, _ = pixel_nn_distances(_pixel_vectors(test_frames, size), train_px)
-    copy_d, _ = pixel_nn_distances(_pixel_vectors(copies, size), train_px) if n_copies else (np.zeros(0), None)
-    real_q01 = float(np.quantile(test_d, 0.01)) if len(test_d) else float("nan")
-    report["pixel_nn"] = {
-        "space": f"{size[0]}x{size[1]} area-downsampled, zero-mean unit-norm (distance² = 2 − 2·correlation)",
-        "synthetic_to_train": _quantiles(synth_d),
-        "real_test_to_train": _quantiles(test_d),
-        "planted_copies_to_train": _quantiles(copy_d),
-        "synthetic_below_real_q01": _rate(synth_d < real_q01) if len(test_d) else None,
-    }
+    report["pixel_nn"], pixel = _pixel_nn(data, sets, tuple(config.pixel_size))
     timings["pixel_s"] = time.perf_counter() - clock
-
     # 5. membership inference
     clock = time.perf_counter()
     if config.membership and pipe is not None:
@@ -291,9 +247,103 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
 
     report["targets"] = _targets(report)
     report["timings"] = timings
-    report["_arrays"] = {"test_sim": test_sim, "synth_sim": synth_sim, "copy_sim": copy_sim,
-                         "test_pixel": test_d, "synth_pixel": synth_d, "copy_pixel": copy_d}
+    report["_arrays"] = {"test_sim": near.test_sim, "synth_sim": near.synth_sim, "copy_sim": near.copy_sim, **pixel}
     return report
+
+
+def _audit_sets(checker: PrivacyChecker, data: Any, synthetic: Any, config: AuditConfig) -> _AuditSets:
+    """The frames to audit and ``config.planted_copies`` augmented copies of random training images."""
+    from .augment import augment_frames
+
+    rng = np.random.default_rng(config.seed)
+    train_rows = data.split("training")
+    position = {image_id: k for k, image_id in enumerate(checker.index.image_ids)}
+    train_rows = train_rows.iloc[np.argsort([position[i] for i in train_rows["image_id"]])]
+    test_rows = data.split("test")
+    test_frames = data.frames(test_rows["index"].to_numpy())
+    synth_frames = synthetic.frames(synthetic.manifest["index"].to_numpy())
+    n_copies = min(int(config.planted_copies), len(train_rows))
+    copy_rows = train_rows.iloc[np.sort(rng.choice(len(train_rows), n_copies, replace=False))]
+    copies = augment_frames(data.frames(copy_rows["index"].to_numpy()), seed=config.seed)
+    return _AuditSets(train_rows, test_rows, copy_rows, test_frames, synth_frames, copies)
+
+
+def _nearest(index: Any, test_emb: np.ndarray, synth_emb: np.ndarray, copy_emb: np.ndarray) -> _Neighbours:
+    test_sim, _ = index.search(test_emb, 1)
+    synth_sim, synth_nn = index.search(synth_emb, 1)
+    copy_sim, copy_nn = index.search(copy_emb, 1) if len(copy_emb) else (np.zeros((0, 1)), np.zeros((0, 1), int))
+    return _Neighbours(test_emb, synth_emb, copy_emb, test_sim[:, 0], synth_sim[:, 0], synth_nn, copy_sim[:, 0],
+                       copy_nn)
+
+
+def _reid(checker: PrivacyChecker, synthetic: Any, sets: _AuditSets, near: _Neighbours) -> dict[str, Any]:
+    """How close synthetic images come to training images, against unseen real ones."""
+    index, threshold = checker.index, checker.threshold
+    source = _source_studies(synthetic.manifest, sets.train_rows)
+    if source is not None:
+        synth_reid = retrieval_metrics(near.synth_emb, source, index.embeddings, sets.train_rows["study_id"].tolist())
+    else:
+        synth_reid = {"note": "synthetic rows name no source training study (extra.source_study_id); "
+                              "mAP@R/P@1 are undefined, see the similarity distributions"}
+    return {
+        "synthetic_to_train_similarity": _quantiles(near.synth_sim),
+        "real_test_to_train_similarity": _quantiles(near.test_sim),
+        # P(synthetic similarity > unseen-real similarity): 0.5 = synthetic no closer than unseen real
+        "synthetic_closer_than_real_auc": two_sample_auc(near.synth_sim, near.test_sim),
+        "synthetic_flagged": _rate(near.synth_sim > threshold),
+        "synthetic_vs_train_retrieval": synth_reid,
+        "nearest_training_ids_of_most_similar": [
+            {"synthetic_id": str(synthetic.manifest["image_id"].iloc[k]),
+             "training_id": index.image_ids[int(near.synth_nn[k, 0])], "similarity": float(near.synth_sim[k])}
+            for k in np.argsort(-near.synth_sim)[:10]
+        ],
+    }
+
+
+def _planted_copies(checker: PrivacyChecker, sets: _AuditSets, near: _Neighbours) -> dict[str, Any]:
+    """Whether the gate flags disguised training copies and traces them to their source."""
+    index, threshold = checker.index, checker.threshold
+    mixed_flags = np.r_[near.synth_sim > threshold, near.copy_sim > threshold]
+    is_copy = np.r_[np.zeros(len(near.synth_sim), bool), np.ones(sets.n_copies, bool)]
+    found = np.array([index.image_ids[int(j)] for j in near.copy_nn[:, 0]]) == sets.copy_rows["image_id"].to_numpy()
+    return {
+        "n": sets.n_copies,
+        "gate_recall": _rate(near.copy_sim > threshold),
+        "source_found_at_rank1": float(np.mean(found)),
+        "copy_to_train_similarity": _quantiles(near.copy_sim),
+        "copies_vs_train_retrieval": retrieval_metrics(near.copy_emb, sets.copy_rows["study_id"].tolist(),
+                                                       index.embeddings, sets.train_rows["study_id"].tolist()),
+        "mixed_set": {"n": int(len(mixed_flags)), "flagged": int(mixed_flags.sum()),
+                      "flag_precision": float(is_copy[mixed_flags].mean()) if mixed_flags.any() else float("nan")},
+    }
+
+
+def _false_flags(checker: PrivacyChecker, near: _Neighbours) -> dict[str, Any]:
+    return {
+        "fresh_synthetic": _rate(near.synth_sim > checker.threshold),
+        "unseen_real_test": _rate(near.test_sim > checker.threshold),
+        "unseen_real_cross_validated": (checker.config.calibration or {}).get("cv_false_flag_rate"),
+        "note": "the test split is also the calibration set, so its rate is in-sample (≤ target by "
+                "construction); the cross-validated rate is the out-of-sample estimate",
+    }
+
+
+def _pixel_nn(data: Any, sets: _AuditSets, size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Nearest training image in downsampled pixel space: the report section and the distances."""
+    train_px = _pixel_vectors(data.frames(sets.train_rows["index"].to_numpy()), size)
+    synth_d, _ = pixel_nn_distances(_pixel_vectors(sets.synth_frames, size), train_px)
+    test_d, _ = pixel_nn_distances(_pixel_vectors(sets.test_frames, size), train_px)
+    copy_d, _ = (pixel_nn_distances(_pixel_vectors(sets.copies, size), train_px) if sets.n_copies
+                 else (np.zeros(0), None))
+    real_q01 = float(np.quantile(test_d, 0.01)) if len(test_d) else float("nan")
+    section = {
+        "space": f"{size[0]}x{size[1]} area-downsampled, zero-mean unit-norm (distance² = 2 − 2·correlation)",
+        "synthetic_to_train": _quantiles(synth_d),
+        "real_test_to_train": _quantiles(test_d),
+        "planted_copies_to_train": _quantiles(copy_d),
+        "synthetic_below_real_q01": _rate(synth_d < real_q01) if len(test_d) else None,
+    }
+    return section, {"test_pixel": test_d, "synth_pixel": synth_d, "copy_pixel": copy_d}
 
 
 def _targets(report: dict[str, Any]) -> dict[str, Any]:
