@@ -50,6 +50,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mammosynth.pipelines.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402 - light (no torch, no gradio)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -243,7 +245,7 @@ def summary(timings: dict[str, list[float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "mammosynth-phantom-256")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--readers", type=int, default=20, help="concurrent readers (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="cases each reader reads (default: %(default)s)")
     parser.add_argument("--client", choices=["http", "gradio_client"], default="http",

@@ -27,21 +27,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT = ROOT / "checkpoints" / "mammosynth-phantom-256"
+
+from mammosynth.pipelines.checkpoint import DEFAULT_CHECKPOINT, load_pipeline  # noqa: E402
 MASS = dict(birads=4, density="C", lesion="mass", box=(0.45, 0.30, 0.60, 0.42), view="MLO", laterality="L")
 
 
 def fresh_pipeline():
-    from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
-    from mammosynth.models.conditioning import ConditionEncoder
-    from mammosynth.models.unet import UNET_PRESETS, build_unet, time_embed_dim
-    from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, default_scheduler
+    """A random-weight model with the bundled checkpoint's configuration (256x192)."""
+    from mammosynth.models.autoencoder import VAE_PRESETS
+    from mammosynth.models.unet import UNET_PRESETS
+    from mammosynth.pipelines.testing import tiny_pipeline
 
-    torch.manual_seed(0)
-    vae = build_vae(sample_size=256, **VAE_PRESETS["bundled"])
-    unet = build_unet(sample_size=(32, 24), **UNET_PRESETS["bundled"])
-    encoder = ConditionEncoder(out_dim=time_embed_dim(unet))
-    return MammoLDMPipeline(vae, unet, encoder, default_scheduler(), requires_privacy_checker=False)
+    return tiny_pipeline(256, 192, vae=VAE_PRESETS["bundled"], unet=UNET_PRESETS["bundled"], embed_dim=128)
 
 
 def timed(fn, repeat: int) -> float:
@@ -56,7 +53,7 @@ def timed(fn, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=str(DEFAULT))
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--random", action="store_true", help="time a fresh model with the bundled config")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
@@ -65,19 +62,18 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, scheduler_from_name
+    from mammosynth.pipelines.pipeline_mammo_ldm import scheduler_from_name
 
     figures: dict[str, float | str] = {"threads": args.threads, "torch": torch.__version__}
     use_checkpoint = not args.random and (Path(args.checkpoint) / "model_index.json").exists()
     if use_checkpoint:
         start = time.perf_counter()
-        pipe = MammoLDMPipeline.from_pretrained(args.checkpoint)
+        pipe = load_pipeline(args.checkpoint)
         figures["cold_from_pretrained_s"] = time.perf_counter() - start
         figures["model"] = str(args.checkpoint)
     else:
         pipe = fresh_pipeline()
         figures["model"] = "fresh (bundled config, random weights)"
-    pipe.set_progress_bar_config(disable=True)
 
     def gen(n=1, steps=20, guidance=3.0):
         return lambda: pipe(**MASS, num_images=n, num_inference_steps=steps, guidance_scale=guidance,

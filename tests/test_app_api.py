@@ -92,8 +92,14 @@ def test_every_endpoint_needs_a_login(app):
 
 
 def test_api_names_are_stable(reader1):
-    names = set(reader1.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/generate", "/study_next", "/study_answer", "/study_progress", "/results"} <= names
+    endpoints = reader1.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/generate", "/study_next", "/study_answer", "/study_progress", "/results"} <= set(endpoints)
+    # the API-only endpoints keep their parameters and their outputs (a file and a dict, not one list)
+    assert [p["parameter_name"] for p in endpoints["/study_answer"]["parameters"]] == [
+        "case_id", "answer", "confidence", "birads", "seconds_on_case"]
+    assert {name: len(endpoints[name]["returns"]) for name in ("/study_next", "/study_answer", "/study_progress",
+                                                               "/results")} == {
+        "/study_next": 2, "/study_answer": 2, "/study_progress": 1, "/results": 2}
 
 
 # ---- generate -----------------------------------------------------------------------------------

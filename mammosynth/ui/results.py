@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from .api import FileData, file_payload
+from .api import FileData, api_endpoint, file_payload
 from .auth import AccessDenied, require_role, username_of
 from .reports import checkpoint_reports, read_json_report
 from .services import Services, new_output_folder
@@ -133,5 +133,5 @@ def build_results_tab(services: Services) -> dict[str, Any]:
         payload = {k: result[k] for k in ("analysis", "study_message", "status", "reports")}
         return payload, [file_payload(path) for path in result["files"] + result["plots"]]
 
-    gr.api(results, api_name="results")
+    api_endpoint(results)
     return {"outputs": outputs, "on_refresh": on_refresh}

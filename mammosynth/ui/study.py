@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from .auth import AccessDenied, require_role, username_of
-from .api import FileData, file_payload
+from .api import FileData, api_endpoint, file_payload
 from .choices import BIRADS_ASSESSMENT_CHOICES, NOT_ASSESSED
 from .services import Services
 from .studies import StudyUnavailable
@@ -305,4 +305,4 @@ def _register_api(services: Services) -> None:
             raise _refusal(error) from None
 
     for endpoint in (study_next, study_answer, study_progress):
-        gr.api(endpoint, api_name=endpoint.__name__, queue=False, concurrency_limit=None)
+        api_endpoint(endpoint, queue=False, concurrency_limit=None)
