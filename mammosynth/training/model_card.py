@@ -23,13 +23,20 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..conditions import Density, Laterality, Lesion, View
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["lesion_contrast", "conditioning_check", "sample_grids", "latent_spread", "lesion_closeups", "ldm_loss_label",
            "latent_norm_label", "render_model_card", "component_sections", "main"]
 
-LESIONS = ("none", "mass", "calcification", "architectural_distortion", "asymmetry")
-DENSITIES = ("A", "B", "C", "D")
+#: Condition values of the grids and checks, in the order of :mod:`mammosynth.conditions`.
+LESIONS = tuple(lesion.value for lesion in Lesion)
+FINDING_LESIONS = tuple(lesion for lesion in LESIONS if lesion != Lesion.NONE)
+DENSITIES = tuple(density.value for density in Density)
+VIEWS = tuple(view.value for view in View)
+#: Columns of the view grid: right breast first, as a reader's light box shows them.
+LATERALITIES = (Laterality.R.value, Laterality.L.value)
 #: Box (displayed frame, left breast) used for the grids and the conditioning check.
 CHECK_BOX = (0.35, 0.35, 0.55, 0.50)
 
@@ -115,7 +122,7 @@ def conditioning_check(pipe, num_seeds: int = 6, steps: int = 20, guidance: floa
     x0, y0, x1, y1 = _pixels(box, h, w)
     inside = np.zeros((h, w), bool)
     inside[y0:y1, x0:x1] = True
-    for lesion in LESIONS[1:]:
+    for lesion in FINDING_LESIONS:
         contrasts, ratios = [], []
         for s in range(num_seeds):
             img = pipe(birads=4, lesion=lesion, box=box, num_inference_steps=steps, guidance_scale=guidance,
@@ -146,7 +153,7 @@ def sample_grids(pipe, out: Path, steps: int = 20, guidance: float = 3.0, seed: 
     save_image_grid(np.stack(images), out / "samples.png", ncols=len(LESIONS))
     conds = [Conditions.create(birads=4, density="B", view=v, laterality=lat, lesion="mass",
                                box=CHECK_BOX if lat == "L" else (1 - CHECK_BOX[2], CHECK_BOX[1], 1 - CHECK_BOX[0], CHECK_BOX[3]))
-             for v in ("CC", "MLO") for lat in ("R", "L")]
+             for v in VIEWS for lat in LATERALITIES]
     images = _generate(pipe, conds, steps, guidance, seed)
     save_image_grid(np.stack(images), out / "samples_views.png", ncols=2)
     return [out / "samples.png", out / "samples_views.png"]
@@ -180,7 +187,7 @@ def lesion_closeups(pipe, data, out: Path | None = None, per_type: int = 4, size
                               "guidance": guidance, "lesions": {}}
     boxed = np.array([bool(label_boxes(row, h, w)) for row in rows.to_dict("records")], bool)  # no box: skipped
     strips = []
-    for lesion in LESIONS[1:]:
+    for lesion in FINDING_LESIONS:
         chosen = rows[(rows["lesion"] == lesion).to_numpy() & boxed].iloc[:per_type]
         if len(chosen) == 0:
             continue
