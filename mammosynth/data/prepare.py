@@ -483,18 +483,7 @@ def ingest(
     """
     started = time.perf_counter()
     root, out = Path(root), Path(out)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder (expected the dataset root given with --root)")
-    if out.resolve() == root.resolve():
-        raise ValueError(f"--out {out} must be another folder than --root {root}")
-    height, width = parse_size(f"{size[0]}x{size[1]}")
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-
+    height, width, workers = _check_ingest_args(root, out, size, workers, limit)
     plan = _plan(root, source, labels, test_fraction, out)
     tasks = sorted(plan.tasks, key=lambda t: (t.study_id, t.image_id))
     if limit is not None:
@@ -510,19 +499,7 @@ def ingest(
         pending = [t for t in tasks if t.image_id not in writer.done_ids]
         log.info("ingest %s: %d image(s) planned, %d already done, %d to do, %d worker(s)",
                  plan.source, len(tasks), len(tasks) - len(pending), len(pending), workers)
-        written = 0
-        for count, result in enumerate(_results(pending, (height, width), workers), start=1):
-            if isinstance(result, Issue):
-                issues.append(result)
-                log.warning("skipped %s", result.message)
-            else:
-                writer.add(result.frame, result.row)
-                written += 1
-                for issue in result.issues:
-                    issues.append(issue)
-                    log.warning("%s", issue.message)
-            if progress is not None:
-                progress(count, len(pending))
+        written = _write_results(writer, _results(pending, (height, width), workers), len(pending), issues, progress)
         splits = _check_splits(writer.rows)
         writer.finalize()
         total = len(writer)
@@ -543,3 +520,39 @@ def ingest(
     if not quiet:
         print(report.summary(), file=sys.stdout, flush=True)
     return report
+
+
+def _check_ingest_args(root: Path, out: Path, size: tuple[int, int], workers: int | None,
+                       limit: int | None) -> tuple[int, int, int]:
+    """``(height, width, workers)`` after checking the folders, the size and the counts."""
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder (expected the dataset root given with --root)")
+    if out.resolve() == root.resolve():
+        raise ValueError(f"--out {out} must be another folder than --root {root}")
+    height, width = parse_size(f"{size[0]}x{size[1]}")
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    return height, width, workers
+
+
+def _write_results(writer: PreparedWriter, results: Iterable[_Done | Issue], total: int, issues: list[Issue],
+                   progress: Callable[[int, int], None] | None) -> int:
+    """Add each prepared image to ``writer`` and each skip or warning to ``issues``; return how many were added."""
+    written = 0
+    for count, result in enumerate(results, start=1):
+        if isinstance(result, Issue):
+            issues.append(result)
+            log.warning("skipped %s", result.message)
+        else:
+            writer.add(result.frame, result.row)
+            written += 1
+            for issue in result.issues:
+                issues.append(issue)
+                log.warning("%s", issue.message)
+        if progress is not None:
+            progress(count, total)
+    return written
