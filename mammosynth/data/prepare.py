@@ -33,6 +33,7 @@ from .plan import ImageTask, Issue, Plan
 from .prepared import PreparedWriter, atomic_write_text
 
 __all__ = [
+    "tissue_mask",
     "DEFAULT_SIZE",
     "Crop",
     "PreparedImage",
@@ -91,7 +92,7 @@ def _coarse(pixels: np.ndarray) -> tuple[np.ndarray, float, float]:
     return np.asarray(small, dtype=np.float32), height / ch, width / cw
 
 
-def _tissue_mask(coarse: np.ndarray) -> np.ndarray:
+def tissue_mask(coarse: np.ndarray) -> np.ndarray:
     """Largest connected bright region of a coarse image (the breast), as a bool mask."""
     from scipy import ndimage
 
@@ -120,7 +121,7 @@ def _mask_crop(mask: np.ndarray, fy: float, fx: float, shape: tuple[int, int], m
 
 def _tissue(pixels: np.ndarray) -> tuple[np.ndarray, float, float]:
     coarse, fy, fx = _coarse(pixels)
-    return _tissue_mask(coarse), fy, fx
+    return tissue_mask(coarse), fy, fx
 
 
 def breast_bbox(
