@@ -130,3 +130,37 @@ def test_reports_say_when_the_real_data_is_phantom(sets, tmp_path):
             writer.add(frame, record)
         writer.finalize()
     assert describe_source(load_prepared(tmp_path / "ph")) == {"source": "vindr layout", "is_phantom": True}
+
+
+def test_reconstruction_and_texture_parts_measure_the_vae_ceiling(sets, tmp_path):
+    from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
+
+    torch.manual_seed(0)
+    build_vae(**VAE_PRESETS["tiny"]).save_pretrained(tmp_path / "vae")  # untrained: it keeps little of an image
+    out = tmp_path / "ceiling"
+    assert main(["evaluate", "--data", str(sets["real"]), "--synthetic", str(sets["copy"]), "--out", str(out),
+                 "--parts", "fidelity,texture,reconstruction", "--vae", str(tmp_path / "vae"), *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    ceiling = metrics["reconstruction"]
+    assert ceiling["n"] == metrics["real"]["n_test"] and ceiling["vae"] == str(tmp_path / "vae")
+    real, recon = ceiling["real_training"], ceiling["reconstructions"]
+    # real training images are close to the real test images; an untrained VAE's reconstructions are not
+    assert recon["fidelity_at_floor_size"]["fid"] > real["fidelity_at_floor_size"]["fid"]
+    assert recon["c2st_images"]["auc"] > 0.75
+    assert ceiling["fid_over_floor"] == pytest.approx(
+        recon["fidelity_at_floor_size"]["fid"] / ceiling["real_vs_real_floor_fid"])
+    # the copied test split has the test split's background exactly
+    texture = metrics["texture"]["synthetic_vs_real"]
+    assert texture["background_mean_diff"] == pytest.approx(0.0, abs=1e-12)
+    assert set(metrics["texture"]["real_vs_real_floor"]) >= {"background_std_diff", "edge_line_diff"}
+    targets = {row["target"]: row for row in metrics["targets"]}
+    assert targets["VAE reconstruction CNN C2ST AUC <= 0.70"]["met"] is False
+    assert targets["background mean within 1% of the range of real"]["met"] is True
+    summary = (out / "summary.md").read_text()
+    assert "## VAE ceiling" in summary and "their VAE reconstructions" in summary and "## Visible tells" in summary
+
+    # without a VAE the part is left out, and the metrics say so
+    out = tmp_path / "no-vae"
+    assert main(["evaluate", "--data", str(sets["real"]), "--synthetic", str(sets["copy"]), "--out", str(out),
+                 "--parts", "reconstruction", *TINY]) == 0
+    assert "no VAE" in json.loads((out / "metrics.json").read_text())["reconstruction"]["skipped"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from mammosynth.conditions import NUM_CLASSES, Conditions
-from mammosynth.models.autoencoder import VAE_PRESETS, build_vae, decode, encode, measure_scaling_factor, widen_latent
+from mammosynth.models.autoencoder import (VAE_PRESETS, build_vae, decode, encode, measure_scaling_factor, reconstruct,
+                                           widen_latent)
 from mammosynth.models.conditioning import CONDITION_FIELDS, ConditionEncoder, drop_conditions, unconditional_codes
 from mammosynth.models.denoiser import ConditionalDenoiser, EncodedConditions
 from mammosynth.models.unet import UNET_PRESETS, build_unet, latent_mask, time_embed_dim, widen_unet_latent
@@ -199,3 +201,19 @@ def test_widen_unet_latent_keeps_the_prediction_for_the_old_channels():
     assert torch.equal(after[:, 4:], torch.zeros_like(after[:, 4:]))
     with pytest.raises(ValueError, match="larger than the UNet's own 4"):
         widen_unet_latent(unet, 3)
+
+
+def test_reconstruct_sends_uint16_frames_through_the_vae_and_back():
+    torch.manual_seed(0)
+    vae = build_vae(**VAE_PRESETS["tiny"]).eval()
+    frames = (np.random.default_rng(0).random((3, 32, 24)) * 65535).astype(np.uint16)
+    out = reconstruct(vae, frames)
+    assert out.shape == frames.shape and out.dtype == np.uint16
+    with torch.no_grad():  # by hand: [-1, 1], posterior mean, decode, back to uint16
+        x = torch.from_numpy(frames[:, None].astype(np.float32)) / 32767.5 - 1
+        expected = vae.decode(vae.encode(x).latent_dist.mode()).sample[:, 0].numpy()
+    np.testing.assert_array_equal(out, np.clip(np.rint((expected + 1) * 32767.5), 0, 65535).astype(np.uint16))
+    # batches of 2 sum in another order: the same image up to rounding
+    assert np.abs(reconstruct(vae, frames, batch_size=2).astype(int) - out).max() <= 1
+    with pytest.raises(ValueError, match="uint16"):
+        reconstruct(vae, frames.astype(np.float32))

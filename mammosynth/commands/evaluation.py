@@ -57,11 +57,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", required=True, help="real prepared dataset (training and test splits)")
     ev.add_argument("--synthetic", required=True, help="synthetic prepared dataset (from generate-set)")
     ev.add_argument("--out", required=True, help="report folder")
-    ev.add_argument("--checkpoint", default=None, help="checkpoint folder whose feature_extractor/ to use")
+    ev.add_argument("--checkpoint", default=None,
+                    help="checkpoint folder whose feature_extractor/ (fidelity) and vae/ (reconstruction) to use")
     ev.add_argument("--encoder", default=None, help="fidelity-encoder folder (overrides --checkpoint)")
     ev.add_argument("--inception-weights", default=None,
                     help="local TorchScript Inception file (e.g. inception-2015-12-05.pt) for the fidelity features")
-    ev.add_argument("--parts", default=",".join(("fidelity", "utility", "adherence", "realism")),
+    ev.add_argument("--vae", default=None, help="VAE for the reconstruction part (overrides --checkpoint's vae/)")
+    ev.add_argument("--reconstruction-images", type=int, default=None,
+                    help="real training images the reconstruction part sends through the VAE (default: as many as "
+                         "test images)")
+    ev.add_argument("--parts", default=",".join(("fidelity", "utility", "adherence", "realism", "texture",
+                                                 "reconstruction")),
                     help="comma-separated parts to run (default all)")
     ev.add_argument("--test-split", default="test")
     ev.add_argument("--train-split", default="training")
@@ -155,7 +161,8 @@ def _evaluation_config(args: argparse.Namespace) -> EvaluationConfig:
         seeds=int_list(args.seeds, "--seeds"), encoder=args.encoder or args.checkpoint,
         inception_weights=args.inception_weights, encoder_epochs=args.encoder_epochs,
         encoder_size=_size(args.encoder_size, "--encoder-size"), n_bootstrap=args.bootstrap,
-        max_images=args.max_images, privacy_report=args.privacy_report, seed=args.seed)
+        max_images=args.max_images, privacy_report=args.privacy_report, seed=args.seed,
+        vae=args.vae or args.checkpoint, reconstruction_images=args.reconstruction_images)
 
 
 def _paper_table(args: argparse.Namespace) -> int:

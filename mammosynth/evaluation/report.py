@@ -89,6 +89,7 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
     ]
     for key, section in (("fidelity", _fidelity_section), ("utility", _utility_section),
                          ("adherence", _adherence_section), ("realism", _realism_section),
+                         ("texture", _texture_section), ("reconstruction", _reconstruction_section),
                          ("privacy", _privacy_section), ("targets", _targets_section)):
         if metrics.get(key):
             lines += section(metrics[key])
@@ -142,6 +143,39 @@ def _realism_section(realism: dict[str, Any]) -> list[str]:
     return ["## Realism", "",
             f"Classifier two-sample test (CNN, held-out halves): ROC-AUC {_auc_text(realism.get('c2st_images'))} "
             "(0.5 = indistinguishable).", ""]
+
+
+def _texture_rows(blocks: dict[str, dict[str, Any]]) -> list[str]:
+    """Background, edge-line and band-power rows for several ``compare_texture`` results (one column each)."""
+    rows = [_row("background mean − real (% of range)", *(_fmt(b.get("background_mean_diff")) for b in blocks.values())),
+            _row("background std − real (% of range)", *(_fmt(b.get("background_std_diff")) for b in blocks.values()))]
+    for side in ("top", "left", "bottom", "right"):
+        rows.append(_row(f"{side} edge line − real (% of range)",
+                         *(_fmt(b.get("edge_line_diff", {}).get(side)) for b in blocks.values())))
+    rows.append(_row("band power, max |ratio − 1| over octaves",
+                     *(_fmt(b.get("band_power_max_deviation")) for b in blocks.values())))
+    return rows
+
+
+def _texture_section(texture: dict[str, Any]) -> list[str]:
+    blocks = {"synthetic vs real test": texture["synthetic_vs_real"],
+              "real vs real floor": texture["real_vs_real_floor"]}
+    return ["## Visible tells (0 = as real)", "", *_table("measure", *blocks), *_texture_rows(blocks), ""]
+
+
+def _reconstruction_section(ceiling: dict[str, Any]) -> list[str]:
+    if ceiling.get("skipped"):
+        return ["## VAE ceiling", "", f"Left out: {ceiling['skipped']}.", ""]
+    blocks = {"real training images (floor)": ceiling["real_training"],
+              "their VAE reconstructions": ceiling["reconstructions"]}
+    lines = ["## VAE ceiling (what the autoencoder keeps, against the real test images)", "",
+             f"{ceiling.get('n')} real training images through `{ceiling.get('vae')}` and back.", "",
+             *_table("measure", *blocks)]
+    lines.append(_row("FID (floor size)", *(_fmt(b.get("fidelity_at_floor_size", {}).get("fid"), 4)
+                                             for b in blocks.values())))
+    lines.append(_row("CNN C2ST AUC (95% CI)", *(_auc_text(b.get("c2st_images")) for b in blocks.values())))
+    lines += _texture_rows({name: block["texture"] for name, block in blocks.items()})
+    return lines + ["", f"Reconstruction FID / real-vs-real floor: {_fmt(ceiling.get('fid_over_floor'))}", ""]
 
 
 def _privacy_section(privacy: dict[str, Any]) -> list[str]:

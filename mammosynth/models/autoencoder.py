@@ -16,12 +16,14 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
 __all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_factor", "downsample_factor",
            "latent_affine", "apply_latent_affine", "to_model_space", "from_model_space", "channel_stats",
-           "has_channel_stats", "swap_decoder", "resolve_vae_folder", "widen_latent", "LATENT_SPACE_KEYS"]
+           "has_channel_stats", "swap_decoder", "resolve_vae_folder", "widen_latent", "LATENT_SPACE_KEYS",
+           "reconstruct"]
 
 #: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
 VAE_PRESETS: dict[str, dict] = {
@@ -167,6 +169,24 @@ def resolve_vae_folder(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(
         f"no trained VAE in {path} (looked for {path / 'vae' / 'config.json'}); run `mammosynth train-vae` first"
     )
+
+
+@torch.no_grad()
+def reconstruct(vae: AutoencoderKL, frames: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """uint16 frames ``(N, H, W)`` through the VAE and back (posterior mean): uint16 ``(N, H, W)``.
+
+    What the autoencoder keeps of an image: the ceiling of any denoiser that works in its latents.
+    """
+    from ..data.dataset import from_unit_range, to_unit_range
+
+    frames = np.asarray(frames)
+    if frames.ndim != 3 or frames.dtype != np.uint16:
+        raise ValueError(f"frames must be uint16 (N, H, W), got {frames.dtype} {frames.shape}")
+    out = np.empty_like(frames)
+    for start in range(0, len(frames), batch_size):
+        x = to_unit_range(frames[start:start + batch_size][:, None]).to(vae.device, vae.dtype)
+        out[start:start + batch_size] = from_unit_range(vae.decode(vae.encode(x).latent_dist.mode()).sample[:, 0])
+    return out
 
 
 #: Config fields that define the latent space: a decoder can only replace another if they match.
