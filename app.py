@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("mammosynth.app").info("serving on http://%s:%d", args.host, args.port)
     demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **options)
     if services.config.study is None and services.config.demo_study:
-        from mammosynth.ui.demo import start_demo_study
+        from mammosynth.ui.services import start_demo_study
 
         start_demo_study(services)  # after the server is up, so the page is usable at once
     demo.block_thread()

@@ -28,7 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mammosynth.pipelines.checkpoint import DEFAULT_CHECKPOINT, load_pipeline  # noqa: E402
+from mammosynth.pipelines.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from mammosynth.pipelines.pipeline_mammo_ldm import load_pipeline  # noqa: E402
 MASS = dict(birads=4, density="C", lesion="mass", box=(0.45, 0.30, 0.60, 0.42), view="MLO", laterality="L")
 
 

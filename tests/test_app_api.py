@@ -447,7 +447,7 @@ def test_app_py_shows_neighbours_only_when_asked():
 def test_without_a_study_the_demo_study_is_prepared_in_the_background(app, tmp_path):
     """``python app.py`` with no --study: demo accounts work at once; the study says it is preparing."""
     from mammosynth.ui.app import create_app
-    from mammosynth.ui.demo import start_demo_study
+    from mammosynth.ui.services import start_demo_study
     from mammosynth.ui.services import AppConfig
 
     cfg = AppConfig(checkpoint=app["checkpoint"], study=None, work_dir=tmp_path / "work", temp_dir=tmp_path / "t")

@@ -103,12 +103,12 @@ def _generate_set(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation.generate_set import GenerationSettings, generate_set, merge_shards, shard_folder
-    from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
+    from ..pipelines.pipeline_mammo_ldm import load_pipeline
 
     settings = GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,
                                   seed=args.seed, copies=args.copies, privacy=args.privacy,
                                   max_resamples=args.max_resamples, limit=args.limit)
-    pipe = MammoLDMPipeline.from_pretrained(args.checkpoint, privacy_gate=args.privacy != "off")
+    pipe = load_pipeline(args.checkpoint, privacy_gate=args.privacy != "off")
     state = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch: one shard per process
         from accelerate import PartialState
@@ -116,8 +116,6 @@ def _generate_set(args: argparse.Namespace) -> int:
         state = PartialState(cpu=not torch.cuda.is_available())
     device = args.device or (state.device if state is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = pipe.to(device)
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)
     common = dict(split=_split(args.split), settings=settings, as_split=args.as_split, checkpoint=str(args.checkpoint))
     if state is None:
         report = generate_set(pipe, args.like, args.out, progress=not args.no_progress, **common)

@@ -6,10 +6,14 @@ what the app, the CLI, recipes and ``generate-set`` need to know about one:
 
 * :data:`DEFAULT_CHECKPOINT` / :data:`BUNDLED_CHECKPOINT` – the bundled demo checkpoint;
 * :func:`check_checkpoint_folder` – fail early, in words, when files are missing;
-* :func:`load_pipeline` – ``from_pretrained`` with a scheduler and no progress bar;
 * :func:`register_privacy_checker` – record ``privacy_checker/`` in ``model_index.json``;
 * :func:`fingerprint` – SHA-256 over the files that define the model (:func:`fingerprint_files`);
 * :func:`checkpoint_image_size` – the image size, read from the configs without loading weights.
+
+Loading is :meth:`MammoLDMPipeline.from_pretrained` (and
+:func:`~mammosynth.pipelines.pipeline_mammo_ldm.load_pipeline`, which adds a scheduler by name), in
+the pipeline's own module: it checks the folder with :func:`check_checkpoint_folder` first, so
+this module stays below the pipeline and imports nothing of it.
 
 Nothing here imports torch or diffusers at import time.
 """
@@ -20,14 +24,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .pipeline_mammo_ldm import MammoLDMPipeline
 
 __all__ = [
     "BUNDLED_CHECKPOINT", "DEFAULT_CHECKPOINT", "REQUIRED_COMPONENTS", "CheckpointError", "check_checkpoint_folder",
-    "load_pipeline", "register_privacy_checker", "fingerprint_files", "fingerprint", "checkpoint_image_size",
+    "register_privacy_checker", "fingerprint_files", "fingerprint", "checkpoint_image_size",
 ]
 
 #: The bundled demo checkpoint as the CLI names it (relative to the repository root).
@@ -83,26 +83,6 @@ def _model_index(path: Path) -> dict:
     if entries.get("_class_name") != "MammoLDMPipeline":
         raise CheckpointError(f"{index} describes a {entries.get('_class_name')!r}, not a MammoLDMPipeline")
     return entries
-
-
-def load_pipeline(checkpoint: str | os.PathLike, scheduler: str | None = None,
-                  privacy_gate: bool = True) -> MammoLDMPipeline:
-    """``MammoLDMPipeline.from_pretrained`` with scheduler ``scheduler`` (default: the saved one), no progress bar.
-
-    A checkpoint without a privacy checker is refused at generation time unless
-    ``privacy_gate=False``, which loads without the checker on purpose (ungated images,
-    ``privacy`` None in their recipes; the pipeline logs a loud warning).
-    """
-    # diffusers loads only components whose modules are imported (see the checkpoint's model_index.json)
-    from ..models import conditioning  # noqa: F401
-    from ..privacy import checker  # noqa: F401
-    from .pipeline_mammo_ldm import MammoLDMPipeline, scheduler_from_name
-
-    pipe = MammoLDMPipeline.from_pretrained(checkpoint, privacy_gate=privacy_gate)
-    if scheduler is not None:
-        pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def register_privacy_checker(checkpoint: str | os.PathLike) -> bool:

@@ -43,7 +43,7 @@ from .checkpoint import CheckpointError, check_checkpoint_folder, register_priva
 logger = logging.getLogger(__name__)
 
 __all__ = ["MammoLDMPipeline", "MammoLDMPipelineOutput", "CheckpointError", "PrivacyGateMissingError",
-           "default_scheduler", "register_privacy_checker", "SCHEDULERS"]
+           "default_scheduler", "register_privacy_checker", "load_pipeline", "SCHEDULERS"]
 
 OUTPUT_TYPES = ("uint16", "float", "pil", "latent")
 
@@ -465,3 +465,21 @@ def check_components(vae, unet, condition_encoder) -> None:
             f"condition_encoder.out_dim is {condition_encoder.config.out_dim} but the UNet's time embedding "
             f"has {needed} dimensions"
         )
+
+
+def load_pipeline(checkpoint: str | os.PathLike, scheduler: str | None = None,
+                  privacy_gate: bool = True) -> MammoLDMPipeline:
+    """``MammoLDMPipeline.from_pretrained`` with scheduler ``scheduler`` (default: the saved one), no progress bar.
+
+    A checkpoint without a privacy checker is refused at generation time unless
+    ``privacy_gate=False``, which loads without the checker on purpose (ungated images,
+    ``privacy`` None in their recipes; the pipeline logs a loud warning).
+    """
+    # diffusers loads only components whose modules are imported (see the checkpoint's model_index.json)
+    from ..privacy import checker  # noqa: F401
+
+    pipe = MammoLDMPipeline.from_pretrained(checkpoint, privacy_gate=privacy_gate)
+    if scheduler is not None:
+        pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

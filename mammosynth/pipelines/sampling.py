@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import BUNDLED_CHECKPOINT, fingerprint, load_pipeline
+from .checkpoint import BUNDLED_CHECKPOINT, fingerprint
 
 if TYPE_CHECKING:
     from ..privacy.checker import PrivacyVerdict
@@ -45,6 +45,8 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
         steps, guidance, scheduler, checkpoint = args.steps, args.guidance, args.scheduler, args.checkpoint
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+    from .pipeline_mammo_ldm import load_pipeline
+
     pipe = load_pipeline(checkpoint, scheduler, privacy_gate=getattr(args, "privacy_gate", True))
     height, width = pipe.default_size
     checkpoint_sha256 = fingerprint(checkpoint)

@@ -140,7 +140,7 @@ def create_app(config: AppConfig, loader: Any = None, start_demo: bool = True) -
     demo = build_app(services)
     demo.queue(default_concurrency_limit=8, max_size=64)  # generation has its own limit
     if config.study is None and config.demo_study and start_demo:
-        from .demo import start_demo_study
+        from .services import start_demo_study
 
         start_demo_study(services)
     return demo, launch_options(services), services

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .model import ModelService
-    from .services import Services
 
 logger = logging.getLogger("mammosynth.app")
 
-__all__ = ["DEMO_ACCOUNTS", "write_demo_accounts", "build_demo_study", "start_demo_study"]
+__all__ = ["DEMO_ACCOUNTS", "write_demo_accounts", "build_demo_study"]
 
 #: (id, display name, role, password) of the demo study's accounts.
 DEMO_ACCOUNTS: tuple[tuple[str, str, str, str], ...] = (
@@ -109,27 +107,3 @@ def build_demo_study(work_dir: Path, model: ModelService, readers_csv: Path, stu
                  real_split=real_split, seed=seed)
     logger.info("demo study ready in %.1f s: %s (%d cases)", time.perf_counter() - started, out, n_cases)
     return out
-
-
-def start_demo_study(services: Services, studies: int = 3, steps: int = 20) -> threading.Thread | None:
-    """Build the demo study in a daemon thread and hand it to ``services.studies`` when ready."""
-    config = services.config
-    target = Path(config.work_dir) / DEMO_FOLDER
-    if (target / "study.json").is_file():
-        services.studies.ready(target)
-        return None
-    services.studies.preparing("Preparing the demo study… (a few phantom images and as many generated ones; "
-                               "this page updates when it is ready)")
-
-    def run() -> None:
-        try:
-            folder = build_demo_study(Path(config.work_dir), services.model, services.accounts.path,
-                                      studies=studies, steps=steps)
-            services.studies.ready(folder)
-        except Exception as error:  # noqa: BLE001 - reported in the UI, logged with traceback
-            logger.exception("the demo study could not be built")
-            services.studies.failed(f"The demo study could not be prepared: {error}")
-
-    thread = threading.Thread(target=run, name="demo-study", daemon=True)
-    thread.start()
-    return thread

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ..conditions import Conditions
-from ..pipelines.checkpoint import fingerprint, load_pipeline
+from ..pipelines.checkpoint import fingerprint
 
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin
@@ -145,6 +145,8 @@ class ModelService:
             if self._pipe is None:
                 started = time.perf_counter()
                 logger.info("loading checkpoint %s", self.checkpoint)
+                from ..pipelines.pipeline_mammo_ldm import load_pipeline
+
                 pipe = (self._loader or load_pipeline)(self.checkpoint)
                 self._base_scheduler_config = pipe.scheduler.config
                 self.fingerprint = fingerprint(self.checkpoint)

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..pipelines.checkpoint import DEFAULT_CHECKPOINT, load_pipeline
+from ..pipelines.checkpoint import DEFAULT_CHECKPOINT
 from .accounts import Accounts
+from .demo import DEMO_FOLDER, build_demo_study, write_demo_accounts
 from .model import ModelService
 from .studies import StudyService
 
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mammosynth.app")
 
-__all__ = ["AppConfig", "Services", "create_services", "new_output_folder"]
+__all__ = ["AppConfig", "Services", "create_services", "new_output_folder", "start_demo_study"]
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,6 @@ def create_services(config: AppConfig, loader: Callable[[Path], MammoLDMPipeline
     if readers is None and config.study is not None:
         readers = Path(config.study) / "readers.csv"
     if readers is None and config.demo_study:
-        from .demo import write_demo_accounts
-
         readers = write_demo_accounts(Path(config.work_dir) / "demo-readers.csv")
     if readers is not None and not Path(readers).is_file():
         raise FileNotFoundError(f"readers file {readers} does not exist: pass --auth with a readers.csv "
@@ -90,6 +90,8 @@ def create_services(config: AppConfig, loader: Callable[[Path], MammoLDMPipeline
     Path(config.temp_dir).mkdir(parents=True, exist_ok=True)
     if loader is None and not config.privacy_gate:
         logger.warning("--no-privacy-gate: generated images will NOT be checked against the training set")
+        from ..pipelines.pipeline_mammo_ldm import load_pipeline
+
         loader = functools.partial(load_pipeline, privacy_gate=False)
     return Services(config=config, model=ModelService(config.checkpoint, loader=loader),
                     accounts=Accounts(readers), studies=StudyService(config.study))
@@ -100,3 +102,27 @@ def new_output_folder(temp_dir: Path, kind: str) -> Path:
     folder = Path(temp_dir) / kind / uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def start_demo_study(services: Services, studies: int = 3, steps: int = 20) -> threading.Thread | None:
+    """Build the demo study in a daemon thread and hand it to ``services.studies`` when ready."""
+    config = services.config
+    target = Path(config.work_dir) / DEMO_FOLDER
+    if (target / "study.json").is_file():
+        services.studies.ready(target)
+        return None
+    services.studies.preparing("Preparing the demo study… (a few phantom images and as many generated ones; "
+                               "this page updates when it is ready)")
+
+    def run() -> None:
+        try:
+            folder = build_demo_study(Path(config.work_dir), services.model, services.accounts.path,
+                                      studies=studies, steps=steps)
+            services.studies.ready(folder)
+        except Exception as error:  # noqa: BLE001 - reported in the UI, logged with traceback
+            logger.exception("the demo study could not be built")
+            services.studies.failed(f"The demo study could not be prepared: {error}")
+
+    thread = threading.Thread(target=run, name="demo-study", daemon=True)
+    thread.start()
+    return thread
