@@ -132,7 +132,7 @@ def test_reports_say_when_the_real_data_is_phantom(sets, tmp_path):
     assert describe_source(load_prepared(tmp_path / "ph")) == {"source": "vindr layout", "is_phantom": True}
 
 
-def test_reconstruction_and_texture_parts_measure_the_vae_ceiling(sets, tmp_path):
+def test_reconstruction_and_texture_parts_measure_the_vae_ceiling(sets, tmp_path, capsys):
     from mammosynth.models.autoencoder import VAE_PRESETS, build_vae
 
     torch.manual_seed(0)
@@ -158,6 +158,15 @@ def test_reconstruction_and_texture_parts_measure_the_vae_ceiling(sets, tmp_path
     assert targets["background mean within 1% of the range of real"]["met"] is True
     summary = (out / "summary.md").read_text()
     assert "## VAE ceiling" in summary and "their VAE reconstructions" in summary and "## Visible tells" in summary
+
+    # an autoencoder's ceiling alone needs no synthetic set; the other parts do, and say so
+    alone = tmp_path / "alone"
+    assert main(["evaluate", "--data", str(sets["real"]), "--out", str(alone), "--parts", "reconstruction",
+                 "--vae", str(tmp_path / "vae"), *TINY]) == 0
+    assert json.loads((alone / "metrics.json").read_text())["reconstruction"]["n"] == ceiling["n"]
+    assert main(["evaluate", "--data", str(sets["real"]), "--out", str(alone), "--parts", "fidelity,reconstruction",
+                 *TINY]) == 2
+    assert "need a synthetic set" in capsys.readouterr().err
 
     # without a VAE the part is left out, and the metrics say so
     out = tmp_path / "no-vae"

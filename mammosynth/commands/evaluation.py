@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="fidelity, utility, adherence and realism of a synthetic set → metrics.json, plots, summary",
         description="Evaluate a synthetic prepared set against a real one (DESIGN §10).")
     ev.add_argument("--data", required=True, help="real prepared dataset (training and test splits)")
-    ev.add_argument("--synthetic", required=True, help="synthetic prepared dataset (from generate-set)")
+    ev.add_argument("--synthetic", default=None,
+                    help="synthetic prepared dataset (from generate-set); not needed for --parts reconstruction")
     ev.add_argument("--out", required=True, help="report folder")
     ev.add_argument("--checkpoint", default=None,
                     help="checkpoint folder whose feature_extractor/ (fidelity) and vae/ (reconstruction) to use")

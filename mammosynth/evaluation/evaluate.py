@@ -169,7 +169,7 @@ class _Sets:
     """The real and synthetic datasets and the rows of each that an evaluation uses."""
 
     real: PreparedData
-    synthetic: PreparedData
+    synthetic: PreparedData | None
     test_rows: Any
     train_rows: Any
     synth_rows: Any
@@ -182,13 +182,14 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     timings[key] = time.perf_counter() - started
 
 
-def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | PreparedData, out_dir: str | Path,
+def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | PreparedData | None, out_dir: str | Path,
                    config: EvaluationConfig | None = None) -> dict[str, Any]:
     """Evaluate a synthetic prepared set against a real one and write the report.
 
     Args:
         real: the real prepared dataset (with training and test splits).
-        synthetic: the synthetic prepared dataset (labels = requested conditions).
+        synthetic: the synthetic prepared dataset (labels = requested conditions); ``None`` when the
+            only part is ``reconstruction`` (an autoencoder's ceiling needs no generated images).
         out_dir: report folder (``metrics.json``, PNG plots, ``summary.md``).
         config: settings (defaults: :class:`EvaluationConfig`).
 
@@ -201,6 +202,9 @@ def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | Prep
     unknown = set(config.parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown evaluation part(s) {sorted(unknown)}; choose from {list(PARTS)}")
+    if synthetic is None and set(config.parts) - {"reconstruction"}:
+        raise ValueError(f"evaluation part(s) {sorted(set(config.parts) - {'reconstruction'})} need a synthetic set "
+                         "(--synthetic); only --parts reconstruction runs without one")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sets = _load_sets(real, synthetic, config)
@@ -208,9 +212,9 @@ def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | Prep
     metrics: dict[str, Any] = {
         "real": {"path": str(sets.real.root), **describe_source(sets.real), "test_split": config.test_split,
                  "n_test": int(len(sets.test_rows)), "n_train": int(len(sets.train_rows))},
-        "synthetic": {"path": str(sets.synthetic.root), "n": int(len(sets.synth_rows)),
-                      "checkpoint": sets.synthetic.meta.get("checkpoint"),
-                      "generation": sets.synthetic.meta.get("generation")},
+        "synthetic": None if sets.synthetic is None else {
+            "path": str(sets.synthetic.root), "n": int(len(sets.synth_rows)),
+            "checkpoint": sets.synthetic.meta.get("checkpoint"), "generation": sets.synthetic.meta.get("generation")},
         "config": config.to_dict(),
     }
     # 1. the feature extractor (ours, loaded or trained here; or a local Inception file)
@@ -256,17 +260,18 @@ def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | Prep
     return metrics
 
 
-def _load_sets(real: str | Path | PreparedData, synthetic: str | Path | PreparedData,
+def _load_sets(real: str | Path | PreparedData, synthetic: str | Path | PreparedData | None,
                config: EvaluationConfig) -> _Sets:
     """Both datasets and their rows (each capped at ``max_images``); at least 2 test and 2 synthetic."""
     real_data = real if isinstance(real, PreparedData) else load_prepared(real)
-    synth_data = synthetic if isinstance(synthetic, PreparedData) else load_prepared(synthetic)
+    synth_data = synthetic if isinstance(synthetic, PreparedData) or synthetic is None else load_prepared(synthetic)
     sets = _Sets(real_data, synth_data,
                  test_rows=_cap(real_data.split(config.test_split), config.max_images, config.seed),
                  train_rows=_cap(real_data.split(config.train_split), config.max_images, config.seed),
-                 synth_rows=_cap(synth_data.split(config.synthetic_split), config.max_images, config.seed))
+                 synth_rows=None if synth_data is None else _cap(synth_data.split(config.synthetic_split),
+                                                                 config.max_images, config.seed))
     for name, rows in (("real test", sets.test_rows), ("synthetic", sets.synth_rows)):
-        if len(rows) < 2:
+        if rows is not None and len(rows) < 2:
             raise ValueError(f"the {name} set has {len(rows)} images; an evaluation needs at least 2 per set")
     return sets
 

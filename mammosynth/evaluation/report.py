@@ -84,7 +84,8 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
         "",
         f"Real data: `{real.get('path')}` (source: {real.get('source')}{', PHANTOM data' if real.get('is_phantom') else ''}), "
         f"test split `{real.get('test_split')}` with {real.get('n_test')} images; "
-        f"synthetic set: `{metrics.get('synthetic', {}).get('path')}` with {metrics.get('synthetic', {}).get('n')} images.",
+        f"synthetic set: `{(metrics.get('synthetic') or {}).get('path')}` with "
+        f"{(metrics.get('synthetic') or {}).get('n')} images.",
         "",
     ]
     for key, section in (("fidelity", _fidelity_section), ("utility", _utility_section),
