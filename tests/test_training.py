@@ -834,3 +834,20 @@ def test_latent_spread_compares_generated_with_training_latents(ldm_run):
     card = render_model_card({"vae": {}, "ldm": {}, "data": {}, "latent_spread": spread,
                               "sizes_mb": {"vae": 1.0, "unet": 1.0, "condition_encoder": 0.1}})
     assert f"**{', '.join(f'{v:.2f}' for v in spread['ratio'])}**" in card
+
+
+def test_an_f4_vae_trains_and_an_ldm_samples_in_its_latents(toy, tmp_path, capsys):
+    """Three blocks give f = 4 (16x12 latents of 64x48 frames); the LDM and pipeline follow the VAE's factor."""
+    out = tmp_path / "vae4"
+    assert cli(["train-vae", "--data", str(toy), "--out", str(out), "--max_train_steps", "2",
+                "--block_out_channels", "8,8,16", *TINY_VAE]) == 0
+    assert json.loads((out / "vae" / "config.json").read_text())["block_out_channels"] == [8, 8, 16]
+    ldm = tmp_path / "ldm4"
+    assert cli(["train-ldm", "--data", str(toy), "--vae", str(out), "--out", str(ldm), "--max_train_steps", "2",
+                *TINY_LDM]) == 0
+    pipe = MammoLDMPipeline.from_pretrained(ldm / "pipeline", requires_privacy_checker=False)
+    assert pipe.vae_scale_factor == 4 and tuple(pipe.unet.config.sample_size) == (16, 12)
+    assert pipe(birads=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0].shape == (64, 48)
+    assert cli(["train-vae", "--data", str(toy), "--out", str(tmp_path / "bad"), "--max_train_steps", "2",
+                "--block_out_channels", "8,8,16,16,32", *TINY_VAE]) == 2
+    assert "2 to 4 blocks" in capsys.readouterr().err

@@ -320,7 +320,7 @@ or `mammosynth sample --checkpoint checkpoints/mammosynth-phantom-256 --out out/
 
 | part | what | parameters | fp16 size |
 |---|---|---|---|
-| vae | `AutoencoderKL`, 1 channel, f=8, blocks {tuple(vae.get('block_out_channels', ()))}, scaling_factor {vae.get('scaling_factor', float('nan')):.4f} | {vae.get('params_m', 0):.1f} M | {info['sizes_mb']['vae']:.1f} MB |
+| vae | `AutoencoderKL`, 1 channel, f={2 ** (len(vae.get('block_out_channels', ())) - 1)}, blocks {tuple(vae.get('block_out_channels', ()))}, scaling_factor {vae.get('scaling_factor', float('nan')):.4f} | {vae.get('params_m', 0):.1f} M | {info['sizes_mb']['vae']:.1f} MB |
 | unet | `UNet2DModel` on {ldm.get('latent_channels', 4)} latent + 1 lesion-mask channels, blocks {tuple(ldm.get('block_out_channels', ()))}, condition vector added to the time embedding; {ldm.get('latent_norm', 'latents scaled by the VAE scaling_factor')} | {ldm.get('params_m', 0):.1f} M | {info['sizes_mb']['unet']:.1f} MB |
 | condition_encoder | per-field embeddings (0 = unspecified) → MLP | {ldm.get('encoder_params_m', 0):.2f} M | {info['sizes_mb']['condition_encoder']:.1f} MB |
 | scheduler | DPM-Solver++ (2M), 1000 training steps, scaled-linear betas | | |

@@ -10,7 +10,7 @@ import argparse
 
 __all__ = ["add_common_arguments", "vae_parser", "ldm_parser", "siamese_parser", "int_list"]
 
-VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8) on a prepared dataset."
+VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8; f = 4 with three --block_out_channels) on a prepared dataset."
 LDM_DESCRIPTION = "Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE."
 
 

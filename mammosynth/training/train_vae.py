@@ -1,4 +1,4 @@
-"""Train the 1-channel ``AutoencoderKL`` (f = 8) on a prepared dataset.
+"""Train the 1-channel ``AutoencoderKL`` (f = 8 by default; 4 with three blocks) on a prepared dataset.
 
 Loss: L1 + ``ssim_weight`` · (1 − SSIM) (pytorch-msssim) + ``kl_weight`` · KL, on random
 crops (``--crop``) of the canonical frames: a fully convolutional VAE learns the same
@@ -269,9 +269,9 @@ def _build_vae(args: argparse.Namespace, data):
         preset = dict(VAE_PRESETS[args.preset])
         if args.block_out_channels:
             preset["block_out_channels"] = tuple(int(v) for v in args.block_out_channels.split(","))
-        if len(preset["block_out_channels"]) != 4:
-            raise ValueError("the VAE needs 4 blocks (f = 8); got block_out_channels "
-                             f"{tuple(preset['block_out_channels'])}")
+        if not 2 <= len(preset["block_out_channels"]) <= 4:
+            raise ValueError("the VAE needs 2 to 4 blocks (f = 2, 4 or 8; training crops are multiples of 8); got "
+                             f"block_out_channels {tuple(preset['block_out_channels'])}")
         vae = build_vae(sample_size=data.height, **preset, latent_channels=args.latent_channels or 4)
     if args.freeze_encoder:
         # the latent space is the encoder (+ quant_conv): keep it, so latents, their scaling and
