@@ -15,6 +15,7 @@ import torch
 from mammosynth.conditions import ConditionError, Conditions
 from mammosynth.models.conditioning import ConditionEncoder
 from mammosynth.models.denoiser import EncodedConditions
+from mammosynth.pipelines.checkpoint import weights_mb
 from mammosynth.pipelines.pipeline_mammo_ldm import (
     CheckpointError,
     MammoLDMPipeline,
@@ -402,8 +403,10 @@ def test_bundled_fingerprint_hashes_the_pipeline_components_only():
 def test_bundled_checkpoint_loads_and_samples():
     pipe = MammoLDMPipeline.from_pretrained(BUNDLED)
     pipe.set_progress_bar_config(disable=True)
-    sizes = sum(p.stat().st_size for d in ("vae", "unet") for p in (BUNDLED / d).glob("*.safetensors"))
-    assert sizes <= 45e6
+    sizes = weights_mb(BUNDLED)
+    by_hand = sum(p.stat().st_size for d in ("vae", "unet") for p in (BUNDLED / d).glob("*.safetensors")) / 1e6
+    assert sizes["vae"] + sizes["unet"] == pytest.approx(by_hand) and by_hand <= 45
+    assert set(sizes) == {"vae", "unet", "condition_encoder", "privacy_checker"} and sum(sizes.values()) <= 60
     out = pipe(**MASS, num_inference_steps=20, generator=torch.Generator().manual_seed(0))
     image = out.images[0]
     assert image.shape == (256, 192) and image.dtype == np.uint16

@@ -8,7 +8,8 @@ what the app, the CLI, recipes and ``generate-set`` need to know about one:
 * :func:`check_checkpoint_folder` – fail early, in words, when files are missing;
 * :func:`register_privacy_checker` – record ``privacy_checker/`` in ``model_index.json``;
 * :func:`fingerprint` – SHA-256 over the files that define the model (:func:`fingerprint_files`);
-* :func:`checkpoint_image_size` – the image size, read from the configs without loading weights.
+* :func:`checkpoint_image_size` – the image size, read from the configs without loading weights;
+* :func:`weights_mb` – megabytes of weights per component (the repository's budget is 60 MB in all).
 
 Loading is :meth:`MammoLDMPipeline.from_pretrained` (and
 :func:`~mammosynth.pipelines.pipeline_mammo_ldm.load_pipeline`, which adds a scheduler by name), in
@@ -27,7 +28,7 @@ from pathlib import Path
 
 __all__ = [
     "BUNDLED_CHECKPOINT", "DEFAULT_CHECKPOINT", "REQUIRED_COMPONENTS", "CheckpointError", "check_checkpoint_folder",
-    "register_privacy_checker", "fingerprint_files", "fingerprint", "checkpoint_image_size",
+    "register_privacy_checker", "fingerprint_files", "fingerprint", "checkpoint_image_size", "weights_mb",
 ]
 
 #: The bundled demo checkpoint as the CLI names it (relative to the repository root).
@@ -164,3 +165,16 @@ def checkpoint_image_size(checkpoint: str | os.PathLike, default: tuple[int, int
     factor = 2 ** (len(vae.get("block_out_channels", [0])) - 1)
     h, w = (size, size) if isinstance(size, int) else (size or default)[:2]
     return int(h) * factor, int(w) * factor
+
+
+def weights_mb(checkpoint: str | os.PathLike) -> dict[str, float]:
+    """Megabytes (10⁶ bytes) of weight files per component of :func:`fingerprint_files`, e.g.
+    ``{"unet": 5.6, "vae": 2.0, ...}``; empty for no checkpoint."""
+    path = Path(checkpoint)
+    sizes: dict[str, float] = {}
+    for file in fingerprint_files(path):
+        if file.suffix in MODEL_FILE_SUFFIXES:
+            component = file.relative_to(path).parts[0]
+            sizes[component] = sizes.get(component, 0.0) + file.stat().st_size / 1e6
+    return sizes
+

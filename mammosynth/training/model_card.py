@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..conditions import Density, Laterality, Lesion, View
+from ..pipelines.checkpoint import weights_mb
 
 logger = logging.getLogger(__name__)
 
@@ -237,10 +238,6 @@ def _generate(pipe, conds, steps, guidance, seed) -> list[np.ndarray]:
         gens = [torch.Generator().manual_seed(seed + i + j) for j in range(len(chunk))]
         images += pipe(conditions=chunk, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
     return images
-
-
-def _folder_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*.safetensors")) / 1e6 if path.exists() else 0.0
 
 
 def ldm_loss_label(invocations: list[dict]) -> str:
@@ -631,7 +628,7 @@ def main(argv: list[str] | None = None) -> dict:
             "conditioning": conditioning, "timing": timing,
             "latent_spread": spread, "lesion_closeups": closeups,
             "command": args.command, "git_sha": ldm_info.get("git_sha"), "versions": ldm_info.get("versions"),
-            "sizes_mb": {k: _folder_mb(ckpt / k) for k in ("vae", "unet", "condition_encoder")},
+            "sizes_mb": {k: weights_mb(ckpt).get(k, 0.0) for k in ("vae", "unet", "condition_encoder")},
             "weaknesses": Path(args.notes).read_text() if args.notes else ""}
     (ckpt / "README.md").write_text(render_model_card(info) + "\n" + component_sections(ckpt))
     (ckpt / "training_summary.json").write_text(json.dumps(info, indent=2, default=str))
