@@ -1,4 +1,4 @@
-"""``mammosynth train-vae``, ``swap-decoder``, ``train-ldm`` and ``sample``."""
+"""``mammosynth train-vae``, ``swap-decoder``, ``train-ldm``, ``sample`` and ``promote``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from ..training.options import ldm_parser, vae_parser
 
     _command(subparsers, "train-vae", _train_vae, vae_parser,
-             help="train the 1-channel VAE (f=8) on a prepared dataset",
+             help="train the 1-channel VAE (f=8, or f=4 with three blocks) on a prepared dataset",
              description="Train the 1-channel AutoencoderKL; resumes from the run folder.")
     swap = _command(
         subparsers, "swap-decoder", _swap_decoder,
@@ -28,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     swap.add_argument("--vae", required=True, help="the decoder-trained VAE: a train-vae run folder or its vae/ folder")
     _command(subparsers, "train-ldm", _train_ldm, ldm_parser, help="train the conditional latent diffusion model",
              description="Train the conditional UNet on a frozen VAE; saves <out>/pipeline.")
+    from ..training.promote import add_arguments as promote_arguments
+
+    _command(subparsers, "promote", _promote, promote_arguments,
+             help="replace the shipped checkpoint by a candidate only if it measures better",
+             description="Compare a candidate's reports/eval/metrics.json and reports/privacy.json (from "
+             "scripts/evaluate_bundled.sh) with the shipped checkpoint's: it must beat it on FID and C2ST, keep "
+             "lesion and density adherence and pass the privacy audit; then it replaces it atomically. Exit "
+             "status 1 when it does not.")
     _command(subparsers, "sample", _sample, _sample_arguments,
              help="generate images from a checkpoint (16-bit PNG + JSON recipe each)",
              description="Generate synthetic mammograms. Each image gets a 16-bit PNG and a JSON recipe "
@@ -101,3 +109,10 @@ def _sample(args: argparse.Namespace) -> int:
     written = sample_to_folder(args)
     print(f"wrote {len(written)} image(s) to {args.out}")
     return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from ..training.promote import main
+
+    return main(args)
+
