@@ -851,3 +851,43 @@ def test_an_f4_vae_trains_and_an_ldm_samples_in_its_latents(toy, tmp_path, capsy
     assert cli(["train-vae", "--data", str(toy), "--out", str(tmp_path / "bad"), "--max_train_steps", "2",
                 "--block_out_channels", "8,8,16,16,32", *TINY_VAE]) == 2
     assert "2 to 4 blocks" in capsys.readouterr().err
+
+
+def test_side_by_side_shows_real_and_generated_at_one_to_one_and_zoomed(ldm_run, tmp_path):
+    from PIL import Image
+
+    from mammosynth.data.prepared import load_prepared, row_conditions
+    from mammosynth.training.model_card import side_by_side
+
+    pipe = MammoLDMPipeline.from_pretrained(ldm_run / "pipeline", requires_privacy_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    data = load_prepared(json.loads((ldm_run / "run.json").read_text())["data"]["root"])
+    h, w, ch, cw, zoom = data.height, data.width, 16, 12, 3
+    result = side_by_side(pipe, data, tmp_path, split="training", zoom=zoom, crop=(ch, cw), steps=2, seed=5)
+    labels = [r["label"] for r in result["rows"]]
+    assert set(labels) >= {"mass", "calcification", "architectural_distortion", "asymmetry"}
+    assert all(label.startswith("density ") for label in labels[:len(labels) - 4])
+    grid = np.asarray(Image.open(tmp_path / "samples_side_by_side.png"))
+    height = max(h, ch * zoom)
+    assert grid.dtype == np.uint16 and grid.shape == (len(labels) * (height + 4) - 4, 2 * w + 2 * cw * zoom + 3 * 4)
+    rows = data.split("training").to_dict("records")
+    for k, entry in enumerate(result["rows"]):
+        label = entry["label"]
+        row = next(r for r in rows if (r["lesion"] == label if not label.startswith("density ")
+                                       else r["density"] == label[-1] and r["lesion"] == "none"))
+        cond = row_conditions(row, h, w)
+        assert entry["conditions"] == cond.to_dict() and "image_id" not in entry
+        frame = data.frames([row["index"]])[0]
+        real = frame[:, ::-1] if row["laterality"] == "R" else frame
+        made = pipe(conditions=[cond], num_inference_steps=2, guidance_scale=3.0,
+                    generator=[torch.Generator().manual_seed(5 + k)]).images[0]
+        strip = grid[k * (height + 4):k * (height + 4) + height]
+        np.testing.assert_array_equal(strip[:h, :w], real)
+        np.testing.assert_array_equal(strip[:h, w + 4:2 * w + 4], made)
+        top, left = entry["crop_top_left"]
+        if cond.box is not None:  # the crop is centred on the lesion box (clipped to the frame)
+            x0, y0, x1, y1 = cond.box.to_pixels(h, w)
+            assert top == int(np.clip((y0 + y1) // 2 - ch // 2, 0, h - ch))
+        zoomed = np.repeat(np.repeat(real[top:top + ch, left:left + cw], zoom, 0), zoom, 1)
+        at = 2 * (w + 4)
+        np.testing.assert_array_equal(strip[:ch * zoom, at:at + cw * zoom], zoomed)

@@ -7,6 +7,8 @@ writes into ``CKPT``:
 * ``samples_views.png`` – view × laterality grid (CC/MLO × L/R), BI-RADS 4 mass;
 * ``samples_lesions.png`` – per lesion type, real test crops | VAE reconstructions | generated
   (:func:`lesion_closeups`; with ``--data``);
+* ``samples_side_by_side.png`` – real | generated at 1:1 and ×3 crops, per density and lesion type
+  (:func:`side_by_side`; with ``--data``);
 * ``conditioning.json`` – the lesion-location check (see :func:`lesion_contrast`);
 * ``README.md`` – the model card, from the run folders' metrics and the numbers above.
 """
@@ -231,6 +233,60 @@ def lesion_closeups(pipe, data, out: Path | None = None, per_type: int = 4, size
     return result
 
 
+@torch.no_grad()
+def side_by_side(pipe, data, out: Path | None = None, split: str = "test", zoom: int = 3,
+                 crop: tuple[int, int] = (64, 48), steps: int = 20, guidance: float = 3.0, seed: int = 0) -> dict[str, Any]:
+    """Real and generated images side by side at 1:1 and as ×``zoom`` crops, one row per density and lesion type.
+
+    The rows are the first image of ``split`` for each density with no lesion, then the first for
+    each lesion type with a box of its own. Each row is: the real image (display orientation) | one
+    generated with its conditions (seed ``seed + row``) | the real crop ×``zoom`` | the generated crop
+    ×``zoom`` (pixels repeated, no interpolation). The ``crop`` window is centred on the lesion box,
+    or on the breast's centre (the tissue mask's centroid of the real image) for the density rows.
+    Written to ``out / "samples_side_by_side.png"`` (16-bit, white gaps). Returns the rows' labels
+    and conditions; no image id is named.
+    """
+    from ..data.prepare import tissue_mask
+    from ..data.prepared import label_boxes, row_conditions
+    from ..study.blinding import display_frame
+
+    rows = data.split(split)
+    h, w = data.height, data.width
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    records = rows.to_dict("records")
+    picks = [(f"density {d}", next((r for r in records if r["density"] == d and r["lesion"] == Lesion.NONE), None))
+             for d in DENSITIES]
+    picks += [(lesion, next((r for r in records if r["lesion"] == lesion and label_boxes(r, h, w)), None))
+              for lesion in FINDING_LESIONS]
+    strips, result = [], {"split": split, "zoom": zoom, "crop": [ch, cw], "steps": steps, "rows": []}
+    for k, (label, row) in enumerate((label, row) for label, row in picks if row is not None):
+        cond = row_conditions(row, h, w)
+        side = None if cond.laterality is None else cond.laterality.value
+        real = display_frame(data.frames(np.array([row["index"]]))[0], side)
+        made = pipe(conditions=[cond], num_inference_steps=steps, guidance_scale=guidance,
+                    generator=[torch.Generator().manual_seed(seed + k)]).images[0]
+        if cond.box is not None:
+            x0, y0, x1, y1 = cond.box.to_pixels(h, w)
+            cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+        else:
+            cy, cx = (int(v) for v in np.argwhere(tissue_mask(real.astype(np.float32))).mean(axis=0))
+        top, left = int(np.clip(cy - ch // 2, 0, h - ch)), int(np.clip(cx - cw // 2, 0, w - cw))
+        zoomed = [np.repeat(np.repeat(image[top:top + ch, left:left + cw], zoom, 0), zoom, 1) for image in (real, made)]
+        height = max(h, ch * zoom)
+        tiles = [np.pad(tile, ((0, height - tile.shape[0]), (0, 0))) for tile in (real, made, *zoomed)]
+        gap = np.full((height, 4), 65535, np.uint16)
+        strips.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1))
+        result["rows"].append({"label": label, "conditions": cond.to_dict(), "crop_top_left": [top, left]})
+    if out is not None and strips:
+        from PIL import Image
+
+        gap = np.full((4, strips[0].shape[1]), 65535, np.uint16)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate([part for strip in strips for part in (strip, gap)][:-1], axis=0)).save(
+            Path(out) / "samples_side_by_side.png")
+    return result
+
+
 def _generate(pipe, conds, steps, guidance, seed) -> list[np.ndarray]:
     images = []
     for i in range(0, len(conds), 5):
@@ -347,6 +403,8 @@ Git sha `{info.get('git_sha')}`; versions {json.dumps(info.get('versions', {}))}
 
 Grids: `samples.png` (rows density A–D, columns lesion none/mass/calcification/architectural
 distortion/asymmetry; MLO, left) and `samples_views.png` (rows CC/MLO, columns R/L; BI-RADS 4 mass).
+`samples_side_by_side.png`: per density and lesion type, a real test image | one generated with its
+conditions, at 1:1, then both cropped around the lesion (or the breast's centre) at ×3.
 {_closeups_section(info.get('lesion_closeups'))}
 ## Intended use and limits
 
@@ -624,6 +682,7 @@ def main(argv: list[str] | None = None) -> dict:
     if prepared is not None and not args.skip_samples:
         spread = latent_spread(pipe, prepared, steps=args.steps)
         closeups = lesion_closeups(pipe, prepared, ckpt, steps=args.steps)
+        side_by_side(pipe, prepared, ckpt, steps=args.steps)
     info = {"vae": vae, "decoder": decoder, "wide_vae": wide, "base_ldm": bases, "ldm": ldm, "data": data,
             "conditioning": conditioning, "timing": timing,
             "latent_spread": spread, "lesion_closeups": closeups,
