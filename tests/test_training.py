@@ -873,8 +873,11 @@ def test_side_by_side_shows_real_and_generated_at_one_to_one_and_zoomed(ldm_run,
     rows = data.split("training").to_dict("records")
     for k, entry in enumerate(result["rows"]):
         label = entry["label"]
-        row = next(r for r in rows if (r["lesion"] == label if not label.startswith("density ")
-                                       else r["density"] == label[-1] and r["lesion"] == "none"))
+        if label.startswith("density "):
+            same = [r for r in rows if r["density"] == label[-1]]
+            row = next((r for r in same if r["lesion"] == "none"), same[0])
+        else:
+            row = next(r for r in rows if r["lesion"] == label)
         cond = row_conditions(row, h, w)
         assert entry["conditions"] == cond.to_dict() and "image_id" not in entry
         frame = data.frames([row["index"]])[0]

@@ -238,8 +238,8 @@ def side_by_side(pipe, data, out: Path | None = None, split: str = "test", zoom:
                  crop: tuple[int, int] = (64, 48), steps: int = 20, guidance: float = 3.0, seed: int = 0) -> dict[str, Any]:
     """Real and generated images side by side at 1:1 and as ×``zoom`` crops, one row per density and lesion type.
 
-    The rows are the first image of ``split`` for each density with no lesion, then the first for
-    each lesion type with a box of its own. Each row is: the real image (display orientation) | one
+    The rows are the first image of ``split`` for each density with no lesion (with one if the split
+    has none other), then the first for each lesion type with a box of its own. Each row is: the real image (display orientation) | one
     generated with its conditions (seed ``seed + row``) | the real crop ×``zoom`` | the generated crop
     ×``zoom`` (pixels repeated, no interpolation). The ``crop`` window is centred on the lesion box,
     or on the breast's centre (the tissue mask's centroid of the real image) for the density rows.
@@ -254,7 +254,8 @@ def side_by_side(pipe, data, out: Path | None = None, split: str = "test", zoom:
     h, w = data.height, data.width
     ch, cw = min(crop[0], h), min(crop[1], w)
     records = rows.to_dict("records")
-    picks = [(f"density {d}", next((r for r in records if r["density"] == d and r["lesion"] == Lesion.NONE), None))
+    picks = [(f"density {d}", next((r for r in records if r["density"] == d and r["lesion"] == Lesion.NONE),
+                                   next((r for r in records if r["density"] == d), None)))  # with a lesion if need be
              for d in DENSITIES]
     picks += [(lesion, next((r for r in records if r["lesion"] == lesion and label_boxes(r, h, w)), None))
               for lesion in FINDING_LESIONS]
