@@ -93,7 +93,7 @@ def test_train_siamese_writes_model_metrics_and_resumes(world):
     info = json.loads((run / "run.json").read_text())
     assert len(info["invocations"]) == 2
     # --max_minutes is the budget of the whole run: a resume whose budget is already spent
-    # trains no step (it used to train one before noticing)
+    # trains no step
     assert cli_main(["train-siamese", "--data", str(world["data"]), "--out", str(run), "--max_train_steps", "170",
                      "--max_minutes", "0.001", *TRAIN_ARGS]) == 0
     assert json.loads((run / "metrics.json").read_text())["steps"] == 160
