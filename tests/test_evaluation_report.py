@@ -164,6 +164,7 @@ def test_reconstruction_and_texture_parts_measure_the_vae_ceiling(sets, tmp_path
     assert main(["evaluate", "--data", str(sets["real"]), "--out", str(alone), "--parts", "reconstruction",
                  "--vae", str(tmp_path / "vae"), *TINY]) == 0
     assert json.loads((alone / "metrics.json").read_text())["reconstruction"]["n"] == ceiling["n"]
+    assert "no synthetic set (the VAE ceiling only)" in (alone / "summary.md").read_text()
     assert main(["evaluate", "--data", str(sets["real"]), "--out", str(alone), "--parts", "fidelity,reconstruction",
                  *TINY]) == 2
     assert "need a synthetic set" in capsys.readouterr().err

@@ -83,9 +83,9 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
         "# Evaluation summary",
         "",
         f"Real data: `{real.get('path')}` (source: {real.get('source')}{', PHANTOM data' if real.get('is_phantom') else ''}), "
-        f"test split `{real.get('test_split')}` with {real.get('n_test')} images; "
-        f"synthetic set: `{(metrics.get('synthetic') or {}).get('path')}` with "
-        f"{(metrics.get('synthetic') or {}).get('n')} images.",
+        f"test split `{real.get('test_split')}` with {real.get('n_test')} images; " + (
+            f"synthetic set: `{metrics['synthetic'].get('path')}` with {metrics['synthetic'].get('n')} images."
+            if metrics.get("synthetic") else "no synthetic set (the VAE ceiling only)."),
         "",
     ]
     for key, section in (("fidelity", _fidelity_section), ("utility", _utility_section),
@@ -153,7 +153,7 @@ def _texture_rows(blocks: dict[str, dict[str, Any]]) -> list[str]:
     for side in ("top", "left", "bottom", "right"):
         rows.append(_row(f"{side} edge line − real (% of range)",
                          *(_fmt(b.get("edge_line_diff", {}).get(side)) for b in blocks.values())))
-    rows.append(_row("band power, max |ratio − 1| over octaves",
+    rows.append(_row("band power, largest deviation from real over octaves (0.1 = 10 %)",
                      *(_fmt(b.get("band_power_max_deviation")) for b in blocks.values())))
     return rows
 
