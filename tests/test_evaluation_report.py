@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -156,6 +157,15 @@ def test_reconstruction_and_texture_parts_measure_the_vae_ceiling(sets, tmp_path
     targets = {row["target"]: row for row in metrics["targets"]}
     assert targets["VAE reconstruction CNN C2ST AUC <= 0.70"]["met"] is False
     assert targets["background mean within 1% of the range of real"]["met"] is True
+    from PIL import Image
+
+    figure = np.asarray(Image.open(out / ceiling["figure"]))  # real | reconstructed, 1:1 and x3, 4 rows
+    data = load_prepared(sets["real"])
+    h, w = data.height, data.width
+    height = max(h, 3 * min(64, h))
+    assert figure.dtype == np.uint16 and figure.shape[0] == 4 * (height + 4) - 4
+    training = data.frames(data.split("training")["index"].to_numpy())
+    assert any(np.array_equal(figure[:h, :w], frame) for frame in training)
     summary = (out / "summary.md").read_text()
     assert "## VAE ceiling" in summary and "their VAE reconstructions" in summary and "## Visible tells" in summary
 

@@ -29,7 +29,7 @@ from .classifiers import Recipe, load_inputs, manifest_targets, predict
 from .features import InceptionFeatures, describe_extractor, load_fidelity_encoder, train_fidelity_encoder
 from .fidelity import fid, kid, prdc
 from .realism import c2st_features, c2st_images
-from .texture import compare_texture
+from .texture import compare_texture, write_pairs_figure
 from .utility import run_utility
 
 __all__ = ["EvaluationConfig", "run_evaluation", "PARTS", "split_by_study", "fidelity_block"]
@@ -249,7 +249,7 @@ def run_evaluation(real: str | Path | PreparedData, synthetic: str | Path | Prep
     # 7. the autoencoder's ceiling: real training images through the VAE and back
     if "reconstruction" in config.parts:
         with _timed(timings, "reconstruction"):
-            metrics["reconstruction"] = _reconstruction(config, sets, encoder)
+            metrics["reconstruction"] = _reconstruction(config, sets, encoder, out_dir)
     privacy = _privacy(config, out_dir)
     if privacy is not None:
         metrics["privacy"] = privacy
@@ -321,10 +321,11 @@ def _texture(config: EvaluationConfig, sets: _Sets) -> dict[str, Any]:
             "real_vs_real_floor": compare_texture(test[half_a], test[half_b])}
 
 
-def _reconstruction(config: EvaluationConfig, sets: _Sets, encoder: Any) -> dict[str, Any]:
+def _reconstruction(config: EvaluationConfig, sets: _Sets, encoder: Any, out_dir: Path) -> dict[str, Any]:
     """What the VAE keeps: real training images and their reconstructions, each against the real
     test images (fidelity at the floor's size, pixel C2ST, texture). The training images
-    themselves are the floor a reconstruction can reach."""
+    themselves are the floor a reconstruction can reach. ``reconstructions.png`` in ``out_dir`` shows
+    the first four: real | reconstructed at 1:1, then both ×3 around the breast's centre."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -357,8 +358,10 @@ def _reconstruction(config: EvaluationConfig, sets: _Sets, encoder: Any) -> dict
         block["texture"] = compare_texture(test, frames)
         return block
 
+    reconstructions = reconstruct(vae, originals)
     result = {"vae": str(folder), "n": int(len(rows)), "real_training": measure(originals),
-              "reconstructions": measure(reconstruct(vae, originals))}
+              "reconstructions": measure(reconstructions),
+              "figure": write_pairs_figure(originals[:4], reconstructions[:4], out_dir / "reconstructions.png").name}
     if test_features is not None:
         floor = fidelity_block(test_features[half_a], test_features[half_b], **settings)["fid"]
         result["real_vs_real_floor_fid"] = floor

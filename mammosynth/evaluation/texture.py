@@ -19,6 +19,7 @@ what no difference looks like at the same sample size.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,8 @@ from scipy import ndimage
 
 from ..data.prepare import tissue_mask
 
-__all__ = ["breast_masks", "background_stats", "edge_lines", "band_power", "compare_texture", "OCTAVE_EDGES"]
+__all__ = ["breast_masks", "background_stats", "edge_lines", "band_power", "compare_texture", "crop_origin", "write_pairs_figure",
+           "OCTAVE_EDGES"]
 
 _RANGE = 65535.0
 
@@ -157,3 +159,40 @@ def compare_texture(real: np.ndarray, fake: np.ndarray, **band_kwargs: Any) -> d
         "band_power_ratio": ratio.tolist(),
         "band_power_max_deviation": float(np.max(np.abs(ratio - 1))),
     }
+
+
+def crop_origin(frame: np.ndarray, crop: tuple[int, int], centre: tuple[int, int] | None = None) -> tuple[int, int]:
+    """``(top, left)`` of a ``crop``-sized window centred on ``centre`` (row, column), or on the breast's
+    centre (the tissue mask's centroid) when none is given; clipped to the frame."""
+    h, w = frame.shape
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    if centre is None:
+        centre = tuple(int(v) for v in np.argwhere(tissue_mask(frame.astype(np.float32))).mean(axis=0))
+    return int(np.clip(centre[0] - ch // 2, 0, h - ch)), int(np.clip(centre[1] - cw // 2, 0, w - cw))
+
+
+def write_pairs_figure(real: np.ndarray, other: np.ndarray, path: Path, zoom: int = 3, crop: tuple[int, int] = (64, 48),
+                       centres: list[tuple[int, int] | None] | None = None) -> Path:
+    """A 16-bit PNG with one row per pair: real | other at 1:1, then both ×``zoom`` (pixels repeated)
+    in the :func:`crop_origin` window (around ``centres[i]``, or the real breast's centre), white gaps
+    between."""
+    from PIL import Image
+
+    real, other = _check_frames(real), _check_frames(other)
+    if real.shape != other.shape:
+        raise ValueError(f"the two sets must have the same shape, got {real.shape} and {other.shape}")
+    _, h, w = real.shape
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    height = max(h, ch * zoom)
+    strips = []
+    for i, (a, b) in enumerate(zip(real, other)):
+        top, left = crop_origin(a, (ch, cw), None if centres is None else centres[i])
+        zoomed = [np.repeat(np.repeat(x[top:top + ch, left:left + cw], zoom, 0), zoom, 1) for x in (a, b)]
+        tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0))) for t in (a, b, *zoomed)]
+        gap = np.full((height, 4), 65535, np.uint16)
+        strips.append(np.concatenate([part for t in tiles for part in (t.astype(np.uint16), gap)][:-1], axis=1))
+    gap = np.full((4, strips[0].shape[1]), 65535, np.uint16)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([part for s in strips for part in (s, gap)][:-1], axis=0)).save(path)
+    return path

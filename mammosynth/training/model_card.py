@@ -239,15 +239,15 @@ def side_by_side(pipe, data, out: Path | None = None, split: str = "test", zoom:
     """Real and generated images side by side at 1:1 and as ×``zoom`` crops, one row per density and lesion type.
 
     The rows are the first image of ``split`` for each density with no lesion (with one if the split
-    has none other), then the first for each lesion type with a box of its own. Each row is: the real image (display orientation) | one
-    generated with its conditions (seed ``seed + row``) | the real crop ×``zoom`` | the generated crop
+    has none other), then the first for each lesion type with a box of its own. Each row is: the real
+    image (display orientation) | one generated with its conditions (seed ``seed + row``) | the real crop ×``zoom`` | the generated crop
     ×``zoom`` (pixels repeated, no interpolation). The ``crop`` window is centred on the lesion box,
     or on the breast's centre (the tissue mask's centroid of the real image) for the density rows.
     Written to ``out / "samples_side_by_side.png"`` (16-bit, white gaps). Returns the rows' labels
     and conditions; no image id is named.
     """
-    from ..data.prepare import tissue_mask
     from ..data.prepared import label_boxes, row_conditions
+    from ..evaluation.texture import crop_origin, write_pairs_figure
     from ..study.blinding import display_frame
 
     rows = data.split(split)
@@ -259,32 +259,24 @@ def side_by_side(pipe, data, out: Path | None = None, split: str = "test", zoom:
              for d in DENSITIES]
     picks += [(lesion, next((r for r in records if r["lesion"] == lesion and label_boxes(r, h, w)), None))
               for lesion in FINDING_LESIONS]
-    strips, result = [], {"split": split, "zoom": zoom, "crop": [ch, cw], "steps": steps, "rows": []}
+    result: dict[str, Any] = {"split": split, "zoom": zoom, "crop": [ch, cw], "steps": steps, "rows": []}
+    reals, mades, centres = [], [], []
     for k, (label, row) in enumerate((label, row) for label, row in picks if row is not None):
         cond = row_conditions(row, h, w)
         side = None if cond.laterality is None else cond.laterality.value
-        real = display_frame(data.frames(np.array([row["index"]]))[0], side)
-        made = pipe(conditions=[cond], num_inference_steps=steps, guidance_scale=guidance,
-                    generator=[torch.Generator().manual_seed(seed + k)]).images[0]
+        reals.append(display_frame(data.frames(np.array([row["index"]]))[0], side))
+        mades.append(pipe(conditions=[cond], num_inference_steps=steps, guidance_scale=guidance,
+                          generator=[torch.Generator().manual_seed(seed + k)]).images[0])
+        centre = None
         if cond.box is not None:
             x0, y0, x1, y1 = cond.box.to_pixels(h, w)
-            cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
-        else:
-            cy, cx = (int(v) for v in np.argwhere(tissue_mask(real.astype(np.float32))).mean(axis=0))
-        top, left = int(np.clip(cy - ch // 2, 0, h - ch)), int(np.clip(cx - cw // 2, 0, w - cw))
-        zoomed = [np.repeat(np.repeat(image[top:top + ch, left:left + cw], zoom, 0), zoom, 1) for image in (real, made)]
-        height = max(h, ch * zoom)
-        tiles = [np.pad(tile, ((0, height - tile.shape[0]), (0, 0))) for tile in (real, made, *zoomed)]
-        gap = np.full((height, 4), 65535, np.uint16)
-        strips.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1))
-        result["rows"].append({"label": label, "conditions": cond.to_dict(), "crop_top_left": [top, left]})
-    if out is not None and strips:
-        from PIL import Image
-
-        gap = np.full((4, strips[0].shape[1]), 65535, np.uint16)
-        Path(out).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate([part for strip in strips for part in (strip, gap)][:-1], axis=0)).save(
-            Path(out) / "samples_side_by_side.png")
+            centre = ((y0 + y1) // 2, (x0 + x1) // 2)
+        centres.append(centre)
+        result["rows"].append({"label": label, "conditions": cond.to_dict(),
+                               "crop_top_left": list(crop_origin(reals[-1], (ch, cw), centre))})
+    if out is not None and reals:
+        write_pairs_figure(np.stack(reals), np.stack(mades), Path(out) / "samples_side_by_side.png", zoom=zoom,
+                           crop=(ch, cw), centres=centres)
     return result
 
 
