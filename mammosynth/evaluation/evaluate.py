@@ -32,7 +32,7 @@ from .realism import c2st_features, c2st_images
 from .texture import compare_texture, write_pairs_figure
 from .utility import run_utility
 
-__all__ = ["EvaluationConfig", "run_evaluation", "PARTS", "split_by_study", "fidelity_block"]
+__all__ = ["EvaluationConfig", "run_evaluation", "PARTS", "split_by_study", "fidelity_block", "metric_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -389,7 +389,8 @@ def _adherence(sets: _Sets, encoder: Any) -> dict[str, Any]:
     return adherence
 
 
-def _get(data: dict, *keys: str) -> float | None:
+def metric_value(data: Any, *keys: str) -> float | None:
+    """``data[keys[0]][keys[1]]...`` as a float, or ``None`` where a key is missing or the value is no number."""
     for key in keys:
         if not isinstance(data, dict) or key not in data:
             return None
@@ -415,28 +416,28 @@ def check_targets(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         return None if value is None else abs(value)
 
     matched = ("fidelity", "synthetic_vs_real_at_floor_size")
-    add("FID <= 2x real-vs-real floor", _get(metrics, *matched, "fid"),
-        times(2, _get(metrics, "fidelity", "real_vs_real_floor", "fid")), higher=False)
-    add("feature C2ST AUC <= 0.78", _get(metrics, *matched, "c2st_features_auc"), 0.78, higher=False)
-    add("density >= 0.8", _get(metrics, *matched, "density"), 0.8, higher=True)
-    add("coverage >= 0.85", _get(metrics, *matched, "coverage"), 0.85, higher=True)
-    trtr = _get(metrics, "utility", "trtr", "cancer_auc", "auc")
-    add("TSTR AUC >= 0.94 x TRTR AUC", _get(metrics, "utility", "tstr", "cancer_auc", "auc"), times(0.94, trtr),
+    add("FID <= 2x real-vs-real floor", metric_value(metrics, *matched, "fid"),
+        times(2, metric_value(metrics, "fidelity", "real_vs_real_floor", "fid")), higher=False)
+    add("feature C2ST AUC <= 0.78", metric_value(metrics, *matched, "c2st_features_auc"), 0.78, higher=False)
+    add("density >= 0.8", metric_value(metrics, *matched, "density"), 0.8, higher=True)
+    add("coverage >= 0.85", metric_value(metrics, *matched, "coverage"), 0.85, higher=True)
+    trtr = metric_value(metrics, "utility", "trtr", "cancer_auc", "auc")
+    add("TSTR AUC >= 0.94 x TRTR AUC", metric_value(metrics, "utility", "tstr", "cancer_auc", "auc"), times(0.94, trtr),
         higher=True)
-    add("real+synthetic AUC >= TRTR AUC", _get(metrics, "utility", "real_plus_synthetic", "cancer_auc", "auc"),
+    add("real+synthetic AUC >= TRTR AUC", metric_value(metrics, "utility", "real_plus_synthetic", "cancer_auc", "auc"),
         trtr, higher=True)
     for task, share in (("density", 0.90), ("lesion", 0.95)):
-        add(f"{task} adherence >= {share:.0%} of real", _get(metrics, "adherence", "synthetic", f"{task}_accuracy"),
-            times(share, _get(metrics, "adherence", "real", f"{task}_accuracy")), higher=True)
-    add("requested-box hit rate >= 0.8", _get(metrics, "adherence", "synthetic", "localisation", "hit_rate"), 0.8, higher=True)
-    add("CNN C2ST AUC <= 0.90", _get(metrics, "realism", "c2st_images", "auc"), 0.90, higher=False)
+        add(f"{task} adherence >= {share:.0%} of real", metric_value(metrics, "adherence", "synthetic", f"{task}_accuracy"),
+            times(share, metric_value(metrics, "adherence", "real", f"{task}_accuracy")), higher=True)
+    add("requested-box hit rate >= 0.8", metric_value(metrics, "adherence", "synthetic", "localisation", "hit_rate"), 0.8, higher=True)
+    add("CNN C2ST AUC <= 0.90", metric_value(metrics, "realism", "c2st_images", "auc"), 0.90, higher=False)
     texture = ("texture", "synthetic_vs_real")
     for stat in ("mean", "std"):
         add(f"background {stat} within 1% of the range of real",
-            absolute(_get(metrics, *texture, f"background_{stat}_diff")), 1.0, higher=False)
-    add("band power within 10% of real per octave", _get(metrics, *texture, "band_power_max_deviation"), 0.10,
+            absolute(metric_value(metrics, *texture, f"background_{stat}_diff")), 1.0, higher=False)
+    add("band power within 10% of real per octave", metric_value(metrics, *texture, "band_power_max_deviation"), 0.10,
         higher=False)
     add("VAE reconstruction CNN C2ST AUC <= 0.70",
-        _get(metrics, "reconstruction", "reconstructions", "c2st_images", "auc"), 0.70, higher=False)
-    add("VAE reconstruction FID <= 1.5x floor", _get(metrics, "reconstruction", "fid_over_floor"), 1.5, higher=False)
+        metric_value(metrics, "reconstruction", "reconstructions", "c2st_images", "auc"), 0.70, higher=False)
+    add("VAE reconstruction FID <= 1.5x floor", metric_value(metrics, "reconstruction", "fid_over_floor"), 1.5, higher=False)
     return rows

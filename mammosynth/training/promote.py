@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.evaluate import metric_value
 from ..pipelines.checkpoint import BUNDLED_CHECKPOINT, check_checkpoint_folder, fingerprint
 
 __all__ = ["PrivacyBars", "PromotionError", "compare", "promote", "add_arguments", "main"]
@@ -54,31 +55,23 @@ def _reports(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return json.loads(paths[0].read_text()), json.loads(paths[1].read_text())
 
 
-def _value(data: Any, *keys: str) -> float | None:
-    for key in keys:
-        if not isinstance(data, dict) or key not in data:
-            return None
-        data = data[key]
-    return float(data) if isinstance(data, (int, float)) else None
-
-
 def _measures(metrics: dict[str, Any]) -> dict[str, float | None]:
     ratio = metrics.get("adherence", {}).get("ratio", {})
-    return {"fid": _value(metrics, "fidelity", "synthetic_vs_real_at_floor_size", "fid"),
-            "c2st": _value(metrics, "realism", "c2st_images", "auc"),
-            "lesion_adherence": _value(ratio, "lesion_accuracy"),
-            "density_adherence": _value(ratio, "density_accuracy")}
+    return {"fid": metric_value(metrics, "fidelity", "synthetic_vs_real_at_floor_size", "fid"),
+            "c2st": metric_value(metrics, "realism", "c2st_images", "auc"),
+            "lesion_adherence": metric_value(ratio, "lesion_accuracy"),
+            "density_adherence": metric_value(ratio, "density_accuracy")}
 
 
 def _privacy_checks(privacy: dict[str, Any], bars: PrivacyBars) -> list[dict[str, Any]]:
     checks = [{"check": f"audit target {name}", "value": t.get("value"), "passed": bool(t.get("met"))}
               for name, t in sorted(privacy.get("targets", {}).items())]
-    reid = _value(privacy, "reid", "synthetic_vs_train_retrieval", "mean_average_precision_at_r")
+    reid = metric_value(privacy, "reid", "synthetic_vs_train_retrieval", "mean_average_precision_at_r")
     checks.append({"check": f"re-ID mAP@R <= {bars.max_reid_map_at_r}", "value": reid,
                    "passed": reid is not None and reid <= bars.max_reid_map_at_r})
     attacks = privacy.get("membership", {}).get("attacks", {})
     for name, attack in sorted(attacks.items()):
-        auc = _value(attack, "members_vs_nonmembers", "auc", "value")
+        auc = metric_value(attack, "members_vs_nonmembers", "auc", "value")
         checks.append({"check": f"membership {name} AUC <= {bars.max_membership_auc}", "value": auc,
                        "passed": auc is not None and auc <= bars.max_membership_auc})
     if not attacks:
