@@ -5,10 +5,21 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import sys
 from pathlib import Path
+
+
+def _steps_at(log: Path, minutes: int) -> int | None:
+    """The last logged step of a run within its first ``minutes`` of training (from ``log.csv``)."""
+    if not log.is_file():
+        return None
+    with open(log, newline="") as handle:
+        done = [int(float(r["step"])) for r in csv.DictReader(handle)
+                if r.get("elapsed_min") and float(r["elapsed_min"]) <= minutes + 1e-9]
+    return max(done) if done else None
 
 
 def rows(runs: Path) -> list[dict]:
@@ -19,11 +30,11 @@ def rows(runs: Path) -> list[dict]:
             continue
         design = metrics_file.parent.parent.name
         leg = re.search(r"ceiling-(\d+)min", metrics_file.parent.name)
-        run = json.loads((metrics_file.parent.parent / "run.json").read_text()) if leg else {}
+        steps = _steps_at(metrics_file.parent.parent / "log.csv", int(leg.group(1))) if leg else None
         recon = ceiling["reconstructions"]
         found.append({
             "design": design, "cpu_min": int(leg.group(1)) if leg else None,
-            "steps": run.get("metrics", {}).get("steps"),
+            "steps": steps,
             "fid": recon.get("fidelity_at_floor_size", {}).get("fid"), "fid_over_floor": ceiling.get("fid_over_floor"),
             "c2st": recon["c2st_images"]["auc"], "c2st_floor": ceiling["real_training"]["c2st_images"]["auc"],
             "background_mean_diff": recon["texture"]["background_mean_diff"],
