@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.evaluate import metric_value
 from ..pipelines.checkpoint import BUNDLED_CHECKPOINT, check_checkpoint_folder, fingerprint
 
 __all__ = ["PrivacyBars", "PromotionError", "compare", "promote", "add_arguments", "main"]
@@ -56,6 +55,8 @@ def _reports(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _measures(metrics: dict[str, Any]) -> dict[str, float | None]:
+    from ..evaluation.evaluate import metric_value  # here: the CLI's parsers stay free of torch
+
     ratio = metrics.get("adherence", {}).get("ratio", {})
     return {"fid": metric_value(metrics, "fidelity", "synthetic_vs_real_at_floor_size", "fid"),
             "c2st": metric_value(metrics, "realism", "c2st_images", "auc"),
@@ -64,6 +65,8 @@ def _measures(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _privacy_checks(privacy: dict[str, Any], bars: PrivacyBars) -> list[dict[str, Any]]:
+    from ..evaluation.evaluate import metric_value
+
     checks = [{"check": f"audit target {name}", "value": t.get("value"), "passed": bool(t.get("met"))}
               for name, t in sorted(privacy.get("targets", {}).items())]
     reid = metric_value(privacy, "reid", "synthetic_vs_train_retrieval", "mean_average_precision_at_r")
