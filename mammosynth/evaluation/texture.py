@@ -50,19 +50,20 @@ def breast_masks(frames: np.ndarray) -> np.ndarray:
     return np.stack([tissue_mask(frame.astype(np.float32)) for frame in frames])
 
 
-def background_stats(frames: np.ndarray, margin: int = 4) -> dict[str, float]:
+def background_stats(frames: np.ndarray, margin: int = 4, masks: np.ndarray | None = None) -> dict[str, float]:
     """Mean and standard deviation of all pixels outside the breast, in % of the 16-bit range.
 
     Args:
         frames: ``(N, H, W)`` display frames.
         margin: pixels the breast mask is grown by before the background is taken.
+        masks: :func:`breast_masks` of ``frames`` if already made.
 
     Returns:
         ``{"mean": ..., "std": ..., "fraction": share of pixels that are background}``; mean and
         std are ``nan`` when no image has background.
     """
     frames = _check_frames(frames)
-    masks = breast_masks(frames)
+    masks = breast_masks(frames) if masks is None else masks
     if margin > 0:
         grow = np.ones((1, 2 * margin + 1, 2 * margin + 1), dtype=bool)
         masks = ndimage.binary_dilation(masks, structure=grow)
@@ -105,8 +106,8 @@ def _regions(frame: np.ndarray, mask: np.ndarray, size: int, per_image: int) -> 
     return found
 
 
-def band_power(frames: np.ndarray, size: int = 64, per_image: int = 4,
-               edges: tuple[float, ...] = OCTAVE_EDGES) -> dict[str, Any]:
+def band_power(frames: np.ndarray, size: int = 64, per_image: int = 4, edges: tuple[float, ...] = OCTAVE_EDGES,
+               masks: np.ndarray | None = None) -> dict[str, Any]:
     """Mean power spectral density of the parenchyma in frequency bands.
 
     Each region (``size`` × ``size``, wholly inside the breast) has its mean removed and a 2-D Hann
@@ -120,7 +121,7 @@ def band_power(frames: np.ndarray, size: int = 64, per_image: int = 4,
     frames = _check_frames(frames)
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])):
         raise ValueError(f"edges must be at least two increasing frequencies, got {edges}")
-    masks = breast_masks(frames)
+    masks = breast_masks(frames) if masks is None else masks
     window = np.outer(np.hanning(size), np.hanning(size))
     freq = np.fft.fftfreq(size)
     radius = np.hypot(*np.meshgrid(freq, freq, indexing="ij"))
@@ -145,9 +146,11 @@ def compare_texture(real: np.ndarray, fake: np.ndarray, **band_kwargs: Any) -> d
     real), ``edge_line_diff`` (per side, fake − real) and ``band_power_ratio`` (fake / real per
     band) with ``band_power_max_deviation`` = max over bands of ``|ratio − 1|`` (0.1 = within 10 %).
     """
-    background = {"real": background_stats(real), "fake": background_stats(fake)}
-    edges = {"real": edge_lines(real), "fake": edge_lines(fake)}
-    power = {"real": band_power(real, **band_kwargs), "fake": band_power(fake, **band_kwargs)}
+    sets = {"real": _check_frames(real), "fake": _check_frames(fake)}
+    masks = {name: breast_masks(frames) for name, frames in sets.items()}  # once per set, for both measures
+    background = {name: background_stats(frames, masks=masks[name]) for name, frames in sets.items()}
+    edges = {name: edge_lines(frames) for name, frames in sets.items()}
+    power = {name: band_power(frames, masks=masks[name], **band_kwargs) for name, frames in sets.items()}
     ratio = np.asarray(power["fake"]["power"]) / np.asarray(power["real"]["power"])
     return {
         "background": background,
