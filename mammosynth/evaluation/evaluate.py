@@ -173,6 +173,20 @@ class _Sets:
     test_rows: Any
     train_rows: Any
     synth_rows: Any
+    _test_frames: np.ndarray | None = None
+    _test_features: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def test_frames(self) -> np.ndarray:
+        """The real test frames, read once for every part that needs them."""
+        if self._test_frames is None:
+            self._test_frames = self.real.frames(self.test_rows["index"].to_numpy())
+        return self._test_frames
+
+    def test_features(self, extractor: Any) -> np.ndarray:
+        """``extractor``'s features of the real test frames, embedded once per extractor."""
+        if id(extractor) not in self._test_features:
+            self._test_features[id(extractor)] = extractor.embed(self.test_frames())
+        return self._test_features[id(extractor)]
 
 
 @contextmanager
@@ -294,7 +308,7 @@ def _feature_encoder(config: EvaluationConfig, sets: _Sets, out_dir: Path) -> An
 def _fidelity(config: EvaluationConfig, sets: _Sets, encoder: Any) -> dict[str, Any]:
     """Fidelity of the whole sets, and of study half A vs half B (the floor) and vs as many synthetic images."""
     extractor = InceptionFeatures(config.inception_weights) if config.inception_weights else encoder
-    real_features = extractor.embed(sets.real.frames(sets.test_rows["index"].to_numpy()))
+    real_features = sets.test_features(extractor)
     synth_features = extractor.embed(sets.synthetic.frames(sets.synth_rows["index"].to_numpy()))
     half_a, half_b = split_by_study(sets.test_rows, config.seed)
     rng = np.random.default_rng(config.seed)
@@ -315,7 +329,7 @@ def _fidelity(config: EvaluationConfig, sets: _Sets, encoder: Any) -> dict[str, 
 def _texture(config: EvaluationConfig, sets: _Sets) -> dict[str, Any]:
     """Background, edge lines and band power: synthetic vs all real test images, and study half A vs
     half B of the test images (the floor)."""
-    test = sets.real.frames(sets.test_rows["index"].to_numpy())
+    test = sets.test_frames()
     half_a, half_b = split_by_study(sets.test_rows, config.seed)
     return {"synthetic_vs_real": compare_texture(test, sets.synthetic.frames(sets.synth_rows["index"].to_numpy())),
             "real_vs_real_floor": compare_texture(test[half_a], test[half_b])}
@@ -339,11 +353,11 @@ def _reconstruction(config: EvaluationConfig, sets: _Sets, encoder: Any, out_dir
     vae = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32).eval()
     rows = _cap(sets.train_rows, config.reconstruction_images or len(sets.test_rows), config.seed)
     originals = sets.real.frames(rows["index"].to_numpy())
-    test = sets.real.frames(sets.test_rows["index"].to_numpy())
+    test = sets.test_frames()
     half_a, half_b = split_by_study(sets.test_rows, config.seed)
     subsample = np.random.default_rng(config.seed).permutation(len(rows))[: len(half_b)]
     extractor = InceptionFeatures(config.inception_weights) if config.inception_weights else encoder
-    test_features = extractor.embed(test) if extractor is not None else None
+    test_features = sets.test_features(extractor) if extractor is not None else None
     size = tuple(config.recipe.size)
     test_inputs = frames_to_input(test, size)
     settings = dict(kid_subset_size=config.kid_subset_size, prdc_k=config.prdc_k, seed=config.seed)
