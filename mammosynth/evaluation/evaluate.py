@@ -175,12 +175,21 @@ class _Sets:
     synth_rows: Any
     _test_frames: np.ndarray | None = None
     _test_features: dict[int, np.ndarray] = field(default_factory=dict)
+    _inception: Any = None
 
     def test_frames(self) -> np.ndarray:
         """The real test frames, read once for every part that needs them."""
         if self._test_frames is None:
             self._test_frames = self.real.frames(self.test_rows["index"].to_numpy())
         return self._test_frames
+
+    def extractor(self, config: EvaluationConfig, encoder: Any) -> Any:
+        """The FID feature extractor: the local Inception file's (loaded once) or the fidelity encoder."""
+        if not config.inception_weights:
+            return encoder
+        if self._inception is None:
+            self._inception = InceptionFeatures(config.inception_weights)
+        return self._inception
 
     def test_features(self, extractor: Any) -> np.ndarray:
         """``extractor``'s features of the real test frames, embedded once per extractor."""
@@ -307,7 +316,7 @@ def _feature_encoder(config: EvaluationConfig, sets: _Sets, out_dir: Path) -> An
 
 def _fidelity(config: EvaluationConfig, sets: _Sets, encoder: Any) -> dict[str, Any]:
     """Fidelity of the whole sets, and of study half A vs half B (the floor) and vs as many synthetic images."""
-    extractor = InceptionFeatures(config.inception_weights) if config.inception_weights else encoder
+    extractor = sets.extractor(config, encoder)
     real_features = sets.test_features(extractor)
     synth_features = extractor.embed(sets.synthetic.frames(sets.synth_rows["index"].to_numpy()))
     half_a, half_b = split_by_study(sets.test_rows, config.seed)
@@ -356,7 +365,7 @@ def _reconstruction(config: EvaluationConfig, sets: _Sets, encoder: Any, out_dir
     test = sets.test_frames()
     half_a, half_b = split_by_study(sets.test_rows, config.seed)
     subsample = np.random.default_rng(config.seed).permutation(len(rows))[: len(half_b)]
-    extractor = InceptionFeatures(config.inception_weights) if config.inception_weights else encoder
+    extractor = sets.extractor(config, encoder)
     test_features = sets.test_features(extractor) if extractor is not None else None
     size = tuple(config.recipe.size)
     test_inputs = frames_to_input(test, size)
