@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mammosynth.data.prepared import load_prepared, row_boxes
-from mammosynth.evaluation.generate_set import GenerationSettings, generate_set
+from mammosynth.evaluation.generate_set import GenerationSettings, generate_set, read_training_sources
 from mammosynth.pipelines.testing import tiny_pipeline
 from mammosynth.data.toy import write_toy_dataset
 from mammosynth.privacy.checker import PrivacyVerdict
@@ -61,10 +61,13 @@ def test_same_label_distribution_and_canonical_frames(like, tmp_path):
     real_boxes = sorted(b.as_tuple() for _, r in train.iterrows() for b in row_boxes(r, 32, 24))
     synth_boxes = sorted(b.as_tuple() for _, r in synth.manifest.iterrows() for b in row_boxes(r, 32, 24))
     assert np.allclose(np.repeat(np.array(real_boxes), 2, axis=0), np.array(synth_boxes), atol=1 / 24 + 1e-9)
-    # ids are fresh, but the source study is recorded for the privacy audit
+    # ids are fresh, and the source study is recorded for the privacy audit apart from the manifest
     assert not set(synth.manifest["image_id"]) & set(real.manifest["image_id"])
     extra = [json.loads(e) for e in synth.manifest["extra"]]
-    assert {e["source_study_id"] for e in extra} == set(train["study_id"])
+    assert not any("source_study_id" in e or "source_image_id" in e for e in extra)
+    sources = read_training_sources(tmp_path / "synth")
+    assert set(sources) == set(synth.manifest["image_id"])
+    assert {study for study, _ in sources.values()} == set(train["study_id"])
     # a right-breast image is stored in the canonical frame: the pipeline's display image mirrored back
     from mammosynth.conditions import Conditions
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -125,6 +126,14 @@ def test_audit_catches_planted_copies_and_writes_report(world, tmp_path):
     assert names == ["privacy.json", "privacy_membership_roc.png", "privacy_pixel_nn.png", "privacy_similarity.png"]
     body = json.loads((tmp_path / "reports" / "privacy.json").read_text())  # strict JSON (no NaN)
     assert body["planted_copies"]["n"] == 48 and "_arrays" not in body
+    # the report ships with the model card: it names no training image or study unless asked
+    text = (tmp_path / "reports" / "privacy.json").read_text()
+    members = set(checker.config.index_image_ids) | set(checker.config.index_study_ids)
+    assert not [m for m in members if m in text]
+    assert len(body["reid"]["most_similar_synthetic"]) == 10
+    named = run_audit(checker, data, synthetic, None, replace(config, membership=False, planted_copies=0,
+                                                               name_training_ids=True))
+    assert {e["training_id"] for e in named["reid"]["most_similar_synthetic"]} <= members
     summary = audit_summary(body)  # the lines the model card quotes
     recall = body["planted_copies"]["gate_recall"]["rate"]
     assert f"planted copies: gate recall {recall:.2%} of 48" in summary

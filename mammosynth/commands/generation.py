@@ -69,6 +69,11 @@ def _sample_arguments(sample: argparse.ArgumentParser) -> None:
     sample.add_argument("--no-privacy-gate", dest="privacy_gate", action="store_false",
                         help="generate without the privacy checker on purpose (warns; recipes record privacy: null). "
                              "Without this flag a checkpoint that has no privacy_checker/ is refused")
+    sample.add_argument("--name-training-neighbours", dest="name_neighbours", action="store_true",
+                        help="also write the ids and similarities of the nearest training images into each "
+                             "recipe and DICOM (warns: that names training-set members; for use inside the "
+                             "institution only). Default: the verdict only (pass/flagged, similarity, "
+                             "threshold, checker fingerprint)")
 
 
 def _condition_arguments(parser: argparse.ArgumentParser) -> None:

@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default=None, help="torch device for the models (default: cuda if available)")
+    p.add_argument("--name-training-ids", action="store_true",
+                   help="name the nearest training image of the most similar synthetic ones in the report "
+                        "(warns: that names training-set members; default: similarities only)")
     p.set_defaults(handler=_privacy_audit)
 
 
@@ -155,8 +158,11 @@ def _privacy_audit(args: argparse.Namespace) -> int:
         mia_members=args.mia_members or None, mia_nonmembers=args.mia_nonmembers or None,
         attack=AttackConfig(timesteps=timesteps, noise_draws=args.mia_draws, secmi_t=args.secmi_t,
                             secmi_interval=args.secmi_interval, seed=args.seed),
-        mia_bootstrap=args.bootstrap, seed=args.seed,
+        mia_bootstrap=args.bootstrap, seed=args.seed, name_training_ids=args.name_training_ids,
     )
+    if args.name_training_ids:
+        logger.warning("--name-training-ids: %s names training images (members of the training set) beside the "
+                       "most similar synthetic ones; keep it inside the institution", args.out)
     report = run_audit(checker, data, synthetic, pipe, config)
     report["command"] = "`mammosynth " + " ".join(sys.argv[1:]) + "`" if sys.argv[1:2] == ["privacy-audit"] else None
     report["n_synthetic"] = len(synthetic.manifest)

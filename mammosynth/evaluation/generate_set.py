@@ -10,9 +10,12 @@ conditions are in each row's ``extra`` JSON, so every image can be made again.
 Privacy gate: the pipeline's privacy checker judges every image. A flagged image is
 resampled with the next seed (``privacy="resample"``, up to ``max_resamples`` times) or
 dropped (``privacy="drop"``); what happened is counted in ``generation_report.json``.
-Nothing flagged is ever written. Synthetic ids are fresh hashes; each row's ``extra`` names
-the pseudonymous study/image id whose conditions it copied (``source_study_id``,
-``source_image_id``), which the privacy audit needs for re-identification mAP@R.
+Nothing flagged is ever written. Synthetic ids are fresh hashes of the run's tag and the
+row's position (never of a real id), and no manifest row names a training image: which
+training image each synthetic one copied its conditions from (what the privacy audit needs
+for re-identification mAP@R) is written apart, to ``training_sources.csv``
+(:data:`TRAINING_SOURCES`), which names training-set members and stays with the auditors —
+share the set without it.
 
 Resumable: rows already in the output (``PreparedWriter.done_ids``) are skipped, and ids
 and seeds are deterministic, so a rerun continues where a crash stopped.
@@ -33,7 +36,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -41,11 +44,14 @@ from ..conditions import Conditions, Laterality
 from ..data.prepared import PreparedData, PreparedWriter, atomic_write_text, load_prepared, row_conditions
 
 __all__ = ["GenerationSettings", "PlannedImage", "plan_like", "synthetic_row", "generate_set", "merge_shards",
-           "shard_folder", "PRIVACY_MODES"]
+           "shard_folder", "PRIVACY_MODES", "TRAINING_SOURCES", "write_training_sources", "read_training_sources"]
 
 logger = logging.getLogger(__name__)
 
 PRIVACY_MODES = ("resample", "drop", "off")
+
+#: The file of a synthetic set that maps its images to the training images whose conditions they copied.
+TRAINING_SOURCES = "training_sources.csv"
 
 
 @dataclass
@@ -109,12 +115,14 @@ def plan_like(like: PreparedData, split: str | None, copies: int = 1, tag: str =
     if not len(rows):
         raise ValueError(f"split {split!r} of {like.root} has no images to imitate")
     plan = []
+    study_number = {study: n for n, study in enumerate(dict.fromkeys(rows["study_id"]))}
     for k in range(copies):
         for _, row in rows.iterrows():
             conditions = row_conditions(row, like.height, like.width)
+            position = len(plan)
             plan.append(PlannedImage(
-                position=len(plan), conditions=conditions,
-                study_id=_hex(tag, "study", row["study_id"], k), image_id=_hex(tag, "image", row["image_id"], k),
+                position=position, conditions=conditions,
+                study_id=_hex(tag, "study", study_number[row["study_id"]], k), image_id=_hex(tag, "image", position),
                 split=as_split or str(row["split"]),
                 source_study_id=str(row["study_id"]), source_image_id=str(row["image_id"]),
             ))
@@ -134,9 +142,33 @@ def synthetic_row(item: PlannedImage, height: int, width: int, seed: int, extra:
         "laterality": c.laterality.value if c.laterality else "", "view": c.view.value if c.view else "",
         "birads": c.birads, "density": c.density.value if c.density else "", "lesion": lesion,
         "cancer": None if c.cancer is None else int(c.cancer), "findings": findings, "source": "synthetic",
-        "extra": {"seed": seed, "conditions": c.to_dict(), "source_study_id": item.source_study_id,
-                  "source_image_id": item.source_image_id, **extra},
+        "extra": {"seed": seed, "conditions": c.to_dict(), **extra},
     }
+
+
+def write_training_sources(out: Path, plan: Sequence[PlannedImage], image_ids: Iterable[str]) -> Path:
+    """``out/training_sources.csv``: the training study and image each synthetic image copied its
+    conditions from (rows of ``plan`` whose id is in ``image_ids``), written atomically.
+
+    It names training-set members: the privacy audit reads it; it is never part of what is shared.
+    """
+    keep = set(image_ids)
+    lines = ["image_id,source_study_id,source_image_id"] + [
+        f"{item.image_id},{item.source_study_id},{item.source_image_id}" for item in plan if item.image_id in keep]
+    path = Path(out) / TRAINING_SOURCES
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def read_training_sources(folder: str | os.PathLike) -> dict[str, tuple[str, str]] | None:
+    """``{synthetic image_id: (source_study_id, source_image_id)}`` from a set's sources file, or ``None``."""
+    import csv
+
+    path = Path(folder) / TRAINING_SOURCES
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8", newline="") as handle:
+        return {row["image_id"]: (row["source_study_id"], row["source_image_id"]) for row in csv.DictReader(handle)}
 
 
 def _to_canonical(image: np.ndarray, conditions: Conditions) -> np.ndarray:
@@ -291,6 +323,7 @@ def generate_set(pipe: Any, like: str | os.PathLike | PreparedData, out: str | o
         report = {**tally.report(), "seconds": round(time.perf_counter() - started, 1), "settings": asdict(settings),
                   "like": str(like.root), "split": split, "checkpoint": checkpoint, "total_in_set": len(writer)}
         writer.finalize({"generation_report": {k: v for k, v in report.items() if k != "dropped_images"}})
+        write_training_sources(out, plan, writer.done_ids)
         atomic_write_text(out / "generation_report.json", json.dumps(report, indent=2, default=str))
         return report
     finally:
@@ -322,8 +355,8 @@ def merge_shards(out: str | os.PathLike, num_shards: int, like: str | os.PathLik
     settings = settings or GenerationSettings()
     like = like if isinstance(like, PreparedData) else load_prepared(like)
     out = Path(out)
-    position = {item.image_id: item.position for item in plan_like(like, split, settings.copies,
-                                                                    tag=_id_tag(checkpoint, settings), as_split=as_split)}
+    plan = plan_like(like, split, settings.copies, tag=_id_tag(checkpoint, settings), as_split=as_split)
+    position = {item.image_id: item.position for item in plan}
     import csv
 
     shards, reports, manifests = [], [], []
@@ -362,6 +395,7 @@ def merge_shards(out: str | os.PathLike, num_shards: int, like: str | os.PathLik
                   "settings": asdict(settings), "like": str(like.root), "split": split, "checkpoint": checkpoint,
                   "shards": num_shards, "total_in_set": len(writer)}
         writer.finalize({"generation_report": {k: v for k, v in report.items() if k != "dropped_images"}})
+        write_training_sources(out, plan, writer.done_ids)
         atomic_write_text(out / "generation_report.json", json.dumps(report, indent=2, default=str))
     finally:
         writer.close()

@@ -48,6 +48,11 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
     from .pipeline_mammo_ldm import load_pipeline
 
     pipe = load_pipeline(checkpoint, scheduler, privacy_gate=getattr(args, "privacy_gate", True))
+    name_neighbours = bool(getattr(args, "name_neighbours", False))
+    if name_neighbours:
+        logger.warning("--name-training-neighbours: every recipe and DICOM written to %s names the nearest "
+                       "training images (members of the training set); do not share these files outside "
+                       "the institution", args.out)
     height, width = pipe.default_size
     checkpoint_sha256 = fingerprint(checkpoint)
     out = Path(args.out)
@@ -60,7 +65,8 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
         for seed, image, verdict in zip(chunk, result.images, result.privacy or [None] * len(chunk)):
             recipe = Recipe(conditions=conditions, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
                             scheduler=scheduler, checkpoint=str(checkpoint), height=height, width=width,
-                            checkpoint_sha256=checkpoint_sha256, privacy=verdict_dict(verdict))
+                            checkpoint_sha256=checkpoint_sha256,
+                            privacy=verdict_dict(verdict, include_neighbours=name_neighbours))
             stem = out / f"sample_seed{seed:06d}"
             written.append(write_png16(image, stem.with_suffix(".png")))
             write_recipe(recipe, stem.with_suffix(".json"))
@@ -70,12 +76,18 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
     return written
 
 
-def verdict_dict(verdict: PrivacyVerdict | Any | None) -> dict[str, Any] | None:
-    """A privacy verdict as the JSON-ready dict a recipe records (``None`` for no verdict)."""
+def verdict_dict(verdict: PrivacyVerdict | None, include_neighbours: bool = False) -> dict[str, Any] | None:
+    """A privacy verdict as the JSON-ready dict a recipe records (``None`` for no verdict).
+
+    Without ``include_neighbours`` it names no training image (pass/flagged, similarity,
+    threshold, checker fingerprint): recipes travel with exported images.
+    """
     if verdict is None:
         return None
     if hasattr(verdict, "to_dict"):
-        return verdict.to_dict()
-    return {"flagged": bool(verdict.flagged), "similarity": float(verdict.similarity),
-            "threshold": float(verdict.threshold),
-            "neighbours": [[i, float(s)] for i, s in (verdict.neighbours or [])]}
+        return verdict.to_dict(include_neighbours=include_neighbours)
+    data = {"flagged": bool(verdict.flagged), "similarity": float(verdict.similarity),
+            "threshold": float(verdict.threshold), "checker": str(getattr(verdict, "checker", ""))}
+    if include_neighbours:
+        data["neighbours"] = [[i, float(s)] for i, s in (getattr(verdict, "neighbours", None) or [])]
+    return data

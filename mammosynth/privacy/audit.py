@@ -7,7 +7,7 @@
 2. **re-identification of the synthetic set**: each synthetic image's nearest-training
    similarity beside the same for unseen real patients (real test → train), the share
    above the gate's threshold, and — when synthetic rows name the training study whose
-   conditions they were made from (``extra.source_study_id`` / ``source_image_id``) —
+   conditions they were made from (the set's ``training_sources.csv``) —
    P@1 and mAP@R of synthetic queries against the training set;
 3. **planted copies**: training images disguised with :mod:`~mammosynth.privacy.augment`
    and mixed into the synthetic set; the gate's recall on them (target ≥ 99 %), and its
@@ -59,6 +59,9 @@ class AuditConfig:
         mia_bootstrap: bootstrap resamples for the attack CIs.
         pixel_size: ``(h, w)`` the pixel-space comparison downsamples to.
         seed: seed of the copies and samples.
+        name_training_ids: list the training image nearest to each of the most similar synthetic
+            images by id. Off by default: the report ships with the model card, and an id there
+            says "this patient was in the training set".
     """
 
     planted_copies: int = 200
@@ -69,6 +72,7 @@ class AuditConfig:
     mia_bootstrap: int = 1000
     pixel_size: tuple[int, int] = (64, 48)
     seed: int = 0
+    name_training_ids: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,16 +121,24 @@ def pixel_nn_distances(queries: np.ndarray, reference: np.ndarray, chunk: int = 
     return dists, where
 
 
-def _source_studies(rows: Any, train_rows: Any) -> list[str] | None:
-    """The training study each synthetic row was conditioned on, when its ``extra`` says so."""
+def _source_studies(synthetic: Any, train_rows: Any) -> list[str] | None:
+    """The training study each synthetic row was conditioned on: from the set's
+    ``training_sources.csv`` (``generate-set`` writes it), or from the rows' ``extra`` in sets
+    made before it; ``None`` when some row has no known source."""
+    from ..evaluation.generate_set import read_training_sources
+
     image_to_study = dict(zip(train_rows["image_id"], train_rows["study_id"]))
+    sources = read_training_sources(synthetic.root) or {}
     out = []
-    for extra in rows["extra"]:
-        try:
-            info = json.loads(extra) if extra else {}
-        except ValueError:
-            info = {}
-        study = info.get("source_study_id") or image_to_study.get(info.get("source_image_id"))
+    for image_id, extra in zip(synthetic.manifest["image_id"], synthetic.manifest["extra"]):
+        if image_id in sources:
+            study = sources[image_id][0] or image_to_study.get(sources[image_id][1])
+        else:
+            try:
+                info = json.loads(extra) if extra else {}
+            except ValueError:
+                info = {}
+            study = info.get("source_study_id") or image_to_study.get(info.get("source_image_id"))
         if study is None:
             return None
         out.append(str(study))
@@ -226,7 +238,7 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
                    "planted_copies": sets.n_copies},
         "config": config.to_dict(),
         "siamese_verification": {"split": "test", **evaluate_embeddings(test_emb, sets.test_rows["study_id"].tolist())},
-        "reid": _reid(checker, synthetic, sets, near),
+        "reid": _reid(checker, synthetic, sets, near, config.name_training_ids),
     }
     if sets.n_copies:
         report["planted_copies"] = _planted_copies(checker, sets, near)
@@ -276,14 +288,15 @@ def _nearest(index: Any, test_emb: np.ndarray, synth_emb: np.ndarray, copy_emb: 
                        copy_nn)
 
 
-def _reid(checker: PrivacyChecker, synthetic: Any, sets: _AuditSets, near: _Neighbours) -> dict[str, Any]:
+def _reid(checker: PrivacyChecker, synthetic: Any, sets: _AuditSets, near: _Neighbours,
+          name_training_ids: bool = False) -> dict[str, Any]:
     """How close synthetic images come to training images, against unseen real ones."""
     index, threshold = checker.index, checker.threshold
-    source = _source_studies(synthetic.manifest, sets.train_rows)
+    source = _source_studies(synthetic, sets.train_rows)
     if source is not None:
         synth_reid = retrieval_metrics(near.synth_emb, source, index.embeddings, sets.train_rows["study_id"].tolist())
     else:
-        synth_reid = {"note": "synthetic rows name no source training study (extra.source_study_id); "
+        synth_reid = {"note": "the synthetic set names no source training study (no training_sources.csv); "
                               "mAP@R/P@1 are undefined, see the similarity distributions"}
     return {
         "synthetic_to_train_similarity": _quantiles(near.synth_sim),
@@ -292,9 +305,9 @@ def _reid(checker: PrivacyChecker, synthetic: Any, sets: _AuditSets, near: _Neig
         "synthetic_closer_than_real_auc": two_sample_auc(near.synth_sim, near.test_sim),
         "synthetic_flagged": _rate(near.synth_sim > threshold),
         "synthetic_vs_train_retrieval": synth_reid,
-        "nearest_training_ids_of_most_similar": [
-            {"synthetic_id": str(synthetic.manifest["image_id"].iloc[k]),
-             "training_id": index.image_ids[int(near.synth_nn[k, 0])], "similarity": float(near.synth_sim[k])}
+        "most_similar_synthetic": [
+            {"synthetic_id": str(synthetic.manifest["image_id"].iloc[k]), "similarity": float(near.synth_sim[k]),
+             **({"training_id": index.image_ids[int(near.synth_nn[k, 0])]} if name_training_ids else {})}
             for k in np.argsort(-near.synth_sim)[:10]
         ],
     }

@@ -59,16 +59,28 @@ class PrivacyVerdict:
         similarity: cosine similarity to the nearest training image (higher = closer).
         threshold: the calibrated threshold it was compared with.
         neighbours: ``(image_id, similarity)`` of the nearest training images, closest first.
+            They name members of the training set: they stay on the server unless an operator
+            asks for them (:meth:`to_dict` leaves them out by default).
+        checker: :meth:`PrivacyChecker.fingerprint` of the checker that judged (``""`` if unknown).
     """
 
     flagged: bool
     similarity: float
     threshold: float
     neighbours: list[tuple[str, float]] = field(default_factory=list)
+    checker: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"flagged": self.flagged, "similarity": self.similarity, "threshold": self.threshold,
-                "neighbours": [[i, s] for i, s in self.neighbours]}
+    def to_dict(self, include_neighbours: bool = False) -> dict[str, Any]:
+        """The verdict for a recipe or an export: pass/flagged, similarity, threshold, checker.
+
+        ``include_neighbours=True`` adds the nearest training ids: that states "these images were
+        in the training set", so only an operator's explicit option may ask for it.
+        """
+        data = {"flagged": bool(self.flagged), "similarity": float(self.similarity),
+                "threshold": float(self.threshold), "checker": self.checker}
+        if include_neighbours:
+            data["neighbours"] = [[i, float(s)] for i, s in self.neighbours]
+        return data
 
 
 def _plain_config(config: Any) -> dict[str, Any]:
@@ -198,6 +210,24 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
             self._index_key = key
         return self._index
 
+    def fingerprint(self) -> str:
+        """SHA-256 of what decides a verdict: the embedder, the threshold and the indexed embeddings.
+
+        Recorded in every verdict, so an exported image names the gate that passed it without
+        naming any training image.
+        """
+        import hashlib
+
+        buffer = self.index_embeddings
+        key = (self.config.embedder_fingerprint, self.threshold, buffer.data_ptr(), buffer._version,
+               tuple(buffer.shape))
+        if getattr(self, "_fingerprint_key", None) != key:
+            digest = hashlib.sha256()
+            digest.update(f"{self.config.embedder_fingerprint}:{self.threshold!r}:".encode())
+            digest.update(buffer.detach().float().cpu().contiguous().numpy().tobytes())
+            self._fingerprint, self._fingerprint_key = digest.hexdigest(), key
+        return self._fingerprint
+
     def check_image_size(self, height: int, width: int) -> None:
         """Raise :class:`IndexMismatchError` unless images of ``height x width`` can be checked."""
         if (int(height), int(width)) != self.image_size:
@@ -227,10 +257,10 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
     def verdicts(self, similarities: np.ndarray, indices: np.ndarray) -> list[PrivacyVerdict]:
         """Verdicts from a search result (:meth:`nearest`)."""
         ids = self.config.index_image_ids
-        threshold = self.threshold
+        threshold, checker = self.threshold, self.fingerprint()
         return [
             PrivacyVerdict(flagged=bool(s[0] > threshold), similarity=float(s[0]), threshold=threshold,
-                           neighbours=[(str(ids[j]), float(v)) for v, j in zip(s, i)])
+                           neighbours=[(str(ids[j]), float(v)) for v, j in zip(s, i)], checker=checker)
             for s, i in zip(similarities, indices)
         ]
 
