@@ -421,6 +421,70 @@ def test_dicom_folder_without_labels_splits_by_study_hash(tmp_path: Path) -> Non
     assert not set(manifest["image_id"]) & {r["image_id"] for r in info["images"]}
 
 
+def _copies_folder(root: Path) -> dict[str, str]:
+    """A folder where one image has truncated copies sorted before and after it, and an intact copy.
+
+    ``a_other.dcm`` is another image; ``b_copy_truncated.dcm`` < ``c_original.dcm`` <
+    ``d_copy_truncated.dcm`` < ``e_copy_intact.dcm`` share one SOP Instance UID; so do the two
+    truncated-only copies ``f_*`` (no intact file of that image at all).
+    """
+    rng = np.random.default_rng(11)
+    write_mg_dicom(root / "a_other.dcm", breast_image(96, 72, "left", rng), study_uid="1.2.3.7")
+    original = write_mg_dicom(root / "c_original.dcm", breast_image(96, 72, "left", rng), sop_uid="1.2.3.4.1",
+                              study_uid="1.2.3.4")
+    full = original.read_bytes()
+    (root / "b_copy_truncated.dcm").write_bytes(full[: len(full) * 2 // 3])
+    (root / "d_copy_truncated.dcm").write_bytes(full[: len(full) * 3 // 4])
+    (root / "e_copy_intact.dcm").write_bytes(full)
+    lost = write_mg_dicom(root / "f_lost.dcm", breast_image(96, 72, "right", rng), sop_uid="1.2.3.5.1",
+                          study_uid="1.2.3.5").read_bytes()
+    (root / "f_lost.dcm").write_bytes(lost[: len(lost) // 2])
+    (root / "f_lost_copy.dcm").write_bytes(lost[: len(lost) * 2 // 3])
+    return {"b_copy_truncated.dcm": "truncated", "d_copy_truncated.dcm": "truncated",
+            "e_copy_intact.dcm": "duplicate_image", "f_lost.dcm": "truncated", "f_lost_copy.dcm": "truncated"}
+
+
+def _skipped(report) -> dict[str, str]:
+    return {entry["file"]: entry["reason"] for entry in report.skipped_files}
+
+
+def test_an_unreadable_copy_never_hides_the_intact_image(tmp_path: Path) -> None:
+    expected = _copies_folder(tmp_path / "root")
+    report = ingest(tmp_path / "root", tmp_path / "out", source="dicom-folder", size=SIZE, workers=1, quiet=True)
+    assert _skipped(report) == expected  # each truncated copy is "truncated", only the intact copy a duplicate
+    duplicate = next(e for e in report.skipped_files if e["reason"] == "duplicate_image")
+    assert "c_original.dcm" in duplicate["message"]  # names the file that was ingested
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "c_original.dcm").write_bytes((tmp_path / "root" / "c_original.dcm").read_bytes())
+    ingest(alone, tmp_path / "out-alone", source="dicom-folder", size=SIZE, workers=1, quiet=True)
+    data, reference = load_prepared(tmp_path / "out"), load_prepared(tmp_path / "out-alone")
+    assert report.ingested == 2 and data.manifest["image_id"].is_unique
+    row = data.manifest.set_index("image_id").loc[reference.manifest["image_id"].iloc[0]]
+    assert np.array_equal(data.images[int(row["index"])], reference.images[0])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_after_a_kill_keeps_every_copy_reported_right(tmp_path: Path, workers: int) -> None:
+    expected = _copies_folder(tmp_path / "root")
+    ingest(tmp_path / "root", tmp_path / "full", source="dicom-folder", size=SIZE, workers=1, quiet=True)
+    for kill_after in range(1, len(expected) + 2):  # every point between two files (7 files)
+        out = tmp_path / f"killed-{kill_after}"
+        code = ("import os, signal\n"
+                "from mammosynth.data.prepare import ingest\n"
+                f"def progress(done, total):\n    if done == {kill_after}: os.killpg(0, signal.SIGKILL)\n"
+                f"ingest({str(tmp_path / 'root')!r}, {str(out)!r}, source='dicom-folder', size={SIZE!r}, "
+                f"workers={workers}, quiet=True, progress=progress)\n")
+        killed = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300,
+                                start_new_session=True)  # the kill takes the ingest and its workers
+        assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+        report = ingest(tmp_path / "root", out, source="dicom-folder", size=SIZE, workers=workers, quiet=True)
+        assert _skipped(report) == expected, f"killed after {kill_after} file(s)"
+        assert report.ingested == 2
+        assert (out / "manifest.csv").read_bytes() == (tmp_path / "full" / "manifest.csv").read_bytes()
+        assert (out / "images.u16").read_bytes() == (tmp_path / "full" / "images.u16").read_bytes()
+
+
 # ---- no PHI anywhere -------------------------------------------------------------------------------
 
 

@@ -31,6 +31,10 @@ column                 meaning
 
 With a labels CSV, a file without a row is reported (``no_csv_row``) and not ingested; a
 row whose file does not exist is reported (``missing_file``).
+
+Files with the same SOP Instance UID (copies of one image) are all planned with the same
+``image_id``: :func:`~mammosynth.data.prepare.ingest` keeps the first copy that reads and
+reports each other copy under its own reason (``truncated``, ... or ``duplicate_image``).
 """
 
 from __future__ import annotations
@@ -163,7 +167,6 @@ def plan_folder(
             raise AnnotationError(f"labels file {label_path} not found")
         label_rows, key = _read_labels(label_path, issues)
     used: set[str] = set()
-    seen_images: set[str] = set()
     tasks: list[ImageTask] = []
     for path in _walk(root, Path(exclude) if exclude is not None else None):
         if label_path is not None and path.resolve() == label_path.resolve():
@@ -186,12 +189,9 @@ def plan_folder(
             lab = _task_labels(rows, label_path.name, rel, issues)
             if lab is None:
                 continue
+        # Copies sharing a SOP Instance UID are all planned: which one is ingested (the first
+        # that reads) and which are duplicates is only known once their pixels are read.
         image_id = pseudonym("image", header.sop_instance_uid or rel)
-        if image_id in seen_images:
-            issues.append(Issue("duplicate_image", f"{rel}: the same (0008,0018) SOP Instance UID as an "
-                                "earlier file; not ingested twice", file=rel))
-            continue
-        seen_images.add(image_id)
         group = lab.get("study_id") or header.study_instance_uid or str(Path(rel).parent)
         study_id = pseudonym("study", group)
         tasks.append(ImageTask(

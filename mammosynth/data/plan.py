@@ -71,7 +71,11 @@ class Issue:
 
 @dataclass
 class Plan:
-    """An adapter's output: the images to ingest and what it already had to skip or warn."""
+    """An adapter's output: the images to ingest and what it already had to skip or warn.
+
+    Several tasks may share an ``image_id`` (copies of one image under different files): the
+    ingest keeps the first that reads, in task order, and reports the others.
+    """
 
     tasks: list[ImageTask]
     issues: list[Issue] = field(default_factory=list)

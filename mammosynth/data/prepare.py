@@ -257,6 +257,7 @@ class _Done:
     frame: np.ndarray
     row: dict[str, Any]
     issues: list[Issue]
+    file: str
 
 
 def _cancer(birads: int | None) -> int | None:
@@ -336,7 +337,7 @@ def process_task(task: ImageTask, size: tuple[int, int]) -> _Done | Issue:
             "flipped": prepared.flipped,
         },
     }
-    return _Done(prepared.frame, row, issues)
+    return _Done(prepared.frame, row, issues, task.file)
 
 
 def _run_task(args: tuple[ImageTask, tuple[int, int]]) -> _Done | Issue:
@@ -486,9 +487,7 @@ def ingest(
     root, out = Path(root), Path(out)
     height, width, workers = _check_ingest_args(root, out, size, workers, limit)
     plan = _plan(root, source, labels, test_fraction, out)
-    tasks = sorted(plan.tasks, key=lambda t: (t.study_id, t.image_id))
-    if limit is not None:
-        tasks = tasks[:limit]
+    tasks = _first_images(sorted(plan.tasks, key=lambda t: (t.study_id, t.image_id)), limit)
     issues = list(plan.issues)
     from .. import __version__
 
@@ -497,9 +496,10 @@ def ingest(
                         "canonical flip (chest wall at x=0); aspect-kept area resize; zero pad right/bottom"}
     with PreparedWriter(out, height, width, meta=meta) as writer:
         already = len(writer)
-        pending = [t for t in tasks if t.image_id not in writer.done_ids]
-        log.info("ingest %s: %d image(s) planned, %d already done, %d to do, %d worker(s)",
-                 plan.source, len(tasks), len(tasks) - len(pending), len(pending), workers)
+        pending = _pending(tasks, writer.done_ids)
+        planned = {t.image_id for t in tasks}
+        log.info("ingest %s: %d image(s) planned (%d file(s)), %d already done, %d file(s) to read, %d worker(s)",
+                 plan.source, len(planned), len(tasks), len(planned & writer.done_ids), len(pending), workers)
         written = _write_results(writer, _results(pending, (height, width), workers), len(pending), issues, progress)
         splits = _check_splits(writer.rows)
         writer.finalize()
@@ -540,20 +540,54 @@ def _check_ingest_args(root: Path, out: Path, size: tuple[int, int], workers: in
     return height, width, workers
 
 
+def _first_images(tasks: list[ImageTask], limit: int | None) -> list[ImageTask]:
+    """The tasks of the first ``limit`` images (every file of each), in task order."""
+    if limit is None:
+        return tasks
+    keep = set(list(dict.fromkeys(t.image_id for t in tasks))[:limit])
+    return [t for t in tasks if t.image_id in keep]
+
+
+def _pending(tasks: list[ImageTask], done_ids: set[str]) -> list[ImageTask]:
+    """The files to read: those of images not ingested yet, and every file of an image with copies.
+
+    An image with several files is read again on a resume, so that each copy gets the same
+    report as in an uninterrupted run (the first readable one is the one an earlier run kept).
+    """
+    files_per_image = Counter(t.image_id for t in tasks)
+    return [t for t in tasks if t.image_id not in done_ids or files_per_image[t.image_id] > 1]
+
+
 def _write_results(writer: PreparedWriter, results: Iterable[_Done | Issue], total: int, issues: list[Issue],
                    progress: Callable[[int, int], None] | None) -> int:
-    """Add each prepared image to ``writer`` and each skip or warning to ``issues``; return how many were added."""
+    """Add each prepared image to ``writer`` and each skip or warning to ``issues``; return how many were added.
+
+    An image counts as ingested only once a file of it has been read: the first readable file
+    of an ``image_id`` is kept (written, or on a resume already in ``writer``); a later readable
+    file of it is a ``duplicate_image``; an unreadable file keeps its own reason and claims nothing.
+    """
     written = 0
+    kept: dict[str, str] = {}  # image_id -> the file kept for it
     for count, result in enumerate(results, start=1):
         if isinstance(result, Issue):
             issues.append(result)
             log.warning("skipped %s", result.message)
+        elif result.row["image_id"] in kept:
+            issues.append(_duplicate(result, kept[result.row["image_id"]]))
+            log.warning("skipped %s", issues[-1].message)
         else:
-            writer.add(result.frame, result.row)
-            written += 1
-            for issue in result.issues:
-                issues.append(issue)
-                log.warning("%s", issue.message)
+            kept[result.row["image_id"]] = result.file
+            if result.row["image_id"] not in writer.done_ids:
+                writer.add(result.frame, result.row)
+                written += 1
+                for issue in result.issues:
+                    issues.append(issue)
+                    log.warning("%s", issue.message)
         if progress is not None:
             progress(count, total)
     return written
+
+
+def _duplicate(result: _Done, kept: str) -> Issue:
+    return Issue("duplicate_image", f"{result.file}: the same (0008,0018) SOP Instance UID as {kept}, which was "
+                 "ingested; not ingested twice", file=result.file, image_id=result.row["image_id"])
