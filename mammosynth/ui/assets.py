@@ -19,6 +19,7 @@ CSS = """
 .ms-saved { color: #2e9e4f; font-size: 0.9rem; margin-left: 0.5rem; }
 #answer label, #confidence label, #confidence-slider label { font-size: 1.05rem; }
 #gen-validity p { margin: 0; }
+#gen-box.box-invalid textarea, #gen-box.box-invalid input { border: 2px solid #c2410c; background: #fff7ed; }
 #study-notice p { margin: 0; color: #c2410c; }
 #model-banner p { margin: 0; }
 .preset { flex-grow: 0 !important; }

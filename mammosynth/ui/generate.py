@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mammosynth.app")
 
 __all__ = [
-    "PRESETS", "SAMPLER_CHOICES", "check_conditions", "box_from_annotation", "annotation_value", "run_generation",
-    "render_gallery", "verdict_table", "build_generate_tab",
+    "PRESETS", "SAMPLER_CHOICES", "FAILED_NOTE", "box_problem", "check_conditions", "box_from_annotation",
+    "annotation_value", "run_generation", "render_gallery", "verdict_table", "build_generate_tab",
 ]
 
 SAMPLER_CHOICES = [("DPM-Solver++ (fast, default)", "dpm"), ("UniPC", "unipc"), ("DDIM", "ddim"),
@@ -46,6 +46,10 @@ PRESETS: list[tuple[str, str, str, str, str, str, str]] = [
     ("Anything (all unspecified)", ANY, ANY, ANY, ANY, ANY, ""),
 ]
 
+#: What the verdicts panel says after a failed generation (the previous result is cleared).
+FAILED_NOTE = ("⚠ **The last generation failed** (the message says why): no image is shown, and the previous "
+               "result was cleared so that it is not taken for these conditions.")
+
 _BOX_COLOUR = (255, 96, 64)
 _VIEWS = {v.value for v in View}
 _SIDES = {side.value for side in Laterality}
@@ -54,8 +58,24 @@ _SIDES = {side.value for side in Laterality}
 # ---- pure helpers ---------------------------------------------------------------------------
 
 
+def box_problem(box: Any) -> str | None:
+    """Why the typed lesion box is wrong, or ``None`` if it is a box or empty (the default place)."""
+    try:
+        parse_box(box)
+    except ConditionError as error:
+        return str(error)
+    return None
+
+
 def check_conditions(birads: Any, density: Any, view: Any, laterality: Any, lesion: Any, box: Any) -> str:
-    """A one-line Markdown verdict on the chosen conditions (never raises)."""
+    """A one-line Markdown verdict on the chosen conditions (never raises).
+
+    A wrong box is reported as such (never read as "no box", which would mean the default place).
+    """
+    problem = box_problem(box)
+    if problem is not None:
+        return (f"⚠ **The lesion box `{str(box).strip()}` is wrong:** {problem}. Fix it, or press *Clear box* "
+                "for the default place; Generate refuses it until then.")
     try:
         c = Conditions.create(birads=birads, density=density, view=view, laterality=laterality, lesion=lesion, box=box)
     except ConditionError as error:
@@ -301,9 +321,16 @@ def build_generate_tab(services: Services) -> None:
 
     def on_draw(value: dict | None, current: str) -> Any:
         drawn = box_from_annotation(value)
+        if not drawn and box_problem(current) is not None:
+            return gr.update()  # the annotator's echo of a wrong typed box (no box drawn): keep the text
         return gr.update() if same_box(drawn, current, value) else drawn
 
     annotator.change(on_draw, [annotator, box], box, queue=False, api_visibility="private", show_progress="hidden")
+
+    def mark_box(text: str) -> dict:
+        return gr.update(elem_classes=["box-invalid"] if box_problem(text) is not None else [])
+
+    box.change(mark_box, box, box, queue=False, api_visibility="private", show_progress="hidden")
 
     def on_box_typed(text: str, view_value: str, side_value: str) -> dict:
         return annotation_value(outline(view_value, side_value), text)
@@ -367,10 +394,17 @@ def build_generate_tab(services: Services) -> None:
                 outcome.window.width, thumbs, outcome.items, model_banner(services))
 
     inputs = [birads, density, view, laterality, lesion, box, seed, steps, guidance, sampler, num_images]
-    go.click(generate, inputs,
-             [gallery, verdicts, files, details, centre, width, neighbours, shown, banner], api_name="generate",
-             concurrency_limit=config.max_concurrent_generations, concurrency_id="generate",
-             show_progress_on=[gallery])
+    generation = go.click(generate, inputs,
+                          [gallery, verdicts, files, details, centre, width, neighbours, shown, banner],
+                          api_name="generate", concurrency_limit=config.max_concurrent_generations,
+                          concurrency_id="generate", show_progress_on=[gallery])
+
+    def clear_after_failure() -> tuple:
+        """Nothing of the previous result stays beside the conditions that failed."""
+        return [], FAILED_NOTE, None, None, [], []
+
+    generation.failure(clear_after_failure, None, [gallery, verdicts, files, details, neighbours, shown],
+                       queue=False, api_visibility="private", show_progress="hidden")
 
     # -- window / level (re-renders the 8-bit views from the 16-bit files) ---------------------
     def rewindow(items: list[dict], centre_value: float, width_value: float) -> list:
