@@ -48,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="serve a checkpoint that has no privacy checker on purpose: images are NOT checked "
                              "against the training set (each verdict says so). Without this flag such a "
                              "checkpoint is refused at the first generation with advice")
+    parser.add_argument("--readers-may-generate", action="store_true",
+                        help="let reader accounts use Generate (tab and API) while a study runs. By default they "
+                             "see only the Reader study and About tabs then: the generator's images would "
+                             "unblind them. Use only for pilots or unblinded studies")
     parser.add_argument("--temp-dir", type=Path, default=None,
                         help="folder for generated files and Gradio's cache (default: WORK_DIR/tmp)")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
@@ -71,7 +75,8 @@ def config_from_args(args: argparse.Namespace):
     return AppConfig(checkpoint=args.checkpoint, study=args.study, auth=args.auth, work_dir=args.work_dir,
                      temp_dir=temp_dir, show_neighbours=args.show_neighbours,
                      demo_study=not args.no_demo_study, max_concurrent_generations=args.max_concurrent_generations,
-                     max_images=args.max_images, reports=args.reports, privacy_gate=args.privacy_gate)
+                     max_images=args.max_images, reports=args.reports, privacy_gate=args.privacy_gate,
+                     readers_may_generate=args.readers_may_generate)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as error:
         sys.exit(f"app.py: {error}")
     logging.getLogger("mammosynth.app").info("serving on http://%s:%d", args.host, args.port)
-    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, **options)
+    # quiet: the address is logged above; stdout stays empty (logs go to stderr through logging)
+    demo.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True, quiet=True, **options)
     if services.config.study is None and services.config.demo_study:
         from mammosynth.ui.services import start_demo_study
 

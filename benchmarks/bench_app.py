@@ -88,7 +88,9 @@ def launch(checkpoint: Path, study: Path, work: Path) -> tuple[subprocess.Popen,
     """``python app.py`` in its own process (clients here do not share its GIL)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoint", str(checkpoint), "--study",
-                                str(study), "--port", str(port), "--work-dir", str(work), "--log-level", "WARNING"],
+                                str(study), "--port", str(port), "--work-dir", str(work), "--log-level", "WARNING",
+                                # its readers generate (step 2): lift the study's blinding of the generator
+                                "--readers-may-generate"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     wait_http(url, 120)

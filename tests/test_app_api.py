@@ -69,6 +69,12 @@ def reader1(app):
     return client(app, "reader1")
 
 
+@pytest.fixture(scope="module")
+def maker(app):
+    """The account that generates: while a study runs, readers may not (blinding), admins may."""
+    return client(app, "admin")
+
+
 def generate(c: Client, **overrides):
     args = dict(birads="4", density="C", view="MLO", laterality="R", lesion="mass", box="0.50,0.40,0.70,0.60",
                 seed=42, steps=STEPS, guidance=3.0, sampler="dpm", num_images=1)
@@ -105,10 +111,10 @@ def test_api_names_are_stable(reader1):
 # ---- generate -----------------------------------------------------------------------------------
 
 
-def test_generate_returns_images_verdicts_and_16_bit_downloads(app, reader1):
+def test_generate_returns_images_verdicts_and_16_bit_downloads(app, maker):
     from mammosynth.data.export import read_png16, read_recipe
 
-    gallery, verdicts, files, details, centre, width, neighbours, banner = generate(reader1, num_images=2)
+    gallery, verdicts, files, details, centre, width, neighbours, banner = generate(maker, num_images=2)
     assert len(gallery) == 2 and all(Path(item["image"]).suffix == ".png" for item in gallery)
     assert "privacy" in gallery[0]["caption"] and "seed 42" in gallery[0]["caption"]
     assert "| 1 | 42 | ✓ pass |" in verdicts and "| 2 | 43 |" in verdicts
@@ -124,10 +130,10 @@ def test_generate_returns_images_verdicts_and_16_bit_downloads(app, reader1):
     assert neighbours == []  # not shown unless --show-neighbours
 
 
-def test_the_dicom_download_is_valid_and_synthetic(reader1):
+def test_the_dicom_download_is_valid_and_synthetic(maker):
     import pydicom
 
-    files = generate(reader1)[2]
+    files = generate(maker)[2]
     path = next(f for f in files if f.endswith(".dcm"))
     ds = pydicom.dcmread(path)
     assert ds.ConversionType == "SYN" and "seed 42" in ds.SeriesDescription and ds.Laterality == "R"
@@ -136,13 +142,13 @@ def test_the_dicom_download_is_valid_and_synthetic(reader1):
         assert result.returncode == 0 and "Error" not in result.stdout + result.stderr
 
 
-def test_the_json_recipe_makes_the_same_image_again(reader1):
+def test_the_json_recipe_makes_the_same_image_again(maker):
     from mammosynth.data.export import read_png16, read_recipe
 
-    first = generate(reader1, seed=-1, sampler="unipc")
+    first = generate(maker, seed=-1, sampler="unipc")
     recipe = read_recipe(next(f for f in first[2] if f.endswith(".json")))
     c = recipe.conditions
-    again = generate(reader1, birads=str(c.birads), density=c.density.value, view=c.view.value,
+    again = generate(maker, birads=str(c.birads), density=c.density.value, view=c.view.value,
                      laterality=c.laterality.value, lesion=c.lesion.value,
                      box=",".join(map(str, c.box.as_tuple())), seed=recipe.seed, steps=recipe.num_inference_steps,
                      guidance=recipe.guidance_scale, sampler=recipe.scheduler)
@@ -159,18 +165,18 @@ def test_the_json_recipe_makes_the_same_image_again(reader1):
     (dict(sampler="magic"), "sampler must be one of"),
     (dict(birads="9"), "birads must be one of 1..5"),
 ])
-def test_invalid_input_is_explained_not_a_trace(reader1, overrides, message):
+def test_invalid_input_is_explained_not_a_trace(maker, overrides, message):
     with pytest.raises(AppError) as info:
-        generate(reader1, **overrides)
+        generate(maker, **overrides)
     assert message in str(info.value) and "Traceback" not in str(info.value)
 
 
 def test_a_missing_checkpoint_is_a_message_not_a_crash(app, tmp_path):
     demo, url, _ = launch(tmp_path, tmp_path / "no-such-checkpoint", app["study"])
     try:
-        c = Client(url, auth=("reader1", "reader1"), verbose=False)
         with pytest.raises(AppError, match="does not exist"):
-            generate(c)
+            generate(Client(url, auth=("admin", "admin"), verbose=False))
+        c = Client(url, auth=("reader1", "reader1"), verbose=False)
         assert c.predict(api_name="/study_progress")["total"] == 16  # the rest of the app still works
     finally:
         demo.close()
@@ -199,13 +205,13 @@ def test_a_checkpoint_without_a_gate_is_refused_unless_the_operator_opts_out(tmp
     assert "**not** checked" in verdict_table(images)
 
 
-def test_the_app_and_the_cli_record_the_same_checkpoint_fingerprint(app, reader1, tmp_path):
+def test_the_app_and_the_cli_record_the_same_checkpoint_fingerprint(app, maker, tmp_path):
     from mammosynth.cli import main as cli
     from mammosynth.data.export import read_recipe
     from mammosynth.pipelines.checkpoint import fingerprint
 
     expected = fingerprint(app["checkpoint"])
-    from_app = read_recipe(next(f for f in generate(reader1)[2] if f.endswith(".json")))
+    from_app = read_recipe(next(f for f in generate(maker)[2] if f.endswith(".json")))
     assert cli(["sample", "--checkpoint", str(app["checkpoint"]), "--out", str(tmp_path), "--steps", "2"]) == 0
     from_cli = read_recipe(next(tmp_path.glob("*.json")))
     assert from_app.checkpoint_sha256 == from_cli.checkpoint_sha256 == expected
@@ -274,6 +280,32 @@ def test_roles_are_enforced_through_the_api(app, reader1):
         admin.predict(api_name="/study_next")
     with pytest.raises(AppError, match="Only study admins may see study results"):
         reader1.predict(api_name="/results")
+
+
+def test_readers_may_not_generate_while_a_study_runs(app, reader1, maker):
+    """Blinding (DESIGN §11): the generator would show readers the model's look before they read."""
+    with pytest.raises(AppError, match="reader account and a blinded reader study is running.*"
+                                       "--readers-may-generate") as info:
+        generate(reader1)
+    assert "Traceback" not in str(info.value)
+    assert len(generate(maker)[0]) == 1  # admins may
+
+
+def test_the_operator_may_let_readers_generate(app, tmp_path):
+    import app as app_py
+    from mammosynth.ui.auth import generator_refusal
+    from mammosynth.ui.services import AppConfig, create_services
+
+    assert app_py.config_from_args(app_py.parse_args([])).readers_may_generate is False
+    assert app_py.config_from_args(app_py.parse_args(["--readers-may-generate"])).readers_may_generate is True
+    config = dict(checkpoint=app["checkpoint"], study=app["study"], work_dir=tmp_path, temp_dir=tmp_path / "t")
+    assert "blinded reader study" in generator_refusal(create_services(AppConfig(**config)), "reader1")
+    allowed = create_services(AppConfig(**config, readers_may_generate=True))
+    assert generator_refusal(allowed, "reader1") is None
+    # without a study there is nothing to blind
+    no_study = create_services(AppConfig(**{**config, "study": None}, demo_study=False,
+                                         auth=app["study"] / "readers.csv"))
+    assert generator_refusal(no_study, "reader1") is None and generator_refusal(no_study, "admin") is None
 
 
 def test_admin_results_have_statistics_exports_and_checkpoint_reports(app):
@@ -414,7 +446,7 @@ def test_neighbour_thumbnails_only_with_show_neighbours(app, neighbour_checkpoin
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "systemp"))
     demo, url, _ = launch(tmp_path, neighbour_checkpoint, app["study"], show_neighbours=show)
     try:
-        c = Client(url, auth=("reader1", "reader1"), verbose=False)
+        c = Client(url, auth=("admin", "admin"), verbose=False)
         gallery, verdicts, files, details, _, _, neighbours, _ = generate(c)
     finally:
         demo.close()

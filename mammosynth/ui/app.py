@@ -8,13 +8,14 @@ CSS, the page script, allowed paths); ``create_app(config)`` does both, plus the
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from .assets import CSS, HEAD
-from .auth import username_of
+from .auth import may_generate, username_of
 from .generate import build_generate_tab
 from .results import build_results_tab
 from .services import AppConfig, Services, create_services
@@ -22,20 +23,22 @@ from .study import build_study_tab
 
 logger = logging.getLogger("mammosynth.app")
 
-__all__ = ["build_app", "launch_options", "create_app", "API_EXAMPLE"]
+__all__ = ["build_app", "launch_options", "create_app", "route_gradio_prints_to_the_log", "API_EXAMPLE"]
 
 API_EXAMPLE = '''```python
 from gradio_client import Client
 
-client = Client("http://127.0.0.1:7860/", auth=("reader1", "reader1"))
-gallery, verdicts, files, details, *_ = client.predict(
+# while a study runs only admins generate (readers too with --readers-may-generate)
+maker = Client("http://127.0.0.1:7860/", auth=("admin", "admin"))
+gallery, verdicts, files, details, *_ = maker.predict(
     birads="4", density="C", view="MLO", laterality="L", lesion="mass",
     box="0.30,0.36,0.46,0.50", seed=42, steps=20, guidance=3.0, sampler="dpm", num_images=1,
     api_name="/generate")                      # files: 16-bit PNG, DICOM, JSON recipe
-image, case = client.predict(api_name="/study_next")          # {"case_id", "position", "total", ...}
-image, case = client.predict(case["case_id"], "synthetic", 4, None, None, api_name="/study_answer")
-progress = client.predict(api_name="/study_progress")         # your own progress only
-# admins only:  Client(url, auth=("admin", "admin")).predict(api_name="/results")
+reader = Client("http://127.0.0.1:7860/", auth=("reader1", "reader1"))
+image, case = reader.predict(api_name="/study_next")          # {"case_id", "position", "total", ...}
+image, case = reader.predict(case["case_id"], "synthetic", 4, None, None, api_name="/study_answer")
+progress = reader.predict(api_name="/study_progress")         # your own progress only
+results = maker.predict(api_name="/results")                  # admins only
 ```'''
 
 
@@ -48,8 +51,10 @@ def build_app(services: Services) -> gr.Blocks:
             who = gr.Markdown(elem_id="app-user")
             if services.accounts.enabled:
                 gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=90, elem_id="logout")
-        with gr.Tabs(elem_id="tabs"):
-            with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
+        with gr.Tabs(elem_id="tabs") as tabs:
+            # With logins, shown on page load to those who may generate (blinding: not readers in a study).
+            with gr.Tab("Generate", id="generate", elem_id="tab-generate",
+                        visible=not services.accounts.enabled) as generate_tab:
                 build_generate_tab(services)
             with gr.Tab("Reader study", id="study", elem_id="tab-study"):
                 study = build_study_tab(services)
@@ -63,12 +68,13 @@ def build_app(services: Services) -> gr.Blocks:
             role = services.role(username)
             label = (f"Logged in as **{services.accounts.display_name(username)}** ({role})" if role
                      else ("Logged in as **%s**" % username if username else ""))
-            admin = role == "admin"
+            admin, generator = role == "admin", may_generate(services, username)
             study_out = study["on_load"](request)
             results_out = results["on_refresh"](request) if admin else tuple(gr.update() for _ in results["outputs"])
-            return (label, gr.Tab(visible=admin), *study_out, *results_out)
+            return (label, gr.Tab(visible=generator), gr.Tabs(selected="generate" if generator else "study"),
+                    gr.Tab(visible=admin), *study_out, *results_out)
 
-        demo.load(on_load, None, [who, results_tab, *study["outputs"], *results["outputs"]],
+        demo.load(on_load, None, [who, generate_tab, tabs, results_tab, *study["outputs"], *results["outputs"]],
                   api_visibility="private", show_progress="hidden")
     return demo
 
@@ -93,7 +99,9 @@ sliders under the image.
 Answers are stored at once; a reload or a server restart continues at the next unanswered case.
 
 ### API (gradio_client)
-Endpoints: `generate`, `study_next`, `study_answer`, `study_progress`, `results` (admins). Log in as in the browser:
+Endpoints: `generate`, `study_next`, `study_answer`, `study_progress`, `results` (admins). Log in as in the browser.
+While a study runs, `generate` is refused to reader accounts (as the Generate tab is hidden from them)
+unless the server was started with `--readers-may-generate`.
 
 {API_EXAMPLE}
 """
@@ -106,7 +114,7 @@ def launch_options(services: Services) -> dict[str, Any]:
     if services.accounts.enabled:
         options["auth"] = services.accounts.authenticate
         options["auth_message"] = ("Log in with your study account. Demo: reader1 / reader1 (reader), "
-                                   "admin / admin (results)." if services.config.study is None and services.config.auth
+                                   "admin / admin (generate, results)." if services.config.study is None and services.config.auth
                                    is None else "Log in with your study account.")
     # Only the blinded case files may be served from the study folder — never the key.
     study_root = _study_root(services)
@@ -136,6 +144,7 @@ def create_app(config: AppConfig, loader: Any = None, start_demo: bool = True) -
     every ``study_next`` / ``study_answer`` (the key folder stays blocked).
     """
     services = create_services(config, loader=loader)
+    route_gradio_prints_to_the_log()
     gr.set_static_paths([_study_root(services) / "cases"])
     demo = build_app(services)
     demo.queue(default_concurrency_limit=8, max_size=64)  # generation has its own limit
@@ -144,3 +153,27 @@ def create_app(config: AppConfig, loader: Any = None, start_demo: bool = True) -
 
         start_demo_study(services)
     return demo, launch_options(services), services
+
+
+_COMPONENT_FILE_LINE = re.compile(r"^id=.*, environment=\w+, type=\w+, file_name=")
+
+
+def route_gradio_prints_to_the_log() -> None:
+    """Send the ``print()`` calls of ``gradio.routes`` to the app's logger instead of stdout.
+
+    Gradio 6 prints ``id=…, environment=client, type=component, file_name=style.css`` for every
+    file of a custom component a page loads (``custom_component_path`` in gradio/routes.py; the
+    box annotator is one), dozens of lines per browser session. A module-level ``print`` in
+    ``gradio.routes`` shadows the builtin for that module only: those lines become DEBUG records,
+    its other messages INFO (or WARNING for errors).
+    """
+    import gradio.routes
+
+    gradio.routes.print = _gradio_print
+
+
+def _gradio_print(*values: Any, sep: str | None = " ", **_: Any) -> None:
+    message = (" " if sep is None else sep).join(map(str, values))
+    level = (logging.DEBUG if _COMPONENT_FILE_LINE.match(message)
+             else logging.WARNING if message.lower().startswith("error") else logging.INFO)
+    logger.log(level, "gradio: %s", message)

@@ -1,5 +1,9 @@
 """Who is asking: the user Gradio authenticated for a request, and role checks.
 
+:func:`generator_refusal` holds the blinding rule of DESIGN §11: while a reader study is served
+(or being prepared), reader accounts may not use the generator — its images would teach them
+the model's look before they read — unless the operator lifts it (``--readers-may-generate``).
+
 Identity comes only from ``gr.Request.username`` (set by Gradio's login, for the browser and
 for ``gradio_client.Client(url, auth=(user, password))`` alike); nothing about a user is kept
 in module globals.
@@ -12,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .services import Services
 
-__all__ = ["AccessDenied", "username_of", "require_role"]
+__all__ = ["AccessDenied", "username_of", "require_role", "generator_refusal", "may_generate"]
 
 
 class AccessDenied(PermissionError):
@@ -37,3 +41,23 @@ def require_role(services: Services, username: str | None, role: str, action: st
         raise AccessDenied(f"Only study readers may {action}; {username!r} is "
                            f"{'an ' + actual if actual else 'not a study'} account.")
     return username
+
+
+def generator_refusal(services: Services, username: str | None) -> str | None:
+    """Why ``username`` may not use the generator now, or ``None`` if they may.
+
+    Only reader accounts are refused, and only while a study is served or being prepared,
+    unless the app was started with ``--readers-may-generate`` (``AppConfig.readers_may_generate``).
+    """
+    if services.role(username) != "reader" or not services.studies.active:
+        return None
+    if services.config.readers_may_generate:
+        return None
+    return (f"{username!r} is a reader account and a blinded reader study is running: readers may not "
+            "use the generator until it ends (its images would show them what the model's images look like "
+            "before they read). A study admin can allow it by starting the app with --readers-may-generate.")
+
+
+def may_generate(services: Services, username: str | None) -> bool:
+    """True if ``username`` may see the Generate tab and call ``generate`` (see :func:`generator_refusal`)."""
+    return generator_refusal(services, username) is None

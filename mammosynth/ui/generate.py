@@ -17,6 +17,7 @@ import gradio as gr
 import numpy as np
 
 from ..conditions import ConditionError, Conditions, Laterality, Lesion, View, canonical_box, parse_box
+from .auth import generator_refusal, username_of
 from .choices import ANY, BIRADS_CHOICES, DENSITY_CHOICES, LATERALITY_CHOICES, LESION_CHOICES, VIEW_CHOICES
 from .display import Window, apply_window, auto_window, breast_outline, write_png8
 from ..pipelines.checkpoint import checkpoint_image_size
@@ -361,13 +362,15 @@ def build_generate_tab(services: Services) -> None:
 
     # -- generation -------------------------------------------------------------------------
     def generate(birads: str, density: str, view: str, laterality: str, lesion: str, box: str, seed: float,
-                 steps: float, guidance: float, sampler: str, num_images: float,
+                 steps: float, guidance: float, sampler: str, num_images: float, request: gr.Request,
                  progress: gr.Progress = gr.Progress()) -> tuple:
         """Generate mammograms for the given conditions (each may be "any").
 
         Returns the gallery (8-bit views), a Markdown table of privacy verdicts, the downloads
         (16-bit PNG, DICOM, JSON per image), the recipe details, the window and neighbours.
         """
+        if (refusal := generator_refusal(services, username_of(request))) is not None:  # blinding (DESIGN §11)
+            raise gr.Error(refusal, title="Not allowed", print_exception=False)
         progress(0, desc="Loading the model…" if not services.model.loaded else "Starting…")
 
         def step(done: int, total: int) -> None:

@@ -52,6 +52,8 @@ class AppConfig:
     reports: Path | None = None
     #: False: load a checkpoint without its privacy checker on purpose (every verdict "not checked")
     privacy_gate: bool = True
+    #: True: reader accounts may generate while a study runs (unblinds them to the model; pilots only)
+    readers_may_generate: bool = False
 
     def __post_init__(self) -> None:
         if self.max_concurrent_generations < 1:

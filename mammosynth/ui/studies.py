@@ -48,6 +48,11 @@ class StudyService:
         return self._state
 
     @property
+    def active(self) -> bool:
+        """A study is served, opening or being prepared (a failed one counts: it may be fixed and resumed)."""
+        return self._state != "none"
+
+    @property
     def message(self) -> str:
         return self._message
 
