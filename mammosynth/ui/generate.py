@@ -156,17 +156,22 @@ def verdict_line(verdict: PrivacyVerdict | None) -> tuple[str, str]:
     return mark, f"{verdict.similarity:.3f} {relation} {verdict.threshold:.3f}"
 
 
-def verdict_table(images: list[GeneratedImage]) -> str:
-    """Markdown table: one row per image with its privacy verdict and nearest training ids."""
+def verdict_table(images: list[GeneratedImage], show_neighbours: bool = False) -> str:
+    """Markdown table: one row per image with its privacy verdict; the nearest training ids only
+    with ``show_neighbours`` (the operator's ``--show-neighbours``: they name training-set members)."""
     if not images:
         return ""
-    lines = ["| # | seed | privacy | similarity vs threshold | nearest training images |", "|---|---|---|---|---|"]
+    header = "| # | seed | privacy | similarity vs threshold |" + (" nearest training images |" if show_neighbours else "")
+    lines = [header, "|---" * (5 if show_neighbours else 4) + "|"]
     for i, image in enumerate(images, start=1):
         mark, similarity = verdict_line(image.verdict)
-        neighbours = "—"
-        if image.verdict is not None and image.verdict.neighbours:
-            neighbours = ", ".join(f"`{nid[:10]}` ({sim:.2f})" for nid, sim in image.verdict.neighbours)
-        lines.append(f"| {i} | {image.recipe.seed} | {mark} | {similarity} | {neighbours} |")
+        row = f"| {i} | {image.recipe.seed} | {mark} | {similarity} |"
+        if show_neighbours:
+            neighbours = "—"
+            if image.verdict is not None and image.verdict.neighbours:
+                neighbours = ", ".join(f"`{nid[:10]}` ({sim:.2f})" for nid, sim in image.verdict.neighbours)
+            row += f" {neighbours} |"
+        lines.append(row)
     if any(im.verdict is not None and im.verdict.flagged for im in images):
         lines.append("\n⚠ A flagged image is too similar to a training image: do not share it; generate again "
                      "with another seed.")
@@ -385,7 +390,7 @@ def build_generate_tab(services: Services) -> None:
             logger.exception("generation failed")
             raise gr.Error(f"Generation failed ({type(error).__name__}: {error}). The server log has the details.",
                            title="Generation failed", print_exception=False) from None
-        verdicts = verdict_table(outcome.images)
+        verdicts = verdict_table(outcome.images, config.show_neighbours)
         thumbs = []
         if config.show_neighbours:  # training pixels leave the server only when the operator said so
             thumbs = _neighbour_thumbnails(services, outcome)
