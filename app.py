@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-images", type=int, default=8, help="most images per request (default: %(default)s)")
     parser.add_argument("--reports", type=Path, default=None,
                         help="extra folder of privacy/evaluation reports (JSON/PNG/MD) for the Results tab")
+    parser.add_argument("--pacs-url", default=None,
+                        help="DICOMweb endpoint (e.g. http://127.0.0.1:8042/dicom-web, see `mammosynth pacs serve`): "
+                             "adds a Send to PACS button to Generate. Server-wide credentials come from "
+                             "MAMMOSYNTH_PACS_USERNAME / MAMMOSYNTH_PACS_PASSWORD (or user:password@ in the URL); "
+                             "users may type their own. They are never logged")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level; logs go to stderr (default: %(default)s)")
     return parser.parse_args(argv)
@@ -76,7 +81,7 @@ def config_from_args(args: argparse.Namespace):
                      temp_dir=temp_dir, show_neighbours=args.show_neighbours,
                      demo_study=not args.no_demo_study, max_concurrent_generations=args.max_concurrent_generations,
                      max_images=args.max_images, reports=args.reports, privacy_gate=args.privacy_gate,
-                     readers_may_generate=args.readers_may_generate)
+                     readers_may_generate=args.readers_may_generate, pacs_url=args.pacs_url)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "mammosynth.commands.privacy",     # train-siamese, build-index, privacy-audit
     "mammosynth.commands.evaluation",  # generate-set, evaluate, paper-table
     "mammosynth.commands.study",       # study create|status|analyse|export
+    "mammosynth.commands.pacs",        # export-study, pacs send|list|serve
 )
 
 

@@ -119,7 +119,8 @@ def test_generate_returns_images_verdicts_and_16_bit_downloads(app, maker):
     assert "privacy" in gallery[0]["caption"] and "seed 42" in gallery[0]["caption"]
     assert "| 1 | 42 | ✓ pass |" in verdicts and "| 2 | 43 |" in verdicts
     names = sorted(Path(f).name for f in files)
-    assert names == sorted(f"mammosynth_RMLO_seed{s}.{e}" for s in (42, 43) for e in ("png", "dcm", "json"))
+    assert names == sorted([f"mammosynth_RMLO_seed{s}.{e}" for s in (42, 43) for e in ("png", "dcm", "json")]
+                           + ["mammosynth_study.zip"])
     png = next(Path(f) for f in files if f.endswith("seed42.png"))
     frame = read_png16(png)
     assert frame.dtype == np.uint16 and frame.shape == (64, 48)
@@ -133,10 +134,12 @@ def test_generate_returns_images_verdicts_and_16_bit_downloads(app, maker):
 def test_the_dicom_download_is_valid_and_synthetic(maker):
     import pydicom
 
-    files = generate(maker)[2]
-    path = next(f for f in files if f.endswith(".dcm"))
+    files = generate(maker, num_images=2)[2]
+    path, other = [f for f in files if f.endswith(".dcm")]
     ds = pydicom.dcmread(path)
-    assert ds.ConversionType == "SYN" and "seed 42" in ds.SeriesDescription and ds.Laterality == "R"
+    assert ds.ConversionType == "SYN" and "seed 42" in ds.DerivationDescription and ds.ImageLaterality == "R"
+    assert ds.Modality == "MG" and ds.ViewPosition == "MLO" and ds.ViewCodeSequence[0].CodeValue == "399368009"
+    assert pydicom.dcmread(other).StudyInstanceUID == ds.StudyInstanceUID, "one generation is one study"
     if shutil.which("dciodvfy"):
         result = subprocess.run(["dciodvfy", path], capture_output=True, text=True)
         assert result.returncode == 0 and "Error" not in result.stdout + result.stderr

@@ -17,6 +17,7 @@ from mammosynth.data.dicom import (
     NotDicomError,
     NotMammogramError,
     NotMonochromeError,
+    SyntheticImageError,
     TruncatedDicomError,
     UnsupportedTransferSyntaxError,
     ZeroSizeError,
@@ -192,6 +193,16 @@ def _not_mg(tmp_path: Path, ramp: np.ndarray) -> Path:
     return write_mg_dicom(tmp_path / "ct.dcm", ramp, modality="CT", window=(40, 400))
 
 
+def _synthetic(tmp_path: Path, ramp: np.ndarray) -> Path:
+    """What mammosynth exports: Modality MG since issue 22, but Conversion Type SYN."""
+    from mammosynth.conditions import Conditions
+    from mammosynth.data.export import Recipe, write_dicom
+
+    recipe = Recipe(conditions=Conditions.create(view="CC", laterality="L"), seed=1, num_inference_steps=2,
+                    guidance_scale=3.0, scheduler="dpm", checkpoint="x", height=ramp.shape[0], width=ramp.shape[1])
+    return write_dicom(ramp.astype(np.uint16), recipe, tmp_path / "synthetic.dcm")
+
+
 def _rgb(tmp_path: Path, ramp: np.ndarray) -> Path:
     return write_mg_dicom(tmp_path / "rgb.dcm", (ramp % 256).astype(np.uint8), rgb=True)
 
@@ -222,6 +233,7 @@ BAD_FILES = [
     (_no_pixel_data, NoPixelDataError, "Pixel Data"),
     (_not_mg, NotMammogramError, "'CT'"),
     (_rgb, NotMonochromeError, "RGB"),
+    (_synthetic, SyntheticImageError, "synthetic"),
     (_empty_file, ZeroSizeError, "0 bytes"),
     (_zero_rows, ZeroSizeError, "0x64"),
     (_unsupported_syntax, UnsupportedTransferSyntaxError, "cannot be decoded"),
@@ -241,6 +253,7 @@ def test_bad_file_raises_specific_error_naming_the_file(tmp_path, ramp, make, er
 
 def test_header_read_catches_bad_files_early(tmp_path: Path, ramp: np.ndarray) -> None:
     for make, error in ((_not_mg, NotMammogramError), (_rgb, NotMonochromeError), (_not_dicom, NotDicomError),
+                        (_synthetic, SyntheticImageError),
                         (_truncated_header, TruncatedDicomError)):
         with pytest.raises(error, match=str(make(tmp_path, ramp)).replace(".", r"\.")):
             read_header(make(tmp_path, ramp))

@@ -64,7 +64,9 @@ def _sample_arguments(sample: argparse.ArgumentParser) -> None:
     sample.add_argument("--batch_size", type=int, default=1,
                         help="images per forward pass (1 gives bit-exact recipes; larger is faster per image)")
     sample.add_argument("--recipe", default=None, help="a JSON recipe written by this command: make that image again")
-    sample.add_argument("--dicom", action="store_true", help="also write a synthetic-marked DICOM per image")
+    sample.add_argument("--dicom", action="store_true",
+                        help="also write the batch as ONE synthetic DICOM study: a .dcm per image (one series "
+                             "per side and view) and dicom-study.zip of them")
     sample.add_argument("--num_threads", type=int, default=None, help="torch CPU threads")
     sample.add_argument("--no-privacy-gate", dest="privacy_gate", action="store_false",
                         help="generate without the privacy checker on purpose (warns; recipes record privacy: null). "

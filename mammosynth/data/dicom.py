@@ -45,6 +45,7 @@ __all__ = [
     "UnsupportedTransferSyntaxError",
     "UnsupportedImageError",
     "ForProcessingError",
+    "SyntheticImageError",
     "MammogramImage",
     "MammogramHeader",
     "read_mammogram",
@@ -140,6 +141,13 @@ class ForProcessingError(DicomReadError):
     """A "FOR PROCESSING" (raw detector) image: skipped, only presentation images are used."""
 
     reason = "for_processing"
+
+
+class SyntheticImageError(DicomReadError):
+    """A synthetic image ((0008,0064) Conversion Type ``SYN``, e.g. one mammosynth exported):
+    never read as a real mammogram, so generated images cannot pass for training data."""
+
+    reason = "synthetic"
 
 
 # ---- results ----------------------------------------------------------------------------
@@ -331,6 +339,10 @@ def _check_dataset(path: Path, ds) -> None:
         raise NotMammogramError(path, "has no (0008,0060) Modality; expected 'MG' (mammography)")
     if modality is not None and modality.upper() != "MG":
         raise NotMammogramError(path, f"(0008,0060) Modality is {modality!r}, expected 'MG' (mammography)")
+    if (_text(ds, "ConversionType") or "").upper() == "SYN":
+        raise SyntheticImageError(
+            path, "is a synthetic image ((0008,0064) Conversion Type SYN); only real mammograms are read"
+        )
     intent = (_text(ds, "PresentationIntentType") or "").upper()
     if intent == "FOR PROCESSING" or sop_class == MG_FOR_PROCESSING:
         raise ForProcessingError(

@@ -7,10 +7,27 @@ Three files per generated image, each self-describing:
   MONOCHROME2 pixels, **no patient identifiers from any source**, and marked synthetic in
   every place a viewer shows: (0008,0008) Image Type ``DERIVED\\SECONDARY``, (0008,0064)
   Conversion Type ``SYN`` (synthetic image), (0028,0301) Burned In Annotation ``NO``,
-  (0010,0010) Patient's Name ``SYNTHETIC^MAMMOSYNTH``, (0008,103E) Series Description naming
-  the model, checkpoint and seed, (0020,4000) Image Comments holding the recipe JSON;
+  (0010,0010) Patient's Name ``SYNTHETIC^MAMMOSYNTH``, (0008,1030) Study and (0008,103E)
+  Series Description starting with ``SYNTHETIC``, (0008,2111) Derivation Description naming
+  the model, checkpoint and seed, (0020,4000) Image Comments holding the recipe JSON.
+  It also carries what a mammography viewer sorts and hangs by: (0020,0062) Image
+  Laterality, (0018,5101) View Position, (0054,0220) View Code Sequence (SNOMED CT CC
+  399162004 / MLO 399368009), (0020,0020) Patient Orientation and a *nominal* (0028,0030)
+  Pixel Spacing (:func:`nominal_pixel_spacing`);
 * :class:`Recipe` / :func:`write_recipe` – the JSON of conditions + seed + checkpoint +
   sampler settings that makes the same image again (``Recipe.pipeline_kwargs()``).
+
+**Modality MG in a Secondary Capture.** (0008,0060) Modality is ``MG``, not ``OT``: viewers
+and hanging protocols (OHIF's mammography protocol keys on ``MG`` in Modalities in Study, then
+on Image Laterality and the view code) file and place the image as a mammogram only then. The
+SOP class stays Secondary Capture — not Digital Mammography X-Ray — because nothing was
+acquired: the SC IOD is the one that says so, with Conversion Type ``SYN`` and its SC
+Equipment module, and it has no type-1 detector, exposure or dose attributes we would have to
+invent. The SC Equipment module lets Modality name the kind of image converted. (0018,5101)
+View Position is not part of the SC IOD; it is added (dciodvfy: "standard extended SOP class"
+warning) because many viewers show it in their overlays and the study browser.
+
+Several images of one batch belong to one synthetic study: :mod:`mammosynth.data.study`.
 
 This module is floor 2: it knows nothing about pipelines; callers pass the frame and the
 recipe. Frames are in the *display* orientation (as the pipeline returns them).
@@ -40,11 +57,21 @@ __all__ = [
     "read_recipe",
     "synthetic_dicom",
     "write_dicom",
+    "save_dataset",
     "patient_orientation",
+    "series_description",
+    "view_code",
+    "nominal_pixel_spacing",
+    "NOMINAL_FIELD_HEIGHT_MM",
+    "SYNTHETIC_PATIENT_ID",
 ]
 
 RECIPE_FORMAT = "mammosynth-recipe/1"
 SYNTHETIC_PATIENT_NAME = "SYNTHETIC^MAMMOSYNTH"
+#: (0010,0020) Patient ID of a lone image; a study gets its own pseudonym (``SYN-`` + 10 hex).
+SYNTHETIC_PATIENT_ID = "SYNTHETIC"
+#: The height (mm) that a generated image nominally spans (a cropped breast on a 24x30 cm detector).
+NOMINAL_FIELD_HEIGHT_MM = 240.0
 _MANUFACTURER = "mammosynth"
 
 
@@ -205,15 +232,19 @@ def _ascii(text: str, limit: int) -> str:
 
 def synthetic_dicom(frame: np.ndarray, recipe: Recipe, *, study_uid: str | None = None,
                     series_uid: str | None = None, series_number: int = 1, instance_number: int = 1,
-                    model_name: str = "MammoLDM") -> Any:
+                    model_name: str = "MammoLDM", patient_id: str = SYNTHETIC_PATIENT_ID,
+                    study_datetime: datetime | None = None) -> Any:
     """A highdicom Secondary Capture dataset of a generated frame, marked synthetic.
 
     Args:
         frame: uint16 ``(H, W)`` in the display orientation.
         recipe: how the frame was made (goes into the description and comments).
-        study_uid, series_uid: reuse to group images of one batch (default: fresh UIDs).
+        study_uid, series_uid: reuse to group images of one batch (default: fresh UIDs;
+            :class:`mammosynth.data.study.SyntheticStudy` does the grouping).
         series_number, instance_number: positive integers.
         model_name: the model's name as shown in (0008,103E) Series Description.
+        patient_id: (0010,0020) Patient ID, a synthetic pseudonym (never a real one).
+        study_datetime: (0008,0020)/(0008,0030) Study Date and Time (default: now, UTC).
 
     Returns:
         ``highdicom.sc.SCImage`` (a ``pydicom.Dataset``).
@@ -225,10 +256,8 @@ def synthetic_dicom(frame: np.ndarray, recipe: Recipe, *, study_uid: str | None 
     if (frame.shape[0], frame.shape[1]) != (int(recipe.height), int(recipe.width)):
         raise ValueError(f"the image is {frame.shape[0]}x{frame.shape[1]} but the recipe says "
                          f"{recipe.height}x{recipe.width}")
-    now = datetime.now(timezone.utc)
+    when = study_datetime or datetime.now(timezone.utc)
     orientation = patient_orientation(recipe.conditions)
-    checkpoint = Path(str(recipe.checkpoint)).name or str(recipe.checkpoint)
-    description = _ascii(f"SYNTHETIC {model_name} {checkpoint} seed {recipe.seed}", 64)
     image = hd.sc.SCImage(
         pixel_array=np.ascontiguousarray(frame),
         photometric_interpretation="MONOCHROME2",
@@ -240,43 +269,88 @@ def synthetic_dicom(frame: np.ndarray, recipe: Recipe, *, study_uid: str | None 
         sop_instance_uid=generate_uid(),
         instance_number=int(instance_number),
         manufacturer=_MANUFACTURER,
-        patient_id="SYNTHETIC",
+        patient_id=patient_id,
         patient_name=SYNTHETIC_PATIENT_NAME,
         patient_birth_date=None,
         patient_sex=None,
         accession_number=None,
         study_id="SYNTHETIC",
-        study_date=now.date(),
-        study_time=now.time().replace(microsecond=0),
+        study_date=when.date(),
+        study_time=when.time().replace(microsecond=0),
         referring_physician_name=None,
-        laterality=None if recipe.conditions.laterality is None else recipe.conditions.laterality.value,
+        pixel_spacing=nominal_pixel_spacing(frame.shape[0]),
         patient_orientation=orientation or ("A", "F"),  # placeholder, emptied below
     )
-    # Synthetic marking: how it was made, in every field a viewer or PACS shows.
+    _mark_synthetic(image, recipe, model_name)
+    _add_mammography_view(image, recipe.conditions, orientation)
+    image.WindowCenter = 32768
+    image.WindowWidth = 65536
+    image.WindowCenterWidthExplanation = "FULL RANGE"
+    image.PixelRepresentation = 0
+    return image
+
+
+def series_description(conditions: Conditions, model_name: str, checkpoint: str) -> str:
+    """(0008,103E) Series Description: ``SYNTHETIC L MLO MammoLDM <checkpoint>`` (64 characters at most)."""
+    side = conditions.laterality.value if conditions.laterality else "side any"
+    view = conditions.view.value if conditions.view else "view any"
+    return _ascii(f"SYNTHETIC {side} {view} {model_name} {Path(str(checkpoint)).name or checkpoint}", 64)
+
+
+def _mark_synthetic(image: Any, recipe: Recipe, model_name: str) -> None:
+    """How it was made, in every field a viewer or PACS shows (DESIGN §5)."""
+    checkpoint = Path(str(recipe.checkpoint)).name or str(recipe.checkpoint)
     image.ImageType = ["DERIVED", "SECONDARY"]
     image.ConversionType = "SYN"  # (0008,0064) Synthetic Image
+    image.Modality = "MG"  # (0008,0060): a mammogram to viewers and hanging protocols; SYN above says synthetic
     image.BurnedInAnnotation = "NO"
     image.RecognizableVisualFeatures = "NO"
-    image.SeriesDescription = description
+    image.SeriesDescription = series_description(recipe.conditions, model_name, checkpoint)
     image.StudyDescription = _ascii("SYNTHETIC MAMMOGRAM - not a patient image", 64)
     image.ImageComments = _ascii(
         f"SYNTHETIC image generated by mammosynth {model_name}; not from any patient. "
         f"Recipe: {json.dumps(recipe.to_dict(), separators=(',', ':'))}", 10240)
     image.DerivationDescription = _ascii(
-        f"Generated by {model_name} ({checkpoint}) with seed {recipe.seed}, "
+        f"SYNTHETIC: generated by {model_name} ({checkpoint}) with seed {recipe.seed}, "
         f"{recipe.num_inference_steps} steps {recipe.scheduler}, guidance {recipe.guidance_scale:g}; "
-        f"conditions: {recipe.describe()}", 1024)
+        f"conditions: {recipe.describe()}. Pixel Spacing is nominal ({NOMINAL_FIELD_HEIGHT_MM:g} mm "
+        "image height), not measured", 1024)
     image.SoftwareVersions = _ascii(f"mammosynth {_version()}", 64)
     image.BodyPartExamined = "BREAST"
-    image.WindowCenter = 32768
-    image.WindowWidth = 65536
-    image.WindowCenterWidthExplanation = "FULL RANGE"
-    image.PixelRepresentation = 0
+
+
+def _add_mammography_view(image: Any, conditions: Conditions, orientation: tuple[str, str] | None) -> None:
+    """Side and view as mammography viewers read them: (0020,0062) Image Laterality,
+    (0018,5101) View Position, (0054,0220) View Code Sequence (SNOMED CT, CID 4014)."""
+    from pydicom.dataset import Dataset
+
     if orientation is None:  # (0020,0020) is type 2: present and empty when the side/view is unknown
         image.PatientOrientation = ""
-    if recipe.conditions.laterality is None:  # (0020,0060) is type 2C for a paired body part: empty = unknown
+    if conditions.laterality is not None:
+        image.ImageLaterality = conditions.laterality.value
+    else:  # (0020,0060) Laterality is type 2C for a paired body part without Image Laterality: empty = unknown
         image.Laterality = ""
-    return image
+    if conditions.view is not None:
+        code = view_code(conditions.view)
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code.value, code.scheme_designator, code.meaning
+        image.ViewCodeSequence = [item]
+        image.ViewPosition = conditions.view.value
+
+
+def view_code(view: View) -> Any:
+    """The SNOMED CT code of a mammography view: CC 399162004, MLO 399368009 (``pydicom.sr.coding.Code``)."""
+    from pydicom.sr.codedict import codes
+
+    return {View.CC: codes.SCT.CranioCaudal, View.MLO: codes.SCT.MedioLateralObliqueProjection}[view]
+
+
+def nominal_pixel_spacing(height: int) -> tuple[float, float]:
+    """(0028,0030) Pixel Spacing in mm (row, column): nominal, the image height taken as
+    :data:`NOMINAL_FIELD_HEIGHT_MM`. A generated image has no detector: the value lets a
+    viewer's ruler show plausible sizes, it is not a measurement."""
+    spacing = round(NOMINAL_FIELD_HEIGHT_MM / int(height), 6)
+    return spacing, spacing
 
 
 def _version() -> str:
@@ -289,10 +363,16 @@ def _version() -> str:
 
 def write_dicom(frame: np.ndarray, recipe: Recipe, path: str | os.PathLike, **kwargs: Any) -> Path:
     """Write :func:`synthetic_dicom` to ``path`` (Part 10 file with meta header)."""
-    dataset = synthetic_dicom(frame, recipe, **kwargs)
+    return save_dataset(synthetic_dicom(frame, recipe, **kwargs), path)
+
+
+def save_dataset(dataset: Any, path: str | os.PathLike) -> Path:
+    """Save a pydicom dataset as a Part 10 file, atomically (a temporary file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dataset.save_as(path, enforce_file_format=True)
+    partial = path.with_name(f".{path.name}.partial")
+    dataset.save_as(partial, enforce_file_format=True)
+    os.replace(partial, path)
     return path
 
 

@@ -1,4 +1,8 @@
-"""Batch sampling to a folder: what ``mammosynth sample`` does (16-bit PNG + JSON recipe each)."""
+"""Batch sampling to a folder: what ``mammosynth sample`` does (16-bit PNG + JSON recipe each).
+
+With ``--dicom`` the batch is also ONE synthetic DICOM study (:class:`~mammosynth.data.study.SyntheticStudy`):
+a ``.dcm`` beside each PNG and ``dicom-study.zip`` of them all.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
     import torch
 
     from ..conditions import Conditions
-    from ..data.export import Recipe, read_recipe, write_dicom, write_png16, write_recipe
+    from ..data.export import Recipe, read_recipe, write_png16, write_recipe
+    from ..data.study import SyntheticStudy, zip_study
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
@@ -58,6 +63,7 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    study, dicoms = (SyntheticStudy(), []) if getattr(args, "dicom", False) else (None, [])
     for start in range(0, len(seeds), args.batch_size):
         chunk = seeds[start:start + args.batch_size]
         result = pipe(conditions=[conditions] * len(chunk), num_inference_steps=steps, guidance_scale=guidance,
@@ -70,9 +76,12 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
             stem = out / f"sample_seed{seed:06d}"
             written.append(write_png16(image, stem.with_suffix(".png")))
             write_recipe(recipe, stem.with_suffix(".json"))
-            if getattr(args, "dicom", False):
-                write_dicom(image, recipe, stem.with_suffix(".dcm"))
+            if study is not None:
+                dicoms.append(study.write(image, recipe, out, name=stem.with_suffix(".dcm").name))
             logger.info("wrote %s", stem.with_suffix(".png"))
+    if study is not None:
+        logger.info("DICOM study %s (patient %s): %s", study.study_uid, study.patient_id,
+                    zip_study(dicoms, out / "dicom-study.zip"))
     return written
 
 

@@ -21,7 +21,8 @@ from .auth import generator_refusal, username_of
 from .choices import ANY, BIRADS_CHOICES, DENSITY_CHOICES, LATERALITY_CHOICES, LESION_CHOICES, VIEW_CHOICES
 from .display import Window, apply_window, auto_window, breast_outline, write_png8
 from ..pipelines.checkpoint import checkpoint_image_size
-from .model import GeneratedImage, parse_generation_request, write_outputs
+from .model import GeneratedImage, parse_generation_request, write_batch_outputs
+from .pacs import build_pacs_controls
 from .services import Services, new_output_folder
 
 if TYPE_CHECKING:
@@ -215,14 +216,15 @@ def run_generation(services: Services, birads: Any, density: Any, view: Any, lat
     images = services.model.generate(request, progress=progress)
     folder = new_output_folder(config.temp_dir, "generated")
     files, items, per_image = [], [], []
-    for image in images:
-        paths = write_outputs(image, folder)
+    batch = write_batch_outputs(images, folder)  # the DICOMs: one synthetic study, also zipped
+    for image, paths in zip(images, batch.images):
         files += [str(paths["png"]), str(paths["dicom"]), str(paths["json"])]
         mark, similarity = verdict_line(image.verdict)
         caption = f"seed {image.recipe.seed} · privacy {mark.replace('*', '')} ({similarity})"
         items.append({"png16": str(paths["png"]), "caption": caption})
         per_image.append({"seed": image.recipe.seed, "recipe": image.recipe.to_dict(),
                           "privacy": image.recipe.privacy, "files": {k: p.name for k, p in paths.items()}})
+    files.append(str(batch.zip))
     details = {"checkpoint": services.model.checkpoint.name, "fingerprint": services.model.fingerprint,
                "conditions": request.conditions.to_dict(), "seed": request.seed, "steps": request.num_inference_steps,
                "guidance": request.guidance_scale, "sampler": request.scheduler, "images": per_image}
@@ -312,12 +314,15 @@ def build_generate_tab(services: Services) -> None:
             neighbours = gr.Gallery(label="Nearest training images (shown because the server allows it)",
                                     format="png", columns=6, height=160, visible=config.show_neighbours,
                                     elem_id="gen-neighbours", buttons=[], interactive=False)
-            files = gr.File(label="Downloads: 16-bit PNG, DICOM (marked synthetic), JSON recipe",
+            files = gr.File(label="Downloads: 16-bit PNG, DICOM (marked synthetic), JSON recipe; the study's zip",
                             file_count="multiple", interactive=False, elem_id="gen-files")
+            pacs = build_pacs_controls(services)  # Send to PACS, with --pacs-url only
             details = gr.JSON(label="Recipe and privacy details", open=False, elem_id="gen-details")
             last_seed = gr.Button("Reuse the seed of image 1", size="sm", elem_id="gen-reuse-seed")
     shown = gr.State([])  # this session's generated images: 16-bit PNG paths and captions
     side = gr.State(ANY)
+    if pacs is not None:
+        pacs.wire(shown)
 
     # -- live validation and the box ----------------------------------------------------------
     condition_inputs = [birads, density, view, laterality, lesion, box]

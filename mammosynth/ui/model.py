@@ -4,7 +4,9 @@
   messages for a person;
 * :class:`ModelService` – loads the checkpoint on first use (once, behind a lock), swaps
   schedulers, generates one image per seed (so every image's recipe makes it again exactly);
-* :func:`write_outputs` – the 16-bit PNG, DICOM and JSON recipe of a :class:`GeneratedImage`.
+* :func:`write_outputs` – the 16-bit PNG, DICOM and JSON recipe of a :class:`GeneratedImage`;
+  :func:`write_batch_outputs` – those of a whole generation, its DICOMs ONE synthetic study
+  (one series per side and view) and zipped.
 
 Nothing here imports gradio or torch at import time.
 """
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("mammosynth.app")
 
 __all__ = ["MAX_SEED", "GenerationRequest", "parse_generation_request", "GeneratedImage", "ModelService",
-           "write_outputs"]
+           "write_outputs", "write_batch_outputs", "BatchOutputs"]
 
 MAX_SEED = 2**31 - 1
 
@@ -246,11 +248,33 @@ class ModelService:
         return {str(r.image_id): np.asarray(data.images[int(r.index)]) for r in rows.itertuples()}
 
 
-def write_outputs(image: GeneratedImage, folder: Path) -> dict[str, Path]:
-    """Write the 16-bit PNG, the DICOM and the recipe JSON of one image into ``folder``."""
-    from ..data.export import write_dicom, write_png16, write_recipe
+def write_outputs(image: GeneratedImage, folder: Path, study: Any = None) -> dict[str, Path]:
+    """Write the 16-bit PNG, the DICOM and the recipe JSON of one image into ``folder``.
+
+    ``study``: the :class:`~mammosynth.data.study.SyntheticStudy` the DICOM belongs to (default: its own).
+    """
+    from ..data.export import write_png16, write_recipe
+    from ..data.study import SyntheticStudy
 
     folder.mkdir(parents=True, exist_ok=True)
+    study = study or SyntheticStudy()
     return {"png": write_png16(image.frame, folder / f"{image.stem}.png"),
-            "dicom": write_dicom(image.frame, image.recipe, folder / f"{image.stem}.dcm"),
+            "dicom": study.write(image.frame, image.recipe, folder, name=f"{image.stem}.dcm"),
             "json": write_recipe(image.recipe, folder / f"{image.stem}.json")}
+
+
+@dataclass(frozen=True)
+class BatchOutputs:
+    """The files of one generation: per image (png, dicom, json) and the study's zip."""
+
+    images: list[dict[str, Path]]
+    zip: Path
+
+
+def write_batch_outputs(images: Sequence[GeneratedImage], folder: Path) -> BatchOutputs:
+    """Every image's files, the DICOMs as ONE synthetic study, plus ``mammosynth_study.zip`` of the DICOMs."""
+    from ..data.study import SyntheticStudy, zip_study
+
+    study = SyntheticStudy()
+    written = [write_outputs(image, folder, study) for image in images]
+    return BatchOutputs(written, zip_study([paths["dicom"] for paths in written], folder / "mammosynth_study.zip"))

@@ -54,12 +54,19 @@ class AppConfig:
     privacy_gate: bool = True
     #: True: reader accounts may generate while a study runs (unblinds them to the model; pilots only)
     readers_may_generate: bool = False
+    #: DICOMweb endpoint for the Generate tab's *Send to PACS* button (None: no button). May hold
+    #: user:password@; it is never shown or logged (see :func:`mammosynth.pacs.client.redact_url`)
+    pacs_url: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_concurrent_generations < 1:
             raise ValueError(f"max_concurrent_generations must be at least 1, got {self.max_concurrent_generations}")
         if self.max_images < 1 or self.max_steps < 1:
             raise ValueError("max_images and max_steps must be at least 1")
+        if self.pacs_url:
+            from ..pacs.client import split_credentials
+
+            split_credentials(self.pacs_url)  # a clear error at start, not at the first send
 
 
 @dataclass
