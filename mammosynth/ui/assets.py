@@ -19,6 +19,14 @@ CSS = """
 .ms-saved { color: #2e9e4f; font-size: 0.9rem; margin-left: 0.5rem; }
 #answer label, #confidence label, #confidence-slider label { font-size: 1.05rem; }
 #gen-validity p { margin: 0; }
+/* the verdict table: one line per header cell and per seed (10 digits), the table as wide as its text */
+#gen-verdicts table { width: auto; max-width: 100%; }
+#gen-verdicts th, #gen-verdicts td:nth-child(-n+4) { white-space: nowrap; }
+/* generated images: portrait cells (a mammogram is taller than wide) at least 240 px wide, one column
+   when the panel is narrow, instead of Gradio's square cells in a fixed grid */
+#gen-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(240px, 1fr));
+  grid-template-rows: none; grid-auto-rows: auto; }
+#gen-gallery .thumbnail-item { aspect-ratio: 3 / 4; height: auto; }
 #gen-box.box-invalid textarea, #gen-box.box-invalid input { border: 2px solid #c2410c; background: #fff7ed; }
 #study-notice p { margin: 0; color: #c2410c; }
 #model-banner p { margin: 0; }

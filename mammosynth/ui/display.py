@@ -76,8 +76,9 @@ def breast_outline(height: int, width: int, view: str | None = None, laterality:
     """An RGB drawing of a breast outline (as displayed) to draw a lesion box on.
 
     The chest wall is at the left for a left breast (and when the side is not chosen) and at
-    the right for a right breast; MLO views show the pectoral muscle as a triangle at the
-    top of the chest wall. ``scale`` enlarges the drawing so boxes are easy to draw; the
+    the right for a right breast; only MLO views show the pectoral muscle (a triangle at the
+    top of the chest wall): a CC view has none, so its breast is one flat tone inside the skin
+    line, with the nipple marked. ``scale`` enlarges the drawing so boxes are easy to draw; the
     box is read back in normalised coordinates, so the scale does not matter.
     """
     h, w = int(height) * scale, int(width) * scale
@@ -88,10 +89,7 @@ def breast_outline(height: int, width: int, view: str | None = None, laterality:
     inside = r <= 1.0
     edge = (r > 0.93) & (r <= 1.0)
     image = np.full((h, w, 3), 18, np.uint8)
-    image[inside] = (70, 70, 76)
-    # a soft fibroglandular cone toward the nipple, for orientation only
-    cone = inside & (np.abs(yy - centre) < half * (0.75 - 0.5 * xx / depth)) & (xx < 0.8 * depth)
-    image[cone] = (96, 96, 104)
+    image[inside] = (70, 70, 76)  # one flat tone: a wedge inside it would read as a pectoral muscle
     if view == "MLO":
         pectoral = (xx < 0.33 * w * (1.0 - yy / (0.55 * h)))
         image[pectoral & (yy < 0.55 * h)] = (125, 110, 110)

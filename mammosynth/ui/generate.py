@@ -304,7 +304,7 @@ def build_generate_tab(services: Services) -> None:
                 preset_buttons = [gr.Button(p[0], size="sm", elem_classes=["preset"]) for p in PRESETS]
         with gr.Column(scale=3, min_width=360):
             gallery = gr.Gallery(label="Generated images (8-bit view through the window below; downloads are 16-bit)",
-                                 format="png", columns=2, height=560, object_fit="contain", preview=False,
+                                 format="png", columns=2, height="auto", object_fit="contain", preview=False,
                                  buttons=["fullscreen"], elem_id="gen-gallery", interactive=False)
             with gr.Row():
                 centre = gr.Slider(0, 100, value=50, step=0.5, label="Window centre (%)", elem_id="gen-wl-centre")
