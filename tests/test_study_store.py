@@ -194,6 +194,48 @@ def test_twenty_readers_concurrently_in_threads(study):
     assert all(study.next_case(r) is None for r in acked)
 
 
+def test_answers_that_arrive_together_share_one_commit_and_a_refusal_refuses_only_itself(study):
+    """Group commit: answers waiting while a transaction commits go into the next one together;
+    each is acknowledged only after that commit, and a refused answer takes no other with it."""
+    store = study.store
+    commits = []
+    real_commit = store._commit
+    store._commit = lambda batch: (commits.append(len(batch)), real_commit(batch))[1]
+    readers = [f"reader{i + 1:02d}" for i in range(8)]
+    first = {r: study.next_case(r).case_id for r in readers}
+    second_of_reader01 = study.reading_list("reader01")[1]
+    calls = [(r, first[r]) for r in readers] + [("reader02", study.reading_list("reader02")[5])]  # out of order
+    results: dict[tuple[str, str], object] = {}
+
+    def answer(reader_id: str, case_id: str) -> None:
+        try:
+            results[reader_id, case_id] = study.answer(reader_id, case_id, "real", 3)
+        except StudyError as error:
+            results[reader_id, case_id] = error
+
+    store._write_lock.acquire()  # a transaction is "being committed": everyone queues behind it
+    try:
+        threads = [threading.Thread(target=answer, args=call) for call in calls]
+        for t in threads:
+            t.start()
+        while len(store._pending) < len(calls):
+            threading.Event().wait(0.01)
+        assert _count_rows(study) == 0  # nobody was acknowledged or stored yet
+    finally:
+        store._write_lock.release()
+    for t in threads:
+        t.join()
+    assert commits == [len(calls)], f"expected one transaction for all {len(calls)} answers, got {commits}"
+    assert isinstance(results["reader02", study.reading_list("reader02")[5]], OutOfOrderError)
+    assert all(results[r, first[r]].position == 1 and not results[r, first[r]].duplicate for r in readers)
+    assert _count_rows(study) == len(readers)
+    assert study.next_case("reader01").case_id == second_of_reader01
+    # a conflicting answer in a later transaction is refused; the identical one is a duplicate
+    with pytest.raises(AlreadyAnsweredError):
+        study.answer("reader01", first["reader01"], "synthetic", 3)
+    assert study.answer("reader01", first["reader01"], "real", 3).duplicate
+
+
 def _process_worker(root: str, reader_id: str, queue) -> None:
     study = Study.open(root, verify="quick")
     queue.put((reader_id, _answer_all(study, reader_id, N_CASES)))

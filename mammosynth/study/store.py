@@ -3,7 +3,8 @@
 Every answer is committed (``synchronous=FULL``) before :meth:`ResponseStore.record`
 returns, so an acknowledged answer survives a crash of the writer. Writers serialise on
 ``BEGIN IMMEDIATE``; readers of the database never block writers (WAL). Each thread and
-each process uses its own connection.
+each process uses its own connection. Answers that arrive together share a transaction
+(group commit: one fsync for all, each answer still acknowledged only after it).
 
 Policy (enforced inside one transaction):
 
@@ -91,6 +92,8 @@ class ResponseStore:
         self.study_uid = study_uid
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._pending: list[_Pending] = []  # answers waiting for the next transaction (group commit)
+        self._pending_lock = threading.Lock()
         self._lock_file: tuple[int, object] | None = None  # (pid, file) for the cross-process lock
         if not self.path.exists() and not create:
             raise StudyTamperedError(f"{self.path} is missing: the study's answers are gone")
@@ -174,52 +177,99 @@ class ResponseStore:
         seconds_on_case: float,
         session: str | None = None,
     ) -> tuple[StoredAnswer, bool]:
-        """Store one (already validated) answer; returns ``(stored, duplicate)``.
+        """Store one (already validated) answer; returns ``(stored, duplicate)`` once it is committed.
 
         ``duplicate`` is True when the identical answer was already stored (nothing written).
+
+        Group commit: answers that arrive from other threads while one transaction is being
+        committed wait for it, then go into the next transaction together (one fsync for all
+        of them, each checked in its own savepoint). Every caller still returns only after the
+        transaction holding its answer is committed, and a refused answer refuses only itself.
 
         Raises:
             AlreadyAnsweredError: the case has a different stored answer.
             OutOfOrderError: the case is not the reader's current case.
         """
-        with self._writer():
-            return self._record(reader_id, case_id, reading_list, answer, confidence, birads, seconds_on_case, session)
+        pending = _Pending((reader_id, case_id, reading_list, answer, confidence, birads, seconds_on_case, session))
+        with self._pending_lock:
+            self._pending.append(pending)
+        with self._writer():  # one committer per process at a time (and per database, across processes)
+            if not pending.done:  # nobody took it into their transaction: commit everything waiting
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._commit(batch)
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
 
-    def _record(self, reader_id, case_id, reading_list, answer, confidence, birads, seconds_on_case, session):
+    def _commit(self, batch: list[_Pending]) -> None:
+        """One transaction for ``batch``: each answer in its own savepoint, then one COMMIT."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM answers WHERE reader_id = ? AND case_id = ?", (reader_id, case_id)
-            ).fetchone()
-            if row is not None:
-                stored = StoredAnswer(*row)
-                conn.execute("ROLLBACK")
-                if (stored.answer, stored.confidence, stored.birads) == (answer, confidence, birads):
-                    return stored, True
-                raise AlreadyAnsweredError(
-                    f"reader {reader_id!r} already answered case {case_id!r} ({stored.answer}, confidence "
-                    f"{stored.confidence}); answers are final and were not changed"
-                )
-            done = int(conn.execute("SELECT COUNT(*) FROM answers WHERE reader_id = ?", (reader_id,)).fetchone()[0])
-            if done >= len(reading_list) or reading_list[done] != case_id:
-                conn.execute("ROLLBACK")
-                current = reading_list[done] if done < len(reading_list) else None
-                raise OutOfOrderError(
-                    f"reader {reader_id!r} is at case {current!r} (position {done + 1}), not at {case_id!r}; "
-                    "answer the current case first"
-                )
-            stored = StoredAnswer(reader_id, case_id, done + 1, answer, int(confidence), birads,
-                                  float(seconds_on_case), datetime.now(timezone.utc).isoformat(), session)
-            conn.execute(f"INSERT INTO answers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (stored.reader_id, stored.case_id, stored.position, stored.answer, stored.confidence,
-                          stored.birads, stored.seconds_on_case, stored.answered_at, stored.session))
+            conn.execute("BEGIN IMMEDIATE")
+            accepted = []
+            for pending in batch:
+                conn.execute("SAVEPOINT answer")
+                try:
+                    pending.result = self._check_and_insert(conn, *pending.args)
+                    accepted.append(pending)
+                except StudyError as error:  # this answer's policy refusal: undo it alone
+                    conn.execute("ROLLBACK TO answer")
+                    pending.error = error
+                conn.execute("RELEASE answer")
             conn.execute("COMMIT")
-            return stored, False
-        except BaseException:
+        except BaseException as error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise
+            for pending in batch:  # nothing of this transaction is stored: nobody is acknowledged
+                if pending.error is None:
+                    pending.result, pending.error = None, error
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            for pending in batch:
+                pending.done = True
+
+    @staticmethod
+    def _check_and_insert(conn, reader_id, case_id, reading_list, answer, confidence, birads, seconds_on_case,
+                          session) -> tuple[StoredAnswer, bool]:
+        """Inside the open transaction: the policy checks, then the insert (raises StudyError)."""
+        row = conn.execute(
+            f"SELECT {_COLUMNS} FROM answers WHERE reader_id = ? AND case_id = ?", (reader_id, case_id)
+        ).fetchone()
+        if row is not None:
+            stored = StoredAnswer(*row)
+            if (stored.answer, stored.confidence, stored.birads) == (answer, confidence, birads):
+                return stored, True
+            raise AlreadyAnsweredError(
+                f"reader {reader_id!r} already answered case {case_id!r} ({stored.answer}, confidence "
+                f"{stored.confidence}); answers are final and were not changed"
+            )
+        done = int(conn.execute("SELECT COUNT(*) FROM answers WHERE reader_id = ?", (reader_id,)).fetchone()[0])
+        if done >= len(reading_list) or reading_list[done] != case_id:
+            current = reading_list[done] if done < len(reading_list) else None
+            raise OutOfOrderError(
+                f"reader {reader_id!r} is at case {current!r} (position {done + 1}), not at {case_id!r}; "
+                "answer the current case first"
+            )
+        stored = StoredAnswer(reader_id, case_id, done + 1, answer, int(confidence), birads,
+                              float(seconds_on_case), datetime.now(timezone.utc).isoformat(), session)
+        conn.execute(f"INSERT INTO answers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (stored.reader_id, stored.case_id, stored.position, stored.answer, stored.confidence,
+                      stored.birads, stored.seconds_on_case, stored.answered_at, stored.session))
+        return stored, False
+
+
+class _Pending:
+    """An answer waiting for a transaction: its arguments, then its result or its error."""
+
+    __slots__ = ("args", "result", "error", "done")
+
+    def __init__(self, args: tuple):
+        self.args = args
+        self.result: tuple[StoredAnswer, bool] | None = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 def connect(path: Path) -> sqlite3.Connection:

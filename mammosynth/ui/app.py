@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from .assets import CSS, HEAD
 from .auth import may_generate, username_of
+from .case_files import CaseFileMiddleware
 from .generate import build_generate_tab
 from .results import build_results_tab
 from .services import AppConfig, Services, create_services
@@ -121,6 +123,8 @@ def launch_options(services: Services) -> dict[str, Any]:
     study_root = _study_root(services)
     options["allowed_paths"].append(str(study_root / "cases"))
     options["blocked_paths"] = [str(study_root / "key")]
+    # ...and logged-in readers get them from memory, past Gradio's file route (see case_files).
+    options["app_kwargs"] = {"middleware": [Middleware(CaseFileMiddleware, cases=study_root / "cases")]}
     # What the app writes (images, views, result exports) lives in its temp folder, which Gradio
     # does not know about when it is outside the working directory and /tmp (the default is
     # ~/.cache/mammosynth/tmp); the checkpoint's report figures are shown too — not its weights.
