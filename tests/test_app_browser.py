@@ -154,7 +154,7 @@ def test_generate_with_a_lesion_box_and_download_a_valid_dicom(app, browser, tmp
         import pydicom
 
         ds = pydicom.dcmread(target)
-        assert ds.ConversionType == "SYN" and ds.Laterality == "L" and "SYNTHETIC" in ds.SeriesDescription
+        assert ds.ConversionType == "SYN" and ds.ImageLaterality == "L" and ds.Modality == "MG" and "SYNTHETIC" in ds.SeriesDescription
         assert '"box":[0.32,0.4,0.48,0.54]' in ds.ImageComments
         if shutil.which("dciodvfy"):
             result = subprocess.run(["dciodvfy", str(target)], capture_output=True, text=True)
