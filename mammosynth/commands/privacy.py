@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("build-index", help="index a training split and calibrate the privacy gate",
                               description="Embed a split with a trained Siamese network, calibrate the "
                               "threshold on unseen patients, and save a PrivacyChecker folder.")
-    p.add_argument("--siamese", required=True, help="train-siamese run folder (or its siamese/ model folder)")
+    p.add_argument("--siamese", required=True, help="train-siamese run folder, its siamese/ model folder, or a privacy_checker/ folder (its network)")
     p.add_argument("--data", required=True, help="prepared dataset (the generator's training data)")
     p.add_argument("--split", default="training", help="split to index (default: training)")
     p.add_argument("--calibration-split", default="test", help="unseen patients for the threshold (default: test)")
@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--zoom-tta", type=zoom_factors, default=None, metavar="Z1,Z2,...",
                    help="test-time zoom factors added to each embedding (e.g. 0.9,1.1; 1+N × the gate's cost); "
                         "'none' turns off any the network has; default: the network's own setting")
+    p.add_argument("--no-copy-sketch", dest="copy_sketch", action="store_false",
+                   help="leave out the partial-copy detector (pixel-structure sketches of the indexed images, "
+                        "which catch blends and pasted regions); by default it shares the false-flag budget")
+    p.add_argument("--sketch-share", type=float, default=0.3,
+                   help="the sketch's share of --false-flag-rate (default 0.3; the Siamese gate gets the rest)")
     p.add_argument("--out", required=True, help="output folder (e.g. <checkpoint>/privacy_checker)")
     p.set_defaults(handler=_build_index)
 
@@ -47,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", required=True, help="synthetic prepared dataset (mammosynth generate-set)")
     p.add_argument("--out", required=True, help="report JSON path (plots are written next to it)")
     p.add_argument("--copies", type=int, default=200, help="planted disguised training copies (default 200)")
+    p.add_argument("--battery", type=int, default=100,
+                   help="disguised copies per family of the disguise battery (default 100; 0 skips it)")
     p.add_argument("--no-membership", action="store_true", help="skip the membership-inference attacks")
     p.add_argument("--mia-members", type=int, default=200, help="training images attacked (0 = all)")
     p.add_argument("--mia-nonmembers", type=int, default=200, help="test images attacked (0 = all)")
@@ -88,6 +95,7 @@ def _train_siamese(args: argparse.Namespace) -> int:
 def _build_index(args: argparse.Namespace) -> int:
     from ..data.prepared import atomic_write_text, load_prepared
     from ..privacy.checker import build_privacy_checker, load_embedder
+    from ..privacy.sketch import SketchConfig
 
     embedder = load_embedder(args.siamese)
     if args.zoom_tta is not None:
@@ -96,10 +104,15 @@ def _build_index(args: argparse.Namespace) -> int:
     checker, report = build_privacy_checker(embedder, data, split=args.split,
                                             calibration_split=args.calibration_split,
                                             target=args.false_flag_rate, num_neighbours=args.neighbours,
+                                            sketch=SketchConfig() if args.copy_sketch else None,
+                                            sketch_share=args.sketch_share,
                                             backend=args.backend)
     from ..pipelines.pipeline_mammo_ldm import register_privacy_checker
 
     run = Path(args.siamese)
+    earlier = run / "build_report.json"  # a checker folder: its network's history comes along
+    if earlier.is_file() and "siamese_run" in json.loads(earlier.read_text()):
+        report["siamese_run"] = json.loads(earlier.read_text())["siamese_run"]
     if (run / "run.json").is_file():  # a train-siamese run folder: record how the network was made
         info = json.loads((run / "run.json").read_text())
         report["siamese_run"] = {"folder": str(run),
@@ -118,6 +131,10 @@ def _build_index(args: argparse.Namespace) -> int:
           f"images {cal['false_flag_rate']:.2%}, cross-validated {cal['cv_false_flag_rate']:.2%}); "
           f"re-ID on {args.calibration_split}: mAP@R {ver['mean_average_precision_at_r']:.4f}, "
           f"P@1 {ver['precision_at_1']:.4f}; saved {out}")
+    if "sketch" in report:
+        sk = report["sketch"]
+        print(f"partial-copy sketch: threshold {sk['threshold']:.4f}; unseen {args.calibration_split} images flagged "
+              f"by either detector {sk['unseen_flagged_by_either']:.2%} of {sk['unseen_images']}")
     return 0
 
 
@@ -158,7 +175,8 @@ def _privacy_audit(args: argparse.Namespace) -> int:
         mia_members=args.mia_members or None, mia_nonmembers=args.mia_nonmembers or None,
         attack=AttackConfig(timesteps=timesteps, noise_draws=args.mia_draws, secmi_t=args.secmi_t,
                             secmi_interval=args.secmi_interval, seed=args.seed),
-        mia_bootstrap=args.bootstrap, seed=args.seed, name_training_ids=args.name_training_ids,
+        mia_bootstrap=args.bootstrap, seed=args.seed, battery_copies=args.battery,
+        name_training_ids=args.name_training_ids,
     )
     if args.name_training_ids:
         logger.warning("--name-training-ids: %s names training images (members of the training set) beside the "

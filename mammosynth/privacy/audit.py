@@ -40,7 +40,9 @@ __all__ = ["AuditConfig", "EmptySyntheticSetError", "load_synthetic", "run_audit
 
 logger = logging.getLogger(__name__)
 
-TARGETS = {"gate_recall_min": 0.99, "false_flag_unseen_real_max": 0.01, "siamese_map_at_r_min": 0.9}
+TARGETS = {"gate_recall_min": 0.99, "false_flag_unseen_real_max": 0.01, "siamese_map_at_r_min": 0.9,
+           # the disguise battery (issue 20): every geometric / photometric family, and partial copies
+           "family_recall_min": 0.99, "partial_recall_min": 0.95}
 
 
 class EmptySyntheticSetError(ValueError):
@@ -59,6 +61,8 @@ class AuditConfig:
         mia_bootstrap: bootstrap resamples for the attack CIs.
         pixel_size: ``(h, w)`` the pixel-space comparison downsamples to.
         seed: seed of the copies and samples.
+        battery_copies: disguised copies per family of the disguise battery
+            (:mod:`~mammosynth.privacy.disguises`; 0 skips it).
         name_training_ids: list the training image nearest to each of the most similar synthetic
             images by id. Off by default: the report ships with the model card, and an id there
             says "this patient was in the training set".
@@ -72,6 +76,7 @@ class AuditConfig:
     mia_bootstrap: int = 1000
     pixel_size: tuple[int, int] = (64, 48)
     seed: int = 0
+    battery_copies: int = 100
     name_training_ids: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +208,10 @@ class _Neighbours:
     synth_nn: np.ndarray
     copy_sim: np.ndarray
     copy_nn: np.ndarray
+    # the partial-copy detector's best sketch similarities (None for a checker without one)
+    test_copy: np.ndarray | None = None
+    synth_copy: np.ndarray | None = None
+    copy_copy: np.ndarray | None = None
 
 
 def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = None,
@@ -227,6 +236,9 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
     # 2. nearest training neighbours
     clock = time.perf_counter()
     near = _nearest(checker.index, test_emb, synth_emb, copy_emb)
+    if checker.has_sketch:
+        near.test_copy, near.synth_copy = checker.copy_similarity(sets.test_frames), checker.copy_similarity(sets.synth_frames)
+        near.copy_copy = checker.copy_similarity(sets.copies) if sets.n_copies else np.zeros(0)
     timings["search_s"] = time.perf_counter() - clock
     # 3. re-identification, planted copies mixed into the synthetic set, false flags
     clock = time.perf_counter()
@@ -244,6 +256,12 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
         report["planted_copies"] = _planted_copies(checker, sets, near)
     report["false_flags"] = _false_flags(checker, near)
     timings["reid_s"] = time.perf_counter() - clock
+    if config.battery_copies:
+        from .disguises import run_battery
+
+        clock = time.perf_counter()
+        report["disguise_battery"] = run_battery(checker, data, sets.train_rows, config.battery_copies, config.seed)
+        timings["battery_s"] = time.perf_counter() - clock
     # 4. pixel-space nearest neighbours
     clock = time.perf_counter()
     report["pixel_nn"], pixel = _pixel_nn(data, sets, tuple(config.pixel_size))
@@ -291,7 +309,7 @@ def _nearest(index: Any, test_emb: np.ndarray, synth_emb: np.ndarray, copy_emb: 
 def _reid(checker: PrivacyChecker, synthetic: Any, sets: _AuditSets, near: _Neighbours,
           name_training_ids: bool = False) -> dict[str, Any]:
     """How close synthetic images come to training images, against unseen real ones."""
-    index, threshold = checker.index, checker.threshold
+    index = checker.index
     source = _source_studies(synthetic, sets.train_rows)
     if source is not None:
         synth_reid = retrieval_metrics(near.synth_emb, source, index.embeddings, sets.train_rows["study_id"].tolist())
@@ -303,7 +321,7 @@ def _reid(checker: PrivacyChecker, synthetic: Any, sets: _AuditSets, near: _Neig
         "real_test_to_train_similarity": _quantiles(near.test_sim),
         # P(synthetic similarity > unseen-real similarity): 0.5 = synthetic no closer than unseen real
         "synthetic_closer_than_real_auc": two_sample_auc(near.synth_sim, near.test_sim),
-        "synthetic_flagged": _rate(near.synth_sim > threshold),
+        "synthetic_flagged": _rate(checker.flags(near.synth_sim, near.synth_copy)),
         "synthetic_vs_train_retrieval": synth_reid,
         "most_similar_synthetic": [
             {"synthetic_id": str(synthetic.manifest["image_id"].iloc[k]), "similarity": float(near.synth_sim[k]),
@@ -315,13 +333,14 @@ def _reid(checker: PrivacyChecker, synthetic: Any, sets: _AuditSets, near: _Neig
 
 def _planted_copies(checker: PrivacyChecker, sets: _AuditSets, near: _Neighbours) -> dict[str, Any]:
     """Whether the gate flags disguised training copies and traces them to their source."""
-    index, threshold = checker.index, checker.threshold
-    mixed_flags = np.r_[near.synth_sim > threshold, near.copy_sim > threshold]
+    index = checker.index
+    copy_flags = checker.flags(near.copy_sim, near.copy_copy)
+    mixed_flags = np.r_[checker.flags(near.synth_sim, near.synth_copy), copy_flags]
     is_copy = np.r_[np.zeros(len(near.synth_sim), bool), np.ones(sets.n_copies, bool)]
     found = np.array([index.image_ids[int(j)] for j in near.copy_nn[:, 0]]) == sets.copy_rows["image_id"].to_numpy()
     return {
         "n": sets.n_copies,
-        "gate_recall": _rate(near.copy_sim > threshold),
+        "gate_recall": _rate(copy_flags),
         "source_found_at_rank1": float(np.mean(found)),
         "copy_to_train_similarity": _quantiles(near.copy_sim),
         "copies_vs_train_retrieval": retrieval_metrics(near.copy_emb, sets.copy_rows["study_id"].tolist(),
@@ -331,11 +350,20 @@ def _planted_copies(checker: PrivacyChecker, sets: _AuditSets, near: _Neighbours
     }
 
 
+def _cv_rate(checker: PrivacyChecker) -> float | None:
+    """The calibration's cross-validated false-flag rate (with a sketch: an upper bound, the two
+    detectors' rates added, since each was cross-validated on its own)."""
+    rate = (checker.config.calibration or {}).get("cv_false_flag_rate")
+    if rate is not None and checker.has_sketch:
+        rate += (checker.config.sketch.get("calibration") or {}).get("cv_false_flag_rate", 0.0)
+    return rate
+
+
 def _false_flags(checker: PrivacyChecker, near: _Neighbours) -> dict[str, Any]:
     return {
-        "fresh_synthetic": _rate(near.synth_sim > checker.threshold),
-        "unseen_real_test": _rate(near.test_sim > checker.threshold),
-        "unseen_real_cross_validated": (checker.config.calibration or {}).get("cv_false_flag_rate"),
+        "fresh_synthetic": _rate(checker.flags(near.synth_sim, near.synth_copy)),
+        "unseen_real_test": _rate(checker.flags(near.test_sim, near.test_copy)),
+        "unseen_real_cross_validated": _cv_rate(checker),
         "note": "the test split is also the calibration set, so its rate is in-sample (≤ target by "
                 "construction); the cross-validated rate is the out-of-sample estimate",
     }
@@ -369,6 +397,11 @@ def _targets(report: dict[str, Any]) -> dict[str, Any]:
     if ff is not None and ff == ff:
         out["false_flag_unseen_real"] = {"value": ff, "target": f"<= {TARGETS['false_flag_unseen_real_max']}",
                                          "met": bool(ff <= TARGETS["false_flag_unseen_real_max"])}
+    for name, family in report.get("disguise_battery", {}).get("families", {}).items():
+        key = "partial_recall_min" if family["kind"] == "partial" else "family_recall_min"
+        recall = family["gate_recall"]["rate"]
+        out[f"battery_{name}"] = {"value": recall, "target": f">= {TARGETS[key]}", "group": family["group"],
+                                  "met": bool(recall >= TARGETS[key])}
     m = report["siamese_verification"].get("mean_average_precision_at_r")
     if m == m and m is not None:
         out["siamese_map_at_r"] = {"value": m, "target": f">= {TARGETS['siamese_map_at_r_min']}",
@@ -469,6 +502,16 @@ def audit_summary(report: dict) -> str:
                      f"false flags: fresh synthetic {report['false_flags']['fresh_synthetic']['rate']:.2%}, "
                      f"unseen real {report['false_flags']['unseen_real_test']['rate']:.2%} "
                      f"(cross-validated {report['false_flags'].get('unseen_real_cross_validated', float('nan')):.2%})")
+    battery = report.get("disguise_battery")
+    if battery:
+        for group in ("seen", "held_out"):
+            if group in battery:
+                g = battery[group]
+                lines.append(f"disguise battery, families {'seen in' if group == 'seen' else 'held out from'} the "
+                             f"Siamese training: gate recall {g['rate']:.2%} [{g['ci95'][0]:.2%}, {g['ci95'][1]:.2%}] "
+                             f"of {g['n']}")
+        weakest = battery["weakest"]
+        lines.append(f"weakest family: {weakest} ({battery['families'][weakest]['gate_recall']['rate']:.2%})")
     for name, res in report.get("membership", {}).get("attacks", {}).items():
         main, control = res["members_vs_nonmembers"], res["control_nonmember_halves"]
         low, high = main["auc"]["ci95"]

@@ -7,16 +7,20 @@ pipeline component. It holds
 * the Siamese embedder (a submodule, its config nested in the checker's config),
 * the embeddings of every training image (the registered buffer ``index_embeddings``),
 * in its config: the ids those embeddings cover, the embedder's fingerprint, the image
-  size the index was built at, the calibrated threshold and the calibration evidence.
+  size the index was built at, the calibrated threshold and the calibration evidence;
+* optionally a second detector for partial copies (blends, pasted regions): the pixel-structure
+  sketches of the same training images (:mod:`~mammosynth.privacy.sketch`; the buffer
+  ``sketch_embeddings``, its settings, threshold and calibration in ``config.sketch``).
 
 ``check(frames)`` embeds uint16 canonical frames, finds their nearest training images and
 returns one :class:`PrivacyVerdict` each: ``flagged`` when the best similarity is above the
-threshold. Mismatches are refused, never worked around: an embedder whose weights are not
+threshold, or (with a sketch) when the best sketch similarity is above its own threshold. Mismatches are refused, never worked around: an embedder whose weights are not
 the ones the index was built with, or frames of another size, raise an error.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -62,6 +66,8 @@ class PrivacyVerdict:
             They name members of the training set: they stay on the server unless an operator
             asks for them (:meth:`to_dict` leaves them out by default).
         checker: :meth:`PrivacyChecker.fingerprint` of the checker that judged (``""`` if unknown).
+        copy_similarity, copy_threshold: the partial-copy detector's best sketch similarity and its
+            threshold (``None`` for a checker without one).
     """
 
     flagged: bool
@@ -69,6 +75,8 @@ class PrivacyVerdict:
     threshold: float
     neighbours: list[tuple[str, float]] = field(default_factory=list)
     checker: str = ""
+    copy_similarity: float | None = None
+    copy_threshold: float | None = None
 
     def to_dict(self, include_neighbours: bool = False) -> dict[str, Any]:
         """The verdict for a recipe or an export: pass/flagged, similarity, threshold, checker.
@@ -78,6 +86,8 @@ class PrivacyVerdict:
         """
         data = {"flagged": bool(self.flagged), "similarity": float(self.similarity),
                 "threshold": float(self.threshold), "checker": self.checker}
+        if self.copy_similarity is not None:
+            data.update(copy_similarity=float(self.copy_similarity), copy_threshold=float(self.copy_threshold))
         if include_neighbours:
             data["neighbours"] = [[i, float(s)] for i, s in self.neighbours]
         return data
@@ -119,6 +129,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         calibration: dict[str, Any] | None = None,
         num_neighbours: int = 3,
         index_meta: dict[str, Any] | None = None,
+        sketch: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.embedder = SiameseEmbedder(**(embedder_config or {}))
@@ -129,6 +140,11 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
             )
         dim = int(self.embedder.config.embedding_dim)
         self.register_buffer("index_embeddings", torch.zeros(len(index_image_ids), dim))
+        if sketch is not None:
+            for key in ("size", "kernel", "dim", "seed", "threshold"):
+                if key not in sketch:
+                    raise ValueError(f"the sketch settings lack {key!r}: rebuild the checker with `mammosynth build-index`")
+            self.register_buffer("sketch_embeddings", torch.zeros(len(index_image_ids), int(sketch["dim"])))
         self._index: EmbeddingIndex | None = None
         self._index_key: tuple | None = None
 
@@ -136,8 +152,13 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_index(cls, embedder: SiameseEmbedder, index: EmbeddingIndex, calibration: Calibration,
-                   num_neighbours: int = 3) -> PrivacyChecker:
+                   num_neighbours: int = 3, sketches: np.ndarray | None = None,
+                   sketch: dict[str, Any] | None = None) -> PrivacyChecker:
         """A checker from a trained embedder, its index over a training split and a calibration.
+
+        ``sketches`` (one row per indexed image, from :func:`~mammosynth.privacy.sketch.sketch_frames`)
+        and ``sketch`` (its :class:`~mammosynth.privacy.sketch.SketchConfig` dict plus ``threshold``
+        and ``calibration``) add the partial-copy detector.
 
         Raises:
             IndexMismatchError: the index was built with another embedder.
@@ -153,10 +174,16 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
             calibration=calibration.to_dict(),
             num_neighbours=int(num_neighbours),
             index_meta=dict(index.meta),
+            sketch=None if sketch is None else dict(sketch),
         )
         checker.embedder.load_state_dict(embedder.state_dict())
         with torch.no_grad():
             checker.index_embeddings.copy_(torch.from_numpy(index.embeddings))
+            if sketch is not None:
+                if sketches is None or sketches.shape != tuple(checker.sketch_embeddings.shape):
+                    raise ValueError(f"sketches must be {tuple(checker.sketch_embeddings.shape)}, got "
+                                     f"{None if sketches is None else sketches.shape}")
+                checker.sketch_embeddings.copy_(torch.from_numpy(np.ascontiguousarray(sketches, np.float32)))
         checker.eval()
         checker.verify()
         return checker
@@ -220,13 +247,43 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
 
         buffer = self.index_embeddings
         key = (self.config.embedder_fingerprint, self.threshold, buffer.data_ptr(), buffer._version,
-               tuple(buffer.shape))
+               tuple(buffer.shape), json.dumps(self.config.get("sketch"), sort_keys=True, default=str),
+               self.sketch_embeddings._version if self.has_sketch else None)
         if getattr(self, "_fingerprint_key", None) != key:
             digest = hashlib.sha256()
             digest.update(f"{self.config.embedder_fingerprint}:{self.threshold!r}:".encode())
             digest.update(buffer.detach().float().cpu().contiguous().numpy().tobytes())
+            if self.has_sketch:
+                digest.update(json.dumps(self.config.sketch, sort_keys=True, default=str).encode())
+                digest.update(self.sketch_embeddings.detach().float().cpu().contiguous().numpy().tobytes())
             self._fingerprint, self._fingerprint_key = digest.hexdigest(), key
         return self._fingerprint
+
+    @property
+    def has_sketch(self) -> bool:
+        """Whether the checker has the partial-copy detector."""
+        return self.config.get("sketch") is not None
+
+    @property
+    def copy_threshold(self) -> float | None:
+        return float(self.config.sketch["threshold"]) if self.has_sketch else None
+
+    def copy_similarity(self, frames: np.ndarray) -> np.ndarray | None:
+        """The best sketch similarity ``(N,)`` of each frame to a training image (``None`` without a sketch)."""
+        if not self.has_sketch:
+            return None
+        from .sketch import SketchConfig, sketch_frames
+
+        sketches = sketch_frames(self._check_frames(frames), SketchConfig.from_dict(self.config.sketch))
+        index = self.sketch_embeddings.detach().float().cpu()
+        return (torch.from_numpy(sketches) @ index.T).max(dim=1).values.numpy()
+
+    def flags(self, similarities: np.ndarray, copy_similarities: np.ndarray | None = None) -> np.ndarray:
+        """The gate's decision for nearest similarities ``(N,)`` (and sketch similarities, if it has a sketch)."""
+        flagged = np.asarray(similarities) > self.threshold
+        if copy_similarities is not None and self.has_sketch:
+            flagged = flagged | (np.asarray(copy_similarities) > self.copy_threshold)
+        return flagged
 
     def check_image_size(self, height: int, width: int) -> None:
         """Raise :class:`IndexMismatchError` unless images of ``height x width`` can be checked."""
@@ -254,14 +311,18 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         """``(similarities, indices)`` ``(N, k)`` of the nearest indexed training images."""
         return self.index.search(embeddings, k or int(self.config.num_neighbours))
 
-    def verdicts(self, similarities: np.ndarray, indices: np.ndarray) -> list[PrivacyVerdict]:
-        """Verdicts from a search result (:meth:`nearest`)."""
+    def verdicts(self, similarities: np.ndarray, indices: np.ndarray,
+                 copy_similarities: np.ndarray | None = None) -> list[PrivacyVerdict]:
+        """Verdicts from a search result (:meth:`nearest`) and, with a sketch, :meth:`copy_similarity`."""
         ids = self.config.index_image_ids
         threshold, checker = self.threshold, self.fingerprint()
+        flagged = self.flags(similarities[:, 0], copy_similarities)
+        copies = [None] * len(similarities) if copy_similarities is None else [float(c) for c in copy_similarities]
         return [
-            PrivacyVerdict(flagged=bool(s[0] > threshold), similarity=float(s[0]), threshold=threshold,
-                           neighbours=[(str(ids[j]), float(v)) for v, j in zip(s, i)], checker=checker)
-            for s, i in zip(similarities, indices)
+            PrivacyVerdict(flagged=bool(f), similarity=float(s[0]), threshold=threshold,
+                           neighbours=[(str(ids[j]), float(v)) for v, j in zip(s, i)], checker=checker,
+                           copy_similarity=c, copy_threshold=None if c is None else self.copy_threshold)
+            for s, i, f, c in zip(similarities, indices, flagged, copies)
         ]
 
     def check(self, frames: np.ndarray) -> list[PrivacyVerdict]:
@@ -279,7 +340,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         # autocast (e.g. a pipeline run in bf16).
         with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
             embeddings = self.embed(frames)
-            return self.verdicts(*self.nearest(embeddings))
+            return self.verdicts(*self.nearest(embeddings), self.copy_similarity(frames))
 
 
 def _is_checker_folder(path: Path) -> bool:
@@ -311,8 +372,11 @@ def load_privacy_checker(checkpoint: str | os.PathLike, **kwargs: Any) -> Privac
 
 
 def load_embedder(path: str | os.PathLike) -> SiameseEmbedder:
-    """A trained :class:`SiameseEmbedder` from a model folder or a ``train-siamese`` run folder."""
+    """A trained :class:`SiameseEmbedder` from a model folder, a ``train-siamese`` run folder, or
+    a privacy checker folder (its embedder: to rebuild an index with other settings)."""
     path = Path(path)
+    if _is_checker_folder(path):
+        return PrivacyChecker.from_pretrained(path).embedder.eval()
     for folder in (path, path / "siamese"):
         if (folder / "config.json").exists():
             return SiameseEmbedder.from_pretrained(folder).eval()
@@ -324,17 +388,25 @@ def load_embedder(path: str | os.PathLike) -> SiameseEmbedder:
 
 def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "training",
                           calibration_split: str = "test", target: float = 0.01, num_neighbours: int = 3,
-                          backend: str = "auto") -> tuple[PrivacyChecker, dict[str, Any]]:
+                          backend: str = "auto", sketch: Any = None,
+                          sketch_share: float = 0.3) -> tuple[PrivacyChecker, dict[str, Any]]:
     """Index a split, calibrate the threshold on another, and make the checker.
+
+    With ``sketch`` (a :class:`~mammosynth.privacy.sketch.SketchConfig`) the checker also gets the
+    partial-copy detector. The two detectors share the false-flag budget: the Siamese threshold is
+    calibrated at ``target * (1 - sketch_share)`` and the sketch's at ``target * sketch_share``, so
+    an unseen patient is flagged by either with probability at most ``target`` (union bound).
 
     Args:
         embedder: the trained Siamese network.
         data: a :class:`~mammosynth.data.prepared.PreparedData`.
         split: the split to index (the images the generator was trained on).
         calibration_split: unseen real patients for the threshold (must share no study with ``split``).
-        target: false-flag rate allowed on unseen patients.
+        target: false-flag rate allowed on unseen patients (both detectors together).
         num_neighbours: neighbours per verdict.
         backend: index search backend.
+        sketch: settings of the partial-copy detector, or ``None`` for the Siamese gate alone.
+        sketch_share: the sketch's share of ``target``.
 
     Returns:
         ``(checker, report)``; the report holds the calibration and the re-ID metrics of the
@@ -359,11 +431,26 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
     meta = {"data": str(data.root), "split": split, "data_meta_count": int(data.meta.get("count", len(data.manifest)))}
     index = build_index(embedder, data.frames(rows["index"].to_numpy()), rows["image_id"].tolist(),
                         rows["study_id"].tolist(), backend=backend, meta=meta)
-    held_emb = embedder.embed_frames(data.frames(held["index"].to_numpy()))
+    held_frames = data.frames(held["index"].to_numpy())
+    held_emb = embedder.embed_frames(held_frames)
     held_sim = index.max_similarity(held_emb)
-    calibration = calibrate_threshold(held_sim, target, groups=held["study_id"].tolist(),
-                                      source=f"{calibration_split} split of {data.root}")
-    checker = PrivacyChecker.from_index(embedder, index, calibration, num_neighbours=num_neighbours)
+    if sketch is not None and not 0.0 < sketch_share < 1.0:
+        raise ValueError(f"sketch_share has to be between 0 and 1, got {sketch_share}")
+    siamese_target = target * (1 - sketch_share) if sketch is not None else target
+    source = f"{calibration_split} split of {data.root}"
+    groups = held["study_id"].tolist()
+    calibration = calibrate_threshold(held_sim, siamese_target, groups=groups, source=source)
+    sketches, sketch_settings, held_copy = None, None, None
+    if sketch is not None:
+        from .sketch import sketch_frames
+
+        sketches = sketch_frames(data.frames(rows["index"].to_numpy()), sketch)
+        held_copy = (sketch_frames(held_frames, sketch) @ sketches.T).max(axis=1)
+        copy_calibration = calibrate_threshold(held_copy, target * sketch_share, groups=groups, source=source)
+        sketch_settings = {**sketch.to_dict(), "threshold": float(copy_calibration.threshold),
+                           "calibration": copy_calibration.to_dict()}
+    checker = PrivacyChecker.from_index(embedder, index, calibration, num_neighbours=num_neighbours,
+                                        sketches=sketches, sketch=sketch_settings)
     report = {
         "index": {"images": len(index), "studies": len(set(index.study_ids)), "split": split,
                   "image_size": list(index.image_size), "embedder_fingerprint": index.embedder_fingerprint,
@@ -373,6 +460,10 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
                                  **evaluate_embeddings(held_emb, held["study_id"].tolist())},
         "embedder": {k: embedder.config[k] for k in ("input_size", "flip_invariant", "zoom_tta")},
     }
+    if sketch is not None:
+        union = checker.flags(held_sim, held_copy)
+        report["sketch"] = {**sketch_settings, "unseen_flagged_by_either": float(union.mean()),
+                            "unseen_images": int(len(union))}
     if {"laterality", "view"} <= set(held.columns):
         report["siamese_relations"] = relation_breakdown(held_emb, held["study_id"].tolist(),
                                                          held["laterality"].tolist(), held["view"].tolist())
