@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "mammosynth.commands.data",        # phantom, ingest
     "mammosynth.commands.generation",  # train-vae, swap-decoder, train-ldm, sample
     "mammosynth.commands.privacy",     # train-siamese, build-index, privacy-audit
+    "mammosynth.commands.privacy_report",  # privacy-report
     "mammosynth.commands.evaluation",  # generate-set, evaluate, paper-table
     "mammosynth.commands.study",       # study create|status|analyse|export
     "mammosynth.commands.pacs",        # export-study, pacs send|list|serve
