@@ -4,6 +4,8 @@ Live reader-study statistics (DESIGN §12, from :mod:`mammosynth.study.analysis`
 and plots on top, then sub-tabs — *Study* (CSV / iMRMC / report downloads, progress, tables),
 *Privacy* and *Model* (figures and raw JSON downloads of the reports found in the loaded
 checkpoint folder: ``*.json``, ``*.md``, ``*.png`` in it or in ``reports/``; the model card).
+*Privacy* also makes the privacy report for sign-off (one HTML page, :mod:`mammosynth.privacy.report`)
+from the served checkpoint, on demand.
 A reader who asks — in the browser or through the API — is refused.
 """
 
@@ -23,7 +25,7 @@ from .studies import StudyUnavailable
 
 logger = logging.getLogger("mammosynth.app")
 
-__all__ = ["compute_results", "headline_text", "build_results_tab"]
+__all__ = ["compute_results", "make_privacy_report", "headline_text", "build_results_tab"]
 
 
 def compute_results(services: Services, username: str | None) -> dict[str, Any]:
@@ -48,6 +50,24 @@ def compute_results(services: Services, username: str | None) -> dict[str, Any]:
         out["study_message"] = str(error)
     out.update(_checkpoint_results(services, folder / "reports"))
     return out
+
+
+def make_privacy_report(services: Services, username: str | None) -> Path:
+    """The served checkpoint's privacy report (``mammosynth privacy-report``) as an HTML file to download.
+
+    Raises:
+        AccessDenied: the user is not an admin.
+        PrivacyAuditMissingError: the checkpoint has no ``reports/privacy.json`` (the message says how to make it).
+    """
+    from ..pipelines.checkpoint import fingerprint
+    from ..privacy.report import write_privacy_report
+
+    require_role(services, username, "admin", "make the privacy report")
+    checkpoint = services.config.checkpoint
+    folder = new_output_folder(services.config.temp_dir, "results")
+    return write_privacy_report(checkpoint, folder / "privacy-report.html",
+                                checkpoint_fingerprint=services.model.fingerprint or fingerprint(checkpoint),
+                                command=f"the app's Results tab (Privacy: Make the privacy report), by {username}")
 
 
 def _study_results(study: Any, folder: Path) -> dict[str, Any]:
@@ -129,6 +149,11 @@ def build_results_tab(services: Services) -> dict[str, Any]:
             summary = gr.Markdown(elem_id="results-summary")
         with gr.Tab("Privacy", id="results-privacy", elem_id="results-privacy"):
             privacy_images, privacy_files = _report_section("privacy", "Privacy audit")
+            with gr.Row():
+                make_report = gr.Button("Make the privacy report (HTML)", size="sm", scale=0,
+                                        elem_id="results-privacy-report-make")
+                report_file = gr.File(label="Privacy report (HTML, for sign-off)", interactive=False,
+                                      elem_id="results-privacy-report")
         with gr.Tab("Model", id="results-model", elem_id="results-model"):
             model_images, model_files = _report_section("model", "Model and evaluation")
             with gr.Accordion("Model card (README.md of the checkpoint)", open=False, elem_id="results-model-card-box"):
@@ -148,7 +173,15 @@ def build_results_tab(services: Services) -> dict[str, Any]:
             return tuple(gr.update() for _ in outputs)
         return _refreshed(result)
 
+    def on_make_report(request: gr.Request) -> str | None:
+        try:
+            return str(make_privacy_report(services, username_of(request)))
+        except Exception as error:  # noqa: BLE001
+            gr.Warning(str(error) if isinstance(error, FileNotFoundError) else _refuse(error).message)
+            return None
+
     refresh.click(on_refresh, None, outputs, api_visibility="private")
+    make_report.click(on_make_report, None, report_file, api_visibility="private")
     _register_api(services)
     return {"outputs": outputs, "on_refresh": on_refresh}
 
