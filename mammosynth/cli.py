@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = (
     "mammosynth.commands.data",        # phantom, ingest
     "mammosynth.commands.generation",  # train-vae, swap-decoder, train-ldm, sample
+    "mammosynth.commands.edit",        # edit (lesion insertion)
     "mammosynth.commands.privacy",     # train-siamese, build-index, privacy-audit
     "mammosynth.commands.privacy_report",  # privacy-report
     "mammosynth.commands.evaluation",  # generate-set, evaluate, paper-table

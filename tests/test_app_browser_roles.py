@@ -121,7 +121,7 @@ def test_a_reader_sees_only_the_reader_study_and_about_while_a_study_runs(app, b
 def test_an_admin_sees_generate_and_results_while_a_study_runs(app, browser):
     context, page = login(browser, app["url"], "admin")
     try:
-        assert tab_names(page) == ["Generate", "Reader study", "Results", "About & API"]
+        assert tab_names(page) == ["Generate", "Edit", "Reader study", "Results", "About & API"]
         page.locator("#gen-go").wait_for()  # Generate is the tab open for those who may use it
     finally:
         context.close()
@@ -132,7 +132,7 @@ def test_readers_may_generate_when_the_operator_allows_it(app, browser):
     try:
         context, page = login(browser, url, "reader3")
         try:
-            assert tab_names(page) == ["Generate", "Reader study", "About & API"]
+            assert tab_names(page) == ["Generate", "Edit", "Reader study", "About & API"]
             page.locator("#gen-go").wait_for()
         finally:
             context.close()

@@ -15,7 +15,12 @@ Three files per generated image, each self-describing:
   399162004 / MLO 399368009), (0020,0020) Patient Orientation and a *nominal* (0028,0030)
   Pixel Spacing (:func:`nominal_pixel_spacing`);
 * :class:`Recipe` / :func:`write_recipe` – the JSON of conditions + seed + checkpoint +
-  sampler settings that makes the same image again (``Recipe.pipeline_kwargs()``).
+  sampler settings that makes the same image again (``Recipe.pipeline_kwargs()``);
+  :class:`EditRecipe` – the same for a lesion inserted into an existing image
+  (``mammosynth edit``), plus what the image was and how it was edited. An edit of an
+  *uploaded* mammogram is not a synthetic patient: its DICOM says so (a synthetic lesion in an
+  uploaded image, the pixels outside the box the uploaded image's), while still carrying no
+  identifier of that patient.
 
 **Modality MG in a Secondary Capture.** (0008,0060) Modality is ``MG``, not ``OT``: viewers
 and hanging protocols (OHIF's mammography protocol keys on ``MG`` in Modalities in Study, then
@@ -41,7 +46,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -49,6 +54,8 @@ from ..conditions import ConditionError, Conditions, Laterality, View
 
 __all__ = [
     "RECIPE_FORMAT",
+    "EDIT_RECIPE_FORMAT",
+    "EditRecipe",
     "SYNTHETIC_PATIENT_NAME",
     "Recipe",
     "write_png16",
@@ -67,6 +74,7 @@ __all__ = [
 ]
 
 RECIPE_FORMAT = "mammosynth-recipe/1"
+EDIT_RECIPE_FORMAT = "mammosynth-edit/1"
 SYNTHETIC_PATIENT_NAME = "SYNTHETIC^MAMMOSYNTH"
 #: (0010,0020) Patient ID of a lone image; a study gets its own pseudonym (``SYN-`` + 10 hex).
 SYNTHETIC_PATIENT_ID = "SYNTHETIC"
@@ -107,11 +115,13 @@ class Recipe:
     privacy: dict[str, Any] | None = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
+    FORMAT: ClassVar[str] = RECIPE_FORMAT
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``format`` first, conditions as :meth:`Conditions.to_dict`)."""
         data = asdict(self)
         data["conditions"] = self.conditions.to_dict()
-        return {"format": RECIPE_FORMAT, **data}
+        return {"format": self.FORMAT, **data}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -121,8 +131,8 @@ class Recipe:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` naming what is wrong."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a recipe must be a JSON object, got {type(data).__name__}")
-        if data.get("format") != RECIPE_FORMAT:
-            raise ValueError(f"not a mammosynth recipe: 'format' is {data.get('format')!r}, expected {RECIPE_FORMAT!r}")
+        if data.get("format") != cls.FORMAT:
+            raise ValueError(f"not a mammosynth recipe: 'format' is {data.get('format')!r}, expected {cls.FORMAT!r}")
         needed = ("conditions", "seed", "num_inference_steps", "guidance_scale", "scheduler", "checkpoint",
                   "height", "width")
         missing = [k for k in needed if k not in data]
@@ -150,6 +160,40 @@ class Recipe:
         if c.box is not None:
             parts.append("box " + ",".join(f"{v:.2f}" for v in c.box.as_tuple()))
         return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class EditRecipe(Recipe):
+    """How an edited image was made (``mammosynth edit``): a :class:`Recipe` of the inserted lesion plus its input.
+
+    ``conditions`` hold the inserted lesion and its box (displayed frame of the output);
+    ``seed`` and the sampler settings are the edit's. It cannot make the image again on its
+    own: the input image is needed too (``format`` ``mammosynth-edit/1``, so ``sample --recipe``
+    refuses it).
+
+    Attributes:
+        source: ``"generated"``, ``"uploaded-png"`` or ``"uploaded-dicom"``: what was edited
+            (never its file name, header or ids).
+        method: the inpainting method.
+        margin: the feathered margin in pixels around the box.
+        box_in_input: the box as given, in the input file's normalised coordinates (``None``
+            when the input was already at the model's size and the two are the same).
+    """
+
+    source: str = "generated"
+    method: str = ""
+    margin: int = 0
+    box_in_input: list[float] | None = None
+
+    FORMAT: ClassVar[str] = EDIT_RECIPE_FORMAT
+
+    @property
+    def from_patient(self) -> bool:
+        """True when the pixels outside the box may be a real patient's (an uploaded image)."""
+        return self.source != "generated"
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        raise ValueError("an edit recipe cannot make its image alone: run `mammosynth edit` with the same input image")
 
 
 def _check_frame(frame: Any) -> np.ndarray:
@@ -201,6 +245,8 @@ def read_recipe(path_or_text: str | os.PathLike) -> Recipe:
     except json.JSONDecodeError as error:
         raise ValueError(f"the recipe is not valid JSON: {error}") from None
     try:
+        if isinstance(data, Mapping) and data.get("format") == EDIT_RECIPE_FORMAT:
+            return EditRecipe.from_dict(data)
         return Recipe.from_dict(data)
     except ConditionError as error:
         raise ValueError(f"the recipe's conditions are invalid: {error}") from None
@@ -300,6 +346,9 @@ def series_description(conditions: Conditions, model_name: str, checkpoint: str)
 def _mark_synthetic(image: Any, recipe: Recipe, model_name: str) -> None:
     """How it was made, in every field a viewer or PACS shows (DESIGN §5)."""
     checkpoint = Path(str(recipe.checkpoint)).name or str(recipe.checkpoint)
+    if isinstance(recipe, EditRecipe):
+        _mark_edited(image, recipe, model_name, checkpoint)
+        return
     image.ImageType = ["DERIVED", "SECONDARY"]
     image.ConversionType = "SYN"  # (0008,0064) Synthetic Image
     image.Modality = "MG"  # (0008,0060): a mammogram to viewers and hanging protocols; SYN above says synthetic
@@ -315,6 +364,34 @@ def _mark_synthetic(image: Any, recipe: Recipe, model_name: str) -> None:
         f"{recipe.num_inference_steps} steps {recipe.scheduler}, guidance {recipe.guidance_scale:g}; "
         f"conditions: {recipe.describe()}. Pixel Spacing is nominal ({NOMINAL_FIELD_HEIGHT_MM:g} mm "
         "image height), not measured", 1024)
+    image.SoftwareVersions = _ascii(f"mammosynth {_version()}", 64)
+    image.BodyPartExamined = "BREAST"
+
+
+def _mark_edited(image: Any, recipe: EditRecipe, model_name: str, checkpoint: str) -> None:
+    """An edit: a synthetic lesion in a generated or an uploaded image, said in every field a viewer shows.
+
+    Conversion Type stays ``SYN`` (the image holds synthetic content, and the ingest never reads
+    it back as a real mammogram); an uploaded image's edit is not called a synthetic patient.
+    """
+    image.ImageType = ["DERIVED", "SECONDARY"]
+    image.ConversionType = "SYN"
+    image.Modality = "MG"
+    image.BurnedInAnnotation = "NO"
+    image.RecognizableVisualFeatures = "NO"
+    what = ("an uploaded mammogram (de-identified; outside the box the pixels are the uploaded image's)"
+            if recipe.from_patient else "a generated image")
+    image.SeriesDescription = _ascii("EDITED " + series_description(recipe.conditions, model_name, checkpoint), 64)
+    image.StudyDescription = _ascii("SYNTHETIC LESION in an uploaded mammogram" if recipe.from_patient
+                                    else "SYNTHETIC MAMMOGRAM - not a patient image", 64)
+    image.ImageComments = _ascii(
+        f"EDITED by mammosynth {model_name}: a SYNTHETIC {recipe.conditions.lesion.value if recipe.conditions.lesion else ''} "
+        f"lesion inserted into {what}. Recipe: {json.dumps(recipe.to_dict(), separators=(',', ':'))}", 10240)
+    image.DerivationDescription = _ascii(
+        f"EDITED: a synthetic lesion inserted into {what} by {model_name} ({checkpoint}), {recipe.method}, "
+        f"seed {recipe.seed}, {recipe.num_inference_steps} steps {recipe.scheduler}, guidance "
+        f"{recipe.guidance_scale:g}; conditions: {recipe.describe()}. Pixel Spacing is nominal "
+        f"({NOMINAL_FIELD_HEIGHT_MM:g} mm image height), not measured", 1024)
     image.SoftwareVersions = _ascii(f"mammosynth {_version()}", 64)
     image.BodyPartExamined = "BREAST"
 

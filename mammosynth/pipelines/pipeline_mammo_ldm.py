@@ -16,6 +16,10 @@ Components (a diffusers folder: ``model_index.json``, ``vae/``, ``unet/``,
 The model works in the canonical orientation (chest wall left). Boxes are given in the
 displayed frame and moved to the canonical frame here; right-breast images are mirrored
 back for display before they are returned.
+
+:meth:`MammoLDMPipeline.edit` inserts a lesion into an existing image (masked latent inpainting
+by latent blending, then a feathered paste; :mod:`mammosynth.pipelines.inpainting` says how and
+why); its results pass the same privacy gate.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from .checkpoint import CheckpointError, check_checkpoint_folder, register_priva
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MammoLDMPipeline", "MammoLDMPipelineOutput", "CheckpointError", "PrivacyGateMissingError",
+__all__ = ["MammoLDMPipeline", "MammoLDMPipelineOutput", "MammoLDMEditOutput", "CheckpointError", "PrivacyGateMissingError",
            "default_scheduler", "register_privacy_checker", "load_pipeline", "SCHEDULERS"]
 
 OUTPUT_TYPES = ("uint16", "float", "pil", "latent")
@@ -100,6 +104,19 @@ class MammoLDMPipelineOutput(BaseOutput):
     images: Any
     conditions: list[Conditions]
     privacy: list | None = None
+
+
+@dataclass
+class MammoLDMEditOutput(MammoLDMPipelineOutput):
+    """Output of :meth:`MammoLDMPipeline.edit`: the edited images, and where they may differ.
+
+    Args:
+        masks: one float32 ``(H, W)`` array per image (display orientation): the paste
+            weight, 1 in the box, a ramp to 0 across the margin, 0 where the output is the
+            input exactly.
+    """
+
+    masks: list | None = None
 
 
 class MammoLDMPipeline(DiffusionPipeline):
@@ -354,6 +371,156 @@ class MammoLDMPipeline(DiffusionPipeline):
         if not return_dict:
             return shown, conds, privacy
         return MammoLDMPipelineOutput(images=shown, conditions=conds, privacy=privacy)
+
+    @torch.no_grad()
+    def edit(
+        self,
+        image: np.ndarray,
+        lesion: str | None = None,
+        box: Sequence[float] | str | None = None,
+        birads: int | str | None = None,
+        density: str | None = None,
+        view: str | None = None,
+        laterality: str | None = None,
+        conditions: Conditions | None = None,
+        num_images: int = 1,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        margin: int | None = None,
+        min_breast_fraction: float = 0.5,
+        callback: Callable[[int, int], None] | None = None,
+        output_type: str = "uint16",
+        return_dict: bool = True,
+        paste: bool = True,
+    ) -> MammoLDMEditOutput | tuple:
+        """Insert a lesion of type ``lesion`` into ``box`` of ``image``; the rest of the breast is kept.
+
+        Masked latent inpainting by **latent blending** (see :mod:`mammosynth.pipelines.inpainting`):
+        the image is encoded with the VAE; the reverse diffusion runs with the requested
+        conditions (the lesion type, and the box as the UNet's mask channel), and after every step
+        the latents outside the box (dilated by ``margin`` and one latent cell) are replaced by
+        the original's, forward-noised to that step; the result is decoded and pasted into the
+        input with a feathered margin, so that outside box + margin the output is the input bit
+        for bit. It costs what a generation costs (one UNet call per step, two with guidance).
+
+        The privacy gate judges each result as it judges a generated image. A flagged edit is
+        not redrawn: the kept pixels come from the input, so a new seed would not help — an
+        input that is itself close to a training image stays flagged.
+
+        Args:
+            image: uint16 ``(H, W)`` in the display orientation, at the model's size
+                (:attr:`default_size`); a generated image, or a mammogram brought to that size by
+                :func:`mammosynth.data.upload.load_for_edit` (the ingest's crop, flip and resize).
+            lesion, box: the lesion type to insert (not ``none``) and its box ``(x0, y0, x1, y1)``
+                in [0, 1] of the displayed image; at least ``min_breast_fraction`` of the box
+                must lie on breast tissue.
+            birads, density, view, laterality: the image's other §7 conditions (``None`` =
+                unspecified); ``laterality`` decides the canonical flip (unspecified: left).
+            conditions: instead of the fields, one :class:`Conditions`.
+            num_images: how many edits (one per generator or seed) of the same image.
+            num_inference_steps, guidance_scale, generator: as for :meth:`__call__`.
+            margin: feathered margin in pixels (default :func:`~.inpainting.default_margin`).
+            min_breast_fraction: refuse a box with less of its area on breast tissue.
+            callback: ``callback(step, total)`` after every step.
+            output_type: ``"uint16"``, ``"float"`` or ``"pil"``.
+            return_dict: return a :class:`MammoLDMEditOutput` (else a tuple).
+            paste: ``False`` returns the decoded latents without the pixel paste (to measure
+                what latent blending alone keeps; never for use).
+
+        Returns:
+            :class:`MammoLDMEditOutput` ``(images, conditions, privacy, masks)``.
+        """
+        from .inpainting import LatentBlend, breast_fraction, default_margin, edit_region, paste_back
+
+        height, width = self.default_size
+        fields = dict(birads=birads, density=density, view=view, laterality=laterality, lesion=lesion, box=box)
+        cond = self.resolve_conditions(**fields, conditions=conditions)[0]
+        frame = self.check_edit_inputs(image, cond, num_images, num_inference_steps, guidance_scale, output_type)
+        self.check_privacy_gate()
+        if isinstance(generator, list) and len(generator) != num_images:
+            raise ValueError(f"got {len(generator)} generators for {num_images} images; pass one per image or one")
+        margin = default_margin(height) if margin is None else int(margin)
+
+        # 1. display -> canonical frame; the region the edit may change
+        right = cond.laterality is Laterality.R
+        canonical = np.ascontiguousarray(frame[:, ::-1]) if right else frame
+        region = edit_region(cond.canonical_box(), height, width, margin, self.vae_scale_factor)
+        share = breast_fraction(canonical, cond.canonical_box())
+        if share < min_breast_fraction:
+            raise ConditionError(
+                f"the lesion box {','.join(f'{v:.3f}' for v in cond.box.as_tuple())} lies outside the breast: "
+                f"{share:.0%} of it is on breast tissue, at least {min_breast_fraction:.0%} must be; draw it on "
+                "the breast"
+            )
+
+        # 2. the original's latents, the starting noise and the latent mask
+        device = self._execution_device
+        original = self.encode_images(canonical[None]).repeat(num_images, 1, 1, 1)
+        noise = randn_tensor(original.shape, generator=generator, device=device, dtype=self.unet.dtype)
+        latent_mask = torch.from_numpy(region.latent_mask)[None, None].to(device, original.dtype)
+        blend = LatentBlend(original.to(self.unet.dtype), noise, latent_mask)
+
+        # 3. reverse diffusion with the known latents blended in after every step
+        latents = self._sample([cond] * num_images, num_inference_steps, guidance_scale, height, width, generator,
+                               noise, callback, blend)
+
+        # 4. decode, paste the input back outside box + margin
+        decoded = self.decode_latents(latents).cpu().numpy()
+        if paste:
+            frames = np.stack([paste_back(canonical, d, region.weights) for d in decoded])
+        else:
+            frames = np.rint(decoded * 65535).astype(np.uint16)
+
+        # 5. the privacy gate on the canonical results
+        privacy = list(self.privacy_checker.check(frames)) if self.privacy_checker is not None else None
+
+        # 6. canonical -> display orientation
+        masks = [region.weights[:, ::-1].copy() if right else region.weights.copy() for _ in frames]
+        shown = [np.ascontiguousarray(f[:, ::-1]) if right else f for f in frames]
+        if output_type == "float":
+            shown = [f.astype(np.float32) / 65535.0 for f in shown]
+        elif output_type == "pil":
+            from PIL import Image
+
+            shown = [Image.fromarray(f) for f in shown]
+        self.maybe_free_model_hooks()
+        conds = [cond] * num_images
+        if not return_dict:
+            return shown, conds, privacy
+        return MammoLDMEditOutput(images=shown, conditions=conds, privacy=privacy, masks=masks)
+
+    def check_edit_inputs(self, image: Any, conditions: Conditions, num_images: int, num_inference_steps: int,
+                          guidance_scale: float, output_type: str) -> np.ndarray:
+        """The image as a uint16 ``(H, W)`` array; ``ValueError`` saying what was expected and what came."""
+        from ..conditions import Lesion
+
+        if output_type == "latent":
+            raise ValueError("`output_type` 'latent' is not offered by edit: the paste works on pixels; use "
+                             "'uint16', 'float' or 'pil'.")
+        height, width = self.default_size
+        self.check_inputs([conditions], num_images, num_inference_steps, guidance_scale, height, width, output_type)
+        if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
+            if image.mode not in ("I;16", "I;16B", "I;16L"):
+                raise ValueError(f"`image` has to be a 16-bit grayscale image (mode I;16) but is a PIL image of "
+                                 f"mode {image.mode!r}.")
+            image = np.asarray(image, dtype=np.uint16)
+        if not isinstance(image, np.ndarray):
+            raise ValueError(f"`image` has to be a uint16 numpy array (H, W) but is a {type(image).__name__}.")
+        if image.dtype != np.uint16 or image.ndim != 2:
+            raise ValueError(f"`image` has to be a 16-bit (uint16) grayscale array (H, W) but is {image.dtype} of "
+                             f"shape {image.shape}.")
+        if image.shape != (height, width):
+            raise ValueError(
+                f"`image` has to be {height}x{width} (the model's size) but is {image.shape[0]}x{image.shape[1]}; "
+                "bring a mammogram to this size with mammosynth.data.upload.load_for_edit (the ingest's crop, "
+                "flip and resize)."
+            )
+        if conditions.lesion in (None, Lesion.NONE):
+            kinds = ", ".join(repr(k.value) for k in Lesion if k is not Lesion.NONE)
+            raise ConditionError(f"an edit inserts a lesion: `lesion` has to be one of {kinds} but is "
+                                 f"{None if conditions.lesion is None else conditions.lesion.value!r}")
+        return np.ascontiguousarray(image)
 
     def _sample(self, conds, num_inference_steps, guidance_scale, height, width, generator, latents,
                 callback, callback_on_step_end) -> torch.Tensor:

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from .assets import CSS, HEAD
 from .auth import may_generate, username_of
 from .case_files import CaseFileMiddleware
+from .edit import build_edit_tab
 from .generate import build_generate_tab
 from .results import build_results_tab
 from .services import AppConfig, Services, create_services
@@ -57,7 +58,9 @@ def build_app(services: Services) -> gr.Blocks:
             # With logins, shown on page load to those who may generate (blinding: not readers in a study).
             with gr.Tab("Generate", id="generate", elem_id="tab-generate",
                         visible=not services.accounts.enabled) as generate_tab:
-                build_generate_tab(services)
+                generated = build_generate_tab(services)
+            with gr.Tab("Edit", id="edit", elem_id="tab-edit", visible=not services.accounts.enabled) as edit_tab:
+                build_edit_tab(services, generated)
             with gr.Tab("Reader study", id="study", elem_id="tab-study"):
                 study = build_study_tab(services)
             with gr.Tab("Results", id="results", elem_id="tab-results", visible=False) as results_tab:
@@ -73,10 +76,12 @@ def build_app(services: Services) -> gr.Blocks:
             admin, generator = role == "admin", may_generate(services, username)
             study_out = study["on_load"](request)
             results_out = results["on_refresh"](request) if admin else tuple(gr.update() for _ in results["outputs"])
-            return (label, gr.Tab(visible=generator), gr.Tabs(selected="generate" if generator else "study"),
-                    gr.Tab(visible=admin), *study_out, *results_out)
+            return (label, gr.Tab(visible=generator), gr.Tab(visible=generator),
+                    gr.Tabs(selected="generate" if generator else "study"), gr.Tab(visible=admin), *study_out,
+                    *results_out)
 
-        demo.load(on_load, None, [who, generate_tab, tabs, results_tab, *study["outputs"], *results["outputs"]],
+        demo.load(on_load, None, [who, generate_tab, edit_tab, tabs, results_tab, *study["outputs"],
+                                  *results["outputs"]],
                   api_visibility="private", show_progress="hidden")
     return demo
 
@@ -102,7 +107,7 @@ sliders under the image.
 Answers are stored at once; a reload or a server restart continues at the next unanswered case.
 
 ### API (gradio_client)
-Endpoints: `generate`, `study_next`, `study_answer`, `study_progress`, `results` (admins). Log in as in the browser.
+Endpoints: `generate`, `edit` (insert a lesion into an uploaded or generated image), `study_next`, `study_answer`, `study_progress`, `results` (admins). Log in as in the browser.
 While a study runs, `generate` is refused to reader accounts (as the Generate tab is hidden from them)
 unless the server was started with `--readers-may-generate`.
 

@@ -261,8 +261,12 @@ def model_banner(services: Services) -> str:
             f"{checker} · synthetic images, trained on phantom data unless the model card says otherwise.")
 
 
-def build_generate_tab(services: Services) -> None:
-    """Lay out the Generate tab inside the current ``gr.Blocks`` and wire its events."""
+def build_generate_tab(services: Services) -> gr.State:
+    """Lay out the Generate tab inside the current ``gr.Blocks`` and wire its events.
+
+    Returns the per-session state of the images shown (their 16-bit PNGs), which the Edit tab
+    offers as "the last generated image".
+    """
     from gradio_image_annotation import image_annotator
 
     config = services.config
@@ -444,6 +448,7 @@ def build_generate_tab(services: Services) -> None:
         return images[0]["seed"] if images else fallback
 
     last_seed.click(reuse_seed, [details, seed], seed, queue=False, api_visibility="private")
+    return shown
 
 
 def _neighbour_thumbnails(services: Services, outcome: GenerationOutcome) -> list[tuple[str, str]]:

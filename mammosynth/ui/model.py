@@ -3,7 +3,8 @@
 * :func:`parse_generation_request` → :class:`GenerationRequest` – every input checked, with
   messages for a person;
 * :class:`ModelService` – loads the checkpoint on first use (once, behind a lock), swaps
-  schedulers, generates one image per seed (so every image's recipe makes it again exactly);
+  schedulers, generates one image per seed (so every image's recipe makes it again exactly),
+  and edits (inserts a lesion into) an uploaded or generated image;
 * :func:`write_outputs` – the 16-bit PNG, DICOM and JSON recipe of a :class:`GeneratedImage`;
   :func:`write_batch_outputs` – those of a whole generation, its DICOMs ONE synthetic study
   (one series per side and view) and zipped.
@@ -113,7 +114,10 @@ class GeneratedImage:
     def stem(self) -> str:
         c = self.recipe.conditions
         side = f"{c.laterality.value if c.laterality else 'X'}{c.view.value if c.view else 'any'}"
-        return f"mammosynth_{side}_seed{self.recipe.seed}"
+        from ..data.export import EditRecipe
+
+        kind = "edit_seed" if isinstance(self.recipe, EditRecipe) else "seed"
+        return f"mammosynth_{side}_{kind}{self.recipe.seed}"
 
 
 class ModelService:
@@ -220,6 +224,23 @@ class ModelService:
                                 privacy=verdict_dict(verdict))
                 results.append(GeneratedImage(np.asarray(out.images[0]), recipe, verdict))
         return results
+
+    def edit(self, source: Any, lesion: Any, box: Any, seed: int, num_inference_steps: int, guidance_scale: float,
+             scheduler: str = "dpm", birads: Any = None, density: Any = None,
+             progress: Callable[[int, int], None] | None = None) -> GeneratedImage:
+        """Insert ``lesion`` at ``box`` into an :class:`~mammosynth.data.upload.EditSource` (privacy-gated).
+
+        Raises ``ValueError`` (``ConditionError``) for a bad lesion or box.
+        """
+        from ..pipelines.editing import edit_source
+
+        pipe = self.pipeline()
+        with self._run_lock:
+            pipe.scheduler = self._scheduler(scheduler)
+            result = edit_source(pipe, source, lesion, box, seed=seed, num_inference_steps=num_inference_steps,
+                                 guidance_scale=guidance_scale, scheduler=scheduler, checkpoint=self.checkpoint.name,
+                                 checkpoint_sha256=self.fingerprint, birads=birads, density=density, callback=progress)
+        return GeneratedImage(result.frame, result.recipe, result.verdict)
 
     def training_data(self) -> Path | None:
         """The prepared dataset the privacy index was built from, if it is on this server.
