@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quality campaign, second leg: UNet sizes on the chosen f = 4 latents at equal CPU time.
 #
-#   UNETS="u32 u64" LEGS="25 50" bash scripts/ldm_sweep.sh      # sizes side by side, one core each
+#   UNETS="u32 u64" LEGS="25 45" bash scripts/ldm_sweep.sh      # sizes side by side, one core each
 #   python scripts/sweep_table.py runs/ldm-sweep                  # FID / C2ST vs CPU minutes per size
 #
 # Every size trains from scratch on the latents of $VAE (runs/sweep/f4c4/vae by default: the f = 4,
@@ -26,11 +26,11 @@ RUNS=${RUNS:-runs/ldm-sweep}
 VAE=${VAE:-runs/sweep/f4c4/vae}
 CKPT=${CKPT:-checkpoints/mammosynth-phantom-256}   # its feature_extractor/ measures FID
 UNETS=${UNETS:-"u32 u64"}
-LEGS=${LEGS:-"25 50"}                              # cumulative CPU minutes at which each size is measured
-IMAGES=${IMAGES:-256}
+LEGS=${LEGS:-"25 45"}                              # cumulative CPU minutes at which each size is measured
+IMAGES=${IMAGES:-128}                              # u64 samples at ~6 s per image on one busy core
 STEPS=${STEPS:-20}
 GUIDANCE=${GUIDANCE:-3.0}
-EVAL_ARGS=${EVAL_ARGS:-}
+EVAL_ARGS=${EVAL_ARGS:---max-images $IMAGES}       # both sets at the same size (the real test set too)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 for path in "$DATA/manifest.csv" "$VAE/config.json"; do

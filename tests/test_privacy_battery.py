@@ -146,3 +146,16 @@ def test_battery_reports_every_family_with_its_group_and_ci(sketch_world):
     assert battery["families"]["gamma"]["group"] == "seen"
     assert battery["seen"]["n"] == 12 and battery["held_out"]["n"] == 24
     json.dumps(battery)  # JSON-ready
+
+
+def test_a_checker_with_sketches_of_another_version_is_refused(sketch_world, tmp_path):
+    from mammosynth.privacy.checker import PrivacyChecker
+    from mammosynth.privacy.index import IndexMismatchError
+
+    folder = tmp_path / "old"
+    sketch_world["checker"].save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["sketch"]["version"] = 0
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(IndexMismatchError, match="sketch version 0.*rebuild"):
+        PrivacyChecker.from_pretrained(folder)

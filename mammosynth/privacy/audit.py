@@ -512,6 +512,13 @@ def audit_summary(report: dict) -> str:
                              f"of {g['n']}")
         weakest = battery["weakest"]
         lines.append(f"weakest family: {weakest} ({battery['families'][weakest]['gate_recall']['rate']:.2%})")
+    positive = report.get("positive_control")
+    if positive:
+        mem, real = positive["memorising"], positive["real"]
+        lines.append(f"positive control ({positive['member_images']} memorised images): flagged {mem['flagged_rate']:.0%} "
+                     f"(real model {real['flagged_rate']:.0%}), re-ID mAP@R {mem['reid_map_at_r']:.3f} "
+                     f"({real['reid_map_at_r']:.3f}), membership AUC {mem['membership_auc']:.3f} "
+                     f"({real['membership_auc']:.3f}): {'caught' if positive['caught'] else 'NOT caught'}")
     for name, res in report.get("membership", {}).get("attacks", {}).items():
         main, control = res["members_vs_nonmembers"], res["control_nonmember_halves"]
         low, high = main["auc"]["ci95"]

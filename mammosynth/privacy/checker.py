@@ -145,6 +145,9 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
                 if key not in sketch:
                     raise ValueError(f"the sketch settings lack {key!r}: rebuild the checker with `mammosynth build-index`")
             self.register_buffer("sketch_embeddings", torch.zeros(len(index_image_ids), int(sketch["dim"])))
+            from .sketch import SketchConfig
+
+            SketchConfig.from_dict(sketch)  # refuses sketches made by another version of the code
         self._index: EmbeddingIndex | None = None
         self._index_key: tuple | None = None
 

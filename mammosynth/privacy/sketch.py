@@ -28,7 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SketchConfig", "sketch_frames"]
+__all__ = ["SKETCH_VERSION", "SketchConfig", "sketch_frames"]
+
+#: Bumped whenever :func:`sketch_frames` changes what it computes (stored indexes then refuse to load).
+SKETCH_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,16 @@ class SketchConfig:
     seed: int = 0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "size": list(self.size)}
+        return {**asdict(self), "size": list(self.size), "version": SKETCH_VERSION}
 
     @classmethod
     def from_dict(cls, data: dict) -> SketchConfig:
+        """The settings of a stored index; refuses one made by another version of :func:`sketch_frames`."""
+        if data.get("version") != SKETCH_VERSION:
+            from .index import IndexMismatchError
+
+            raise IndexMismatchError(f"the checker's sketches were made by sketch version {data.get('version')}, "
+                                     f"this code makes version {SKETCH_VERSION}: rebuild it with `mammosynth build-index`")
         return cls(size=tuple(int(v) for v in data["size"]), kernel=int(data["kernel"]), dim=int(data["dim"]),
                    seed=int(data["seed"]))
 

@@ -137,6 +137,9 @@ def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                         help="how latents are scaled for the UNet: 'global' = the VAE's scaling_factor; 'channel' = "
                              "standardise each channel by its mean/std over the training latents (stored in the "
                              "saved pipeline's vae/config.json as latents_mean/latents_std)")
+    parser.add_argument("--keep_latent_stats", action="store_true",
+                        help="with --init_pipeline and its own VAE: keep that VAE's latents_mean/latents_std "
+                             "(the warm-started UNet's latent scale) instead of measuring them on --data again")
     parser.add_argument("--snr_gamma", type=positive_float, default=None,
                         help="Min-SNR loss weighting (Hang et al. 2023): weight each timestep by min(SNR, gamma) / SNR "
                              "(epsilon) or / (SNR + 1) (v-prediction); 5 is the paper's value. Default: plain MSE")

@@ -267,7 +267,13 @@ def _latent_norm(vae, vae_folder: Path, cache: dict, args: argparse.Namespace) -
     """The per-channel ``(shift, scale)`` from VAE latents to model latents (``--latent_norm``)."""
     from ..models.autoencoder import channel_stats, has_channel_stats, latent_affine
 
-    if args.latent_norm == "channel":  # the pipeline's VAE config carries the statistics (the source folder is kept)
+    if getattr(args, "keep_latent_stats", False):
+        if not (args.init_pipeline and has_channel_stats(vae.config)):
+            raise ValueError("--keep_latent_stats needs --init_pipeline and a --vae whose config carries "
+                             f"latents_mean/latents_std (the warm-started pipeline's own vae/); {vae_folder} has none"
+                             if not has_channel_stats(vae.config) else "--keep_latent_stats needs --init_pipeline")
+        logger.info("keeping the VAE's per-channel latent statistics (warm start from %s)", args.init_pipeline)
+    elif args.latent_norm == "channel":  # the pipeline's VAE config carries the statistics (the source folder is kept)
         latents_mean, latents_std = channel_stats(cache["mean"])
         vae.register_to_config(latents_mean=latents_mean, latents_std=latents_std)
         logger.info("per-channel latent standardisation: mean %s, std %s", np.round(latents_mean, 4).tolist(),
