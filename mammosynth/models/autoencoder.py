@@ -25,12 +25,21 @@ __all__ = ["VAE_PRESETS", "build_vae", "encode", "decode", "measure_scaling_fact
            "has_channel_stats", "swap_decoder", "resolve_vae_folder", "widen_latent", "LATENT_SPACE_KEYS",
            "reconstruct"]
 
-#: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
+#: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests; ``vindr-512`` / ``vindr-1024`` are for
+#: VinDr-Mammo on GPUs (f = 8; the same fully convolutional network, trained on larger crops at 1024) and
+#: ``device-512`` is the one-shot GPU job's. The mid block's self-attention runs at the latent size (diffusers
+#: SDPA); the training side (crop, batch, bf16, checkpointing) is
+#: :data:`mammosynth.training.presets.TRAINING_PRESETS`.
 VAE_PRESETS: dict[str, dict] = {
     # Sized for 2 CPU cores: ~2 s per step of 8 crops of 96x72 on one thread.
     "bundled": {"block_out_channels": (16, 32, 64, 64), "layers_per_block": 1, "norm_num_groups": 16},
     "tiny": {"block_out_channels": (8, 8, 16, 16), "layers_per_block": 1, "norm_num_groups": 4},
+    "vindr-512": {"block_out_channels": (64, 128, 256, 256), "layers_per_block": 2, "norm_num_groups": 32},
+    "vindr-1024": {"block_out_channels": (64, 128, 256, 256), "layers_per_block": 2, "norm_num_groups": 32},
+    "device-512": {"block_out_channels": (32, 64, 128, 128), "layers_per_block": 1, "norm_num_groups": 32},
 }
+VAE_PRESETS["vindr-tiny"] = VAE_PRESETS["tiny"]   # the GPU scripts at test size (tests/test_train_vindr.py)
+
 
 
 def build_vae(

@@ -25,7 +25,20 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from .classifier import MammoCNN, frames_to_input
 
-__all__ = ["FidelityEncoder", "ENCODER_TASKS"]
+__all__ = ["FidelityEncoder", "ENCODER_TASKS", "ENCODER_PRESETS"]
+
+#: Named sizes (``sample_size``, ``block_out_channels``). ``bundled`` is the 2-CPU encoder (the
+#: ``train-encoder`` defaults); ``tiny`` is for tests; ``vindr-512`` / ``vindr-1024`` see the frames at half
+#: their size, wide enough for texture statistics of real mammograms.
+ENCODER_PRESETS: dict[str, dict] = {
+    "bundled": {"sample_size": (128, 96), "block_out_channels": (16, 32, 64, 128)},
+    "tiny": {"sample_size": (32, 24), "block_out_channels": (8, 16)},
+    "vindr-512": {"sample_size": (256, 192), "block_out_channels": (32, 64, 128, 256, 256)},
+    "vindr-1024": {"sample_size": (512, 384), "block_out_channels": (32, 64, 128, 256, 256, 256)},
+}
+ENCODER_PRESETS["device-512"] = ENCODER_PRESETS["bundled"]
+ENCODER_PRESETS["vindr-tiny"] = ENCODER_PRESETS["tiny"]
+
 
 #: The supervised tasks of the encoder and their class counts (targets are 0-based).
 ENCODER_TASKS: dict[str, int] = {"density": 4, "lesion": 5, "view": 2, "cancer": 2}

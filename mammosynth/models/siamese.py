@@ -23,7 +23,23 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from monai.networks.nets import ResNet
 
-__all__ = ["SiameseEmbedder", "check_zoom_factors", "zoom_about_centre"]
+__all__ = ["SIAMESE_PRESETS", "SiameseEmbedder", "check_zoom_factors", "zoom_about_centre"]
+
+#: Named sizes (constructor arguments). ``bundled`` is the 2-CPU network (the ``train-siamese`` defaults);
+#: ``tiny`` is for tests; ``vindr-512`` / ``vindr-1024`` are ResNet-18s for VinDr-Mammo on GPUs (embedding at
+#: half the frame size). The embedding stays 128 wide: a 1 M-image index is then 512 MB of float32.
+SIAMESE_PRESETS: dict[str, dict] = {
+    "bundled": {"input_size": (128, 96), "block_inplanes": (16, 32, 64, 128), "layers": (1, 1, 1, 1),
+                "embedding_dim": 128},
+    "tiny": {"input_size": (64, 48), "block_inplanes": (4, 4, 8, 8), "layers": (1, 1, 1, 1), "embedding_dim": 32},
+    "vindr-512": {"input_size": (256, 192), "block_inplanes": (64, 128, 256, 512), "layers": (2, 2, 2, 2),
+                  "embedding_dim": 128},
+    "vindr-1024": {"input_size": (384, 288), "block_inplanes": (64, 128, 256, 512), "layers": (2, 2, 2, 2),
+                   "embedding_dim": 128},
+}
+SIAMESE_PRESETS["device-512"] = SIAMESE_PRESETS["bundled"]
+SIAMESE_PRESETS["vindr-tiny"] = SIAMESE_PRESETS["tiny"]
+
 
 
 class SiameseEmbedder(ModelMixin, ConfigMixin):

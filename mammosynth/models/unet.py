@@ -25,14 +25,30 @@ from .autoencoder import rebuilt_with
 
 __all__ = ["UNET_PRESETS", "build_unet", "latent_mask", "widen_unet_latent"]
 
-#: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests.
+#: Named sizes. ``bundled`` is the 2-CPU demo model; ``tiny`` is for tests; ``vindr-512`` / ``vindr-1024`` are
+#: for VinDr-Mammo on GPUs (64x48 / 128x96 latents of an f = 8 VAE) and ``device-512`` is the one-shot GPU job's
+#: (512x384 frames, small enough to train for minutes and pack in < 128 MB at fp16). Self-attention (diffusers
+#: SDPA) only from 32x24 latent cells down: at 64x48 (3,072 tokens) and above it costs more than the
+#: convolutions it sits beside, and the mid block's attention already sees the whole breast. The training
+#: side of these presets (batch, bf16, checkpointing) is :data:`mammosynth.training.presets.TRAINING_PRESETS`.
 UNET_PRESETS: dict[str, dict] = {
     # Sized for 2 CPU cores: ~1.3 s per step of 16 latents on one thread.
     "bundled": {"block_out_channels": (32, 64, 128), "layers_per_block": 1, "attention_levels": (False, True, True),
                 "norm_num_groups": 32, "attention_head_dim": 32},
     "tiny": {"block_out_channels": (8, 16), "layers_per_block": 1, "attention_levels": (False, True),
              "norm_num_groups": 4, "attention_head_dim": 8},
+    # 64x48 latents: attention at 32x24, 16x12 and 8x6
+    "vindr-512": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2,
+                  "attention_levels": (False, True, True, True), "norm_num_groups": 32, "attention_head_dim": 64},
+    # 128x96 latents: five levels, attention at 32x24, 16x12 and 8x6
+    "vindr-1024": {"block_out_channels": (128, 256, 512, 512, 768), "layers_per_block": 2,
+                   "attention_levels": (False, False, True, True, True), "norm_num_groups": 32,
+                   "attention_head_dim": 64},
+    "device-512": {"block_out_channels": (64, 128, 256, 256), "layers_per_block": 2,
+                   "attention_levels": (False, True, True, True), "norm_num_groups": 32, "attention_head_dim": 64},
 }
+UNET_PRESETS["vindr-tiny"] = UNET_PRESETS["tiny"]   # the GPU scripts at test size (tests/test_train_vindr.py)
+
 
 
 def build_unet(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_common_arguments", "vae_parser", "ldm_parser", "siamese_parser", "int_list"]
+__all__ = ["add_common_arguments", "vae_parser", "ldm_parser", "siamese_parser", "int_list", "require_run_folders"]
 
 VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8; f = 4 with three --block_out_channels) on a prepared dataset."
 LDM_DESCRIPTION = "Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE."
@@ -45,12 +45,27 @@ def non_negative_float(text: str) -> float:
     return _float_where(text, lambda v: v >= 0, ">= 0")
 
 
+def require_run_folders(args: argparse.Namespace, *names: str) -> None:
+    """``--data`` / ``--out`` (or the other ``names``) are needed unless ``--dry-run``: ``ValueError`` naming them."""
+    missing = [f"--{n}" for n in (names or ("data", "out")) if not getattr(args, n, None)]
+    if missing and not getattr(args, "dry_run", False):
+        raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required "
+                         "(or pass --dry-run to print the preset's sizes without training)")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments every training script takes (data, schedule, precision, checkpoints)."""
-    parser.add_argument("--data", required=True, help="prepared dataset folder (from `mammosynth ingest`)")
-    parser.add_argument("--out", "--output_dir", dest="out", required=True, help="run folder (created; re-use it to resume)")
+    parser.add_argument("--data", default=None, help="prepared dataset folder (from `mammosynth ingest`; required "
+                        "unless --dry-run)")
+    parser.add_argument("--out", "--output_dir", dest="out", default=None,
+                        help="run folder (created; re-use it to resume; required unless --dry-run)")
+    parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                        help="build the --preset's networks, run ONE optimiser step on a tiny batch on this machine "
+                             "and print parameter counts, GFLOP per image and the expected GPU memory at the "
+                             "preset's batch size; trains nothing, writes nothing")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train_batch_size", type=int, default=8, help="per device")
+    parser.add_argument("--train_batch_size", type=int, default=None,
+                        help="per device (default: the --preset's; see mammosynth.training.presets)")
     parser.add_argument("--max_train_steps", type=int, default=None,
                         help="optimiser steps; if omitted, --max_minutes picks it from a measured sec/step")
     parser.add_argument("--max_minutes", type=float, default=None,
@@ -63,7 +78,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adam_weight_decay", type=float, default=1e-4)
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
+                        help="default: the --preset's (bf16 for the GPU presets, else no)")
+    parser.add_argument("--gradient_checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                        help="recompute activations in the backward pass (diffusers enable_gradient_checkpointing): "
+                             "less memory, about a third more compute; default: the --preset's")
     parser.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--ema_decay", type=float, default=0.999)
     parser.add_argument("--checkpointing_steps", type=int, default=500)
@@ -79,7 +98,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="train_vae", description=VAE_DESCRIPTION)
     add_common_arguments(parser)
-    parser.add_argument("--preset", default="bundled", help="VAE size preset (bundled, tiny)")
+    parser.add_argument("--preset", default="bundled",
+                        help="VAE size preset (bundled, tiny, device-512, vindr-512, vindr-1024); a GPU preset also "
+                             "sets --crop, --latent_channels, --train_batch_size, --mixed_precision and "
+                             "--gradient_checkpointing unless they are given")
     parser.add_argument("--block_out_channels", default=None, help="override, e.g. 32,64,128,128")
     parser.add_argument("--latent_channels", type=int, default=None,
                         help="latent channels (default: the preset's 4, or --init_vae's own). More than --init_vae's "
@@ -92,7 +114,8 @@ def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
                         help="with --init_vae: train only the decoder (and post_quant_conv); the encoder, hence "
                              "the latent space and its scaling, stay bit for bit, so an LDM trained on that VAE's "
                              "latents stays valid with the new decoder")
-    parser.add_argument("--crop", default="128x96", help="training crop HxW ('full' for whole frames)")
+    parser.add_argument("--crop", default=None, help="training crop HxW ('full' for whole frames; default: the "
+                        "--preset's, 128x96 for bundled)")
     parser.add_argument("--ssim_weight", type=float, default=0.5)
     parser.add_argument("--lesion_weight", type=float, default=0.0,
                         help="extra L1 weight inside lesion boxes (0 = plain L1); small findings such as "
@@ -114,15 +137,19 @@ def vae_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--disc_channels", type=int, default=32, help="width of the discriminator's first layer")
     parser.add_argument("--eval_images", type=int, default=200, help="test images for PSNR/SSIM (0 = all)")
     parser.add_argument("--scaling_images", type=int, default=256, help="training images to measure the scaling factor")
-    parser.set_defaults(learning_rate=4e-4, train_batch_size=8, lr_warmup_steps=50)
+    parser.set_defaults(learning_rate=4e-4, lr_warmup_steps=50)   # batch 8 unless the preset says (presets.FALLBACKS)
     return parser
 
 
 def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="train_ldm", description=LDM_DESCRIPTION)
     add_common_arguments(parser)
-    parser.add_argument("--vae", required=True, help="VAE run folder (from train-vae) or a VAE model folder")
-    parser.add_argument("--preset", default="bundled", help="UNet size preset (bundled, tiny)")
+    parser.add_argument("--vae", default=None, help="VAE run folder (from train-vae) or a VAE model folder "
+                        "(required unless --dry-run)")
+    parser.add_argument("--preset", default="bundled",
+                        help="UNet size preset (bundled, tiny, device-512, vindr-512, vindr-1024); a GPU preset also "
+                             "sets --train_batch_size, --mixed_precision, --gradient_checkpointing and "
+                             "--latent_shard_size unless they are given")
     parser.add_argument("--block_out_channels", default=None, help="override, e.g. 64,128,256")
     parser.add_argument("--layers_per_block", type=int, default=None, help="override the preset")
     parser.add_argument("--embed_dim", type=int, default=128, help="condition embedding width per field")
@@ -152,7 +179,11 @@ def ldm_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argume
     parser.add_argument("--validation_inference_steps", type=int, default=20)
     parser.add_argument("--guidance_scale", type=float, default=3.0, help="for validation images")
     parser.add_argument("--save_fp16", action="store_true", help="save the final pipeline as fp16 safetensors")
-    parser.set_defaults(learning_rate=3e-4, train_batch_size=16, lr_warmup_steps=100)
+    parser.add_argument("--latent_shard_size", type=int, default=None,
+                        help="latents per shard of the latent cache (<out>/latents/shard-*.safetensors, memory-mapped, "
+                             "encoded shard by shard by all processes, resumable); 0 = one latents.pt held in memory "
+                             "(default: the --preset's; 0 for bundled)")
+    parser.set_defaults(learning_rate=3e-4, lr_warmup_steps=100)   # batch 16 unless the preset says
     return parser
 
 
@@ -160,16 +191,19 @@ def siamese_parser(parser: argparse.ArgumentParser | None = None, description: s
     """Options of ``train-siamese`` (the Siamese re-identification network)."""
     parser = parser or argparse.ArgumentParser(prog="train_siamese", description=description)
     add_common_arguments(parser)
-    parser.add_argument("--input_size", default="128x96", help="HxW the network resizes images to")
-    parser.add_argument("--embedding_dim", type=int, default=128)
-    parser.add_argument("--block_inplanes", default="16,32,64,128", help="channels of the 4 ResNet stages")
-    parser.add_argument("--layers", default="1,1,1,1", help="residual blocks of the 4 ResNet stages")
+    parser.add_argument("--preset", default="bundled",
+                        help="network size preset (bundled, tiny, device-512, vindr-512, vindr-1024: "
+                             "models.siamese.SIAMESE_PRESETS); the four options below override it")
+    parser.add_argument("--input_size", default=None, help="HxW the network resizes images to (bundled: 128x96)")
+    parser.add_argument("--embedding_dim", type=int, default=None, help="(bundled: 128)")
+    parser.add_argument("--block_inplanes", default=None, help="channels of the 4 ResNet stages (bundled: 16,32,64,128)")
+    parser.add_argument("--layers", default=None, help="residual blocks of the 4 ResNet stages (bundled: 1,1,1,1)")
     parser.add_argument("--loss", choices=("multi-similarity", "triplet"), default="multi-similarity")
     parser.add_argument("--images_per_study", type=int, default=4, help="images of one study in a batch (m)")
     parser.add_argument("--copies_per_study", type=int, default=1,
                         help="images of each study drawn twice (two disguises) as copy positives")
     parser.add_argument("--no_augment", action="store_true", help="train without the disguise augmentations")
     parser.add_argument("--monitor_images", type=int, default=400, help="test images scored at each validation")
-    parser.set_defaults(learning_rate=1e-3, train_batch_size=64, lr_warmup_steps=50, use_ema=False,
+    parser.set_defaults(learning_rate=1e-3, lr_warmup_steps=50, use_ema=False,   # batch 64 unless the preset says
                         validation_steps=200, checkpointing_steps=200, adam_weight_decay=1e-4)
     return parser

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from ..models.denoiser import ConditionalDenoiser, EncodedConditions
-from . import common, options
+from . import common, options, presets
 from .loop import TensorDictDataset, TrainingLoop, TrainingSetup, seeded_dataloader
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,14 @@ def encode_dataset(vae, dataset, device, batch_size: int = 16) -> dict[str, torc
             **{k: torch.tensor(v, dtype=torch.long) for k, v in codes.items()}}
 
 
-def _latent_cache(accelerator, vae, dataset, out: Path, key: str) -> dict[str, torch.Tensor]:
+def _latent_cache(accelerator, vae, dataset, out: Path, key: str, shard_size: int = 0):
+    """The training split's latents: one ``latents.pt`` in memory, or with ``shard_size`` > 0 memory-mapped
+    shards under ``<out>/latents`` (:class:`~mammosynth.training.latent_cache.LatentShards`)."""
+    if shard_size:
+        from .latent_cache import build_latent_shards
+
+        return build_latent_shards(accelerator, lambda part: encode_dataset(vae, part, accelerator.device),
+                                   dataset, out / "latents", key, shard_size)
     path = out / "latents.pt"
     if accelerator.is_main_process:
         cached = torch.load(path, weights_only=True) if path.exists() else None
@@ -201,6 +209,12 @@ def main(args: argparse.Namespace) -> dict:
     from ..models.autoencoder import resolve_vae_folder
     from ..pipelines.pipeline_mammo_ldm import default_scheduler
 
+    presets.resolve_training_options(args, "ldm")
+    if args.dry_run:
+        from .dry_run import dry_run
+
+        return dry_run(args, "ldm").to_dict()
+    options.require_run_folders(args, "data", "out", "vae")
     out, accelerator, data = common.start_run(args)
     train = PreparedDataset(data, split="training")
     vae_folder = resolve_vae_folder(args.vae)
@@ -211,6 +225,8 @@ def main(args: argparse.Namespace) -> dict:
         raise ValueError(f"frames {data.height}x{data.width} are not divisible by the VAE factor {factor}")
     torch.manual_seed(args.seed)
     denoiser = _build_denoiser(args, vae.config.latent_channels, (data.height // factor, data.width // factor))
+    if args.gradient_checkpointing:
+        denoiser.unet.enable_gradient_checkpointing()
     base = default_scheduler(args.num_train_timesteps)
     if accelerator.is_main_process:
         common.write_run_info(out, args, "ldm", {"vae": {"folder": str(vae_folder), "sha256": _file_sha(vae_folder)},
@@ -218,7 +234,8 @@ def main(args: argparse.Namespace) -> dict:
                                                            "condition_encoder": dict(denoiser.condition_encoder.config)}})
     # "label-masks": the masks hold the boxes of each image's own lesion label (older caches held every finding's)
     cache = _latent_cache(accelerator, vae, train, out,
-                          key=f"{_file_sha(vae_folder)}:{common.manifest_sha256(args.data)}:label-masks")
+                          key=f"{_file_sha(vae_folder)}:{common.manifest_sha256(args.data)}:label-masks",
+                          shard_size=args.latent_shard_size)
     affine = _latent_norm(vae, vae_folder, cache, args)
     setup = _training_setup(accelerator, denoiser, DDPMScheduler.from_config(base.config), cache, affine, vae, base,
                             out, args)
@@ -274,7 +291,7 @@ def _latent_norm(vae, vae_folder: Path, cache: dict, args: argparse.Namespace) -
                              if not has_channel_stats(vae.config) else "--keep_latent_stats needs --init_pipeline")
         logger.info("keeping the VAE's per-channel latent statistics (warm start from %s)", args.init_pipeline)
     elif args.latent_norm == "channel":  # the pipeline's VAE config carries the statistics (the source folder is kept)
-        latents_mean, latents_std = channel_stats(cache["mean"])
+        latents_mean, latents_std = channel_stats(cache["mean"]) if isinstance(cache, dict) else cache.channel_stats()
         vae.register_to_config(latents_mean=latents_mean, latents_std=latents_std)
         logger.info("per-channel latent standardisation: mean %s, std %s", np.round(latents_mean, 4).tolist(),
                     np.round(latents_std, 4).tolist())
@@ -297,7 +314,8 @@ def _training_setup(accelerator, denoiser: ConditionalDenoiser, noise_scheduler,
 
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
     return TrainingSetup(network=denoiser, models=[denoiser], optimizers=[optimizer], loss=loss, validate=validate,
-                         dataloader=seeded_dataloader(TensorDictDataset(cache), args.train_batch_size, args.seed))
+                         dataloader=seeded_dataloader(cache if isinstance(cache, Dataset) else TensorDictDataset(cache),
+                                                      args.train_batch_size, args.seed))
 
 
 def build_pipeline(vae, denoiser: ConditionalDenoiser, scheduler):

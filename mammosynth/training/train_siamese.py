@@ -36,12 +36,13 @@ import torch
 from torch.utils.data import Sampler
 
 from ..privacy.reid import study_labels
-from . import common, options
+from . import common, options, presets
 from .loop import TensorDictDataset, TrainingLoop, TrainingSetup, seeded_dataloader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_parser", "parse_args", "main", "load_frames", "study_groups", "StudyBatchSampler"]
+__all__ = ["build_parser", "parse_args", "main", "load_frames", "study_groups", "StudyBatchSampler",
+           "siamese_architecture"]
 
 MODEL_FOLDER = "siamese"
 
@@ -52,6 +53,21 @@ def _pair(text: str, name: str) -> tuple[int, int]:
     except ValueError:
         raise ValueError(f"{name} must be HxW (e.g. 128x96), got {text!r}") from None
     return h, w
+
+
+def siamese_architecture(args: argparse.Namespace) -> dict:
+    """``SiameseEmbedder`` arguments: ``--preset``'s (``models.siamese.SIAMESE_PRESETS``) with ``--input_size``,
+    ``--embedding_dim``, ``--block_inplanes`` and ``--layers`` where given."""
+    arch = presets.architecture("siamese", getattr(args, "preset", None) or "bundled")
+    if args.input_size is not None:
+        arch["input_size"] = _pair(args.input_size, "--input_size")
+    if args.embedding_dim is not None:
+        arch["embedding_dim"] = args.embedding_dim
+    if args.block_inplanes is not None:
+        arch["block_inplanes"] = options.int_list(args.block_inplanes, "--block_inplanes", 4)
+    if args.layers is not None:
+        arch["layers"] = options.int_list(args.layers, "--layers", 4)
+    return {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in arch.items()}
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -133,13 +149,20 @@ def _evaluate(model, images: torch.Tensor, study_ids, batch_size: int = 256) -> 
 
 
 def main(args: argparse.Namespace) -> dict:
-    """Train (or resume) a Siamese run; returns the final test metrics."""
+    """Train (or resume) a Siamese run; returns the final test metrics (with ``--dry-run``: the measured figures)."""
     from ..models.siamese import SiameseEmbedder
 
+    presets.resolve_training_options(args, "siamese")
+    arch = siamese_architecture(args)
+    if args.dry_run:
+        from .dry_run import dry_run
+
+        return dry_run(args, "siamese").to_dict()
+    options.require_run_folders(args)
     out, accelerator, data = common.start_run(args)
     if args.use_ema:
         logger.warning("--use_ema is not used by train-siamese (BatchNorm statistics are not averaged); ignoring it")
-    size = _pair(args.input_size, "--input_size")
+    size = arch["input_size"]
     if args.images_per_study < 2:
         raise ValueError(f"--images_per_study must be at least 2 (an anchor and a positive), got {args.images_per_study}")
     train_rows = data.split("training").reset_index(drop=True)
@@ -150,9 +173,7 @@ def main(args: argparse.Namespace) -> dict:
     test_rows = data.split("test").reset_index(drop=True) if "test" in set(data.manifest["split"]) else None
 
     torch.manual_seed(args.seed)
-    model = SiameseEmbedder(embedding_dim=args.embedding_dim, input_size=size,
-                            block_inplanes=options.int_list(args.block_inplanes, "--block_inplanes", 4),
-                            layers=options.int_list(args.layers, "--layers", 4))
+    model = SiameseEmbedder(**arch)
     if accelerator.is_main_process:
         common.write_run_info(out, args, "siamese", {"model": {"siamese": dict(model.config)}})
     logger.info("loading %d training frames at %dx%d", len(train_rows), *size)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import common, options
+from . import common, options, presets
 from .loop import TrainingLoop, TrainingSetup, seeded_dataloader
 
 logger = logging.getLogger(__name__)
@@ -210,9 +210,15 @@ def _crop_batch(images: torch.Tensor, crop: tuple[int, int] | None, generator: t
 
 
 def main(args: argparse.Namespace) -> dict:
-    """Train (or resume) a VAE run; returns the final metrics."""
+    """Train (or resume) a VAE run; returns the final metrics (with ``--dry-run``: the measured figures)."""
     from ..data.dataset import PreparedDataset
 
+    presets.resolve_training_options(args, "vae")
+    if args.dry_run:
+        from .dry_run import dry_run
+
+        return dry_run(args, "vae").to_dict()
+    options.require_run_folders(args)
     out, accelerator, data = common.start_run(args)
     train = PreparedDataset(data, split="training")
     crop = _parse_crop(args.crop, data.height, data.width)
@@ -273,6 +279,8 @@ def _build_vae(args: argparse.Namespace, data):
             raise ValueError("the VAE needs 2 to 4 blocks (f = 2, 4 or 8; training crops are multiples of 8); got "
                              f"block_out_channels {tuple(preset['block_out_channels'])}")
         vae = build_vae(sample_size=data.height, **preset, latent_channels=args.latent_channels or 4)
+    if args.gradient_checkpointing:
+        vae.enable_gradient_checkpointing()
     if args.freeze_encoder:
         # the latent space is the encoder (+ quant_conv): keep it, so latents, their scaling and
         # any LDM trained on them stay valid; only the decoder learns
