@@ -33,18 +33,46 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the battery report here")
+    parser.add_argument("--unseen", default=None,
+                        help="a prepared dataset of fresh patients (e.g. a phantom made with another --seed): false "
+                             "flags on all its images, out of sample")
+    parser.add_argument("--no-battery", dest="battery", action="store_false",
+                        help="skip the battery (false flags and latency only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from mammosynth.data.prepared import load_prepared
     from mammosynth.privacy.checker import load_privacy_checker
-    from mammosynth.privacy.disguises import run_battery
 
     checker = load_privacy_checker(args.checker)
     data = load_prepared(args.data)
     train = data.split("training")
     order = {image_id: k for k, image_id in enumerate(checker.index.image_ids)}
     train = train.iloc[np.argsort([order[i] for i in train["image_id"]])]
+
+    if args.unseen:
+        _fresh_false_flags(checker, args.unseen)
+    battery = _battery(checker, data, train, args) if args.battery else None
+    _test_split_and_latency(checker, data, args)
+    if args.json and battery is not None:
+        with open(args.json, "w") as handle:
+            json.dump(battery, handle, indent=2)
+
+
+def _fresh_false_flags(checker, folder: str) -> None:
+    from mammosynth.data.prepared import load_prepared
+    from mammosynth.privacy.calibration import clopper_pearson
+
+    fresh = load_prepared(folder)
+    frames = fresh.frames(fresh.manifest["index"].to_numpy())
+    flagged = np.array([v.flagged for v in checker.check(frames)])
+    low, high = clopper_pearson(int(flagged.sum()), len(flagged))
+    print(f"false flags on {len(frames)} images of {fresh.manifest['study_id'].nunique()} fresh patients ({folder}, "
+          f"out of sample): {flagged.mean():.4f} ({int(flagged.sum())}), 95 % CI [{low:.4f}, {high:.4f}]")
+
+
+def _battery(checker, data, train, args) -> dict:
+    from mammosynth.privacy.disguises import run_battery
 
     clock = time.perf_counter()
     battery = run_battery(checker, data, train, args.per_family, seed=args.seed)
@@ -61,7 +89,10 @@ def main() -> None:
     for group in ("seen", "held_out"):
         g = battery[group]
         print(f"{group}: {g['rate']:.4f} [{g['ci95'][0]:.4f}, {g['ci95'][1]:.4f}] of {g['n']}")
+    return battery
 
+
+def _test_split_and_latency(checker, data, args) -> None:
     test = data.split("test")
     frames = data.frames(test["index"].to_numpy())
     flagged = np.array([v.flagged for v in checker.check(frames)])
@@ -80,9 +111,6 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     print(f"gate latency, batch 1, {args.threads} threads: median {1000 * np.median(times):.1f} ms "
           f"(min {1000 * min(times):.1f}, max {1000 * max(times):.1f}) against {len(checker.index)} indexed images")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(battery, handle, indent=2)
 
 
 if __name__ == "__main__":
