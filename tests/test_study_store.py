@@ -39,8 +39,11 @@ def template(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     real, synth = make_demo_datasets(root, 40, 40, height=16, width=16, seed=1)
     readers = write_demo_readers(root / "readers.csv", N_READERS, password="pw")
-    create_study(root / "template", name="t", real=real, synthetic=synth, readers_csv=readers,
-                 n_cases=N_CASES, repeats=0, seed=5, settings=StudySettings("1-5", ask_birads=True))
+    made = create_study(root / "template", name="t", real=real, synthetic=synth, readers_csv=readers,
+                        n_cases=N_CASES, repeats=0, seed=5, settings=StudySettings("1-5", ask_birads=True))
+    # closed now, not whenever it is collected: its WAL files would vanish in the middle of a copy
+    made.close()
+    assert not list((root / "template").glob("*-wal"))
     return root / "template"
 
 

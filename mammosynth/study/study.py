@@ -228,6 +228,10 @@ class Study:
     def case_path(self, case_id: str) -> Path:
         return self.root / "cases" / f"{case_id}.png"
 
+    def close(self) -> None:
+        """Close this thread's database connection (SQLite then folds its WAL back into the file)."""
+        self.store.close()
+
     # -- the reader API ------------------------------------------------------------------
     def next_case(self, reader_id: str) -> CaseView | None:
         """The case the reader is at now (resumes after a restart), or None when finished."""
