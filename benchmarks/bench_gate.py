@@ -46,13 +46,9 @@ def main() -> None:
 
     checker = load_privacy_checker(args.checker)
     data = load_prepared(args.data)
-    train = data.split("training")
-    order = {image_id: k for k, image_id in enumerate(checker.index.image_ids)}
-    train = train.iloc[np.argsort([order[i] for i in train["image_id"]])]
-
     if args.unseen:
         _fresh_false_flags(checker, args.unseen)
-    battery = _battery(checker, data, train, args) if args.battery else None
+    battery = _battery(checker, data, args) if args.battery else None
     _test_split_and_latency(checker, data, args)
     if args.json and battery is not None:
         with open(args.json, "w") as handle:
@@ -71,11 +67,11 @@ def _fresh_false_flags(checker, folder: str) -> None:
           f"out of sample): {flagged.mean():.4f} ({int(flagged.sum())}), 95 % CI [{low:.4f}, {high:.4f}]")
 
 
-def _battery(checker, data, train, args) -> dict:
+def _battery(checker, data, args) -> dict:
     from mammosynth.privacy.disguises import run_battery
 
     clock = time.perf_counter()
-    battery = run_battery(checker, data, train, args.per_family, seed=args.seed)
+    battery = run_battery(checker, data, args.per_family, seed=args.seed)
     print(f"disguise battery: {args.per_family} copies per family, {time.perf_counter() - clock:.0f} s; "
           f"threshold {checker.threshold:.4f}" + (f", sketch threshold {checker.copy_threshold:.4f}"
                                                    if checker.has_sketch else ", no sketch"))

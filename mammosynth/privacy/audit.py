@@ -260,7 +260,7 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
         from .disguises import run_battery
 
         clock = time.perf_counter()
-        report["disguise_battery"] = run_battery(checker, data, sets.train_rows, config.battery_copies, config.seed)
+        report["disguise_battery"] = run_battery(checker, data, config.battery_copies, config.seed)
         timings["battery_s"] = time.perf_counter() - clock
     # 4. pixel-space nearest neighbours
     clock = time.perf_counter()
@@ -286,9 +286,7 @@ def _audit_sets(checker: PrivacyChecker, data: Any, synthetic: Any, config: Audi
     from .augment import augment_frames
 
     rng = np.random.default_rng(config.seed)
-    train_rows = data.split("training")
-    position = {image_id: k for k, image_id in enumerate(checker.index.image_ids)}
-    train_rows = train_rows.iloc[np.argsort([position[i] for i in train_rows["image_id"]])]
+    train_rows = checker.index_rows(data)
     test_rows = data.split("test")
     test_frames = data.frames(test_rows["index"].to_numpy())
     synth_frames = synthetic.frames(synthetic.manifest["index"].to_numpy())

@@ -262,6 +262,12 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
             self._fingerprint, self._fingerprint_key = digest.hexdigest(), key
         return self._fingerprint
 
+    def index_rows(self, data: Any) -> Any:
+        """``data``'s training rows in the order of the index (row ``k`` is indexed embedding ``k``)."""
+        rows = data.split("training")
+        position = {image_id: k for k, image_id in enumerate(self.index.image_ids)}
+        return rows.iloc[np.argsort([position[i] for i in rows["image_id"]])]
+
     @property
     def has_sketch(self) -> bool:
         """Whether the checker has the partial-copy detector."""

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import _blur  # the one separable Gaussian blur (its draws are this module's own)
+
 __all__ = ["Family", "FAMILIES", "family_names", "disguise", "disguise_frames", "run_battery"]
 
 Transform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
@@ -136,20 +138,14 @@ def noise(x: torch.Tensor, donors: torch.Tensor, g: torch.Generator) -> torch.Te
     return x + sigma * torch.randn(x.shape, generator=g)
 
 
-def _gaussian(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    from .augment import _blur
-
-    return _blur(x, sigmas)
-
-
 def blur(x: torch.Tensor, donors: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return _gaussian(x, _uniform(len(x), 0.5, 2.0, g))
+    return _blur(x, _uniform(len(x), 0.5, 2.0, g))
 
 
 def sharpen(x: torch.Tensor, donors: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n = len(x)
     amount = _uniform(n, 0.5, 1.5, g)[:, None, None, None]
-    return x + amount * (x - _gaussian(x, _uniform(n, 1.0, 2.0, g)))
+    return x + amount * (x - _blur(x, _uniform(n, 1.0, 2.0, g)))
 
 
 def resolution_loss(x: torch.Tensor, donors: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -259,14 +255,12 @@ def disguise_frames(frames: np.ndarray, donors: np.ndarray, family: str, seed: i
     return out
 
 
-def run_battery(checker, data, train_rows, per_family: int, seed: int = 0,
-                families: tuple[str, ...] | None = None) -> dict:
+def run_battery(checker, data, per_family: int, seed: int = 0, families: tuple[str, ...] | None = None) -> dict:
     """The gate's recall on ``per_family`` disguised copies of random training images, per family.
 
     Args:
         checker: the :class:`~mammosynth.privacy.checker.PrivacyChecker` under test.
         data: the prepared dataset whose training split it indexes.
-        train_rows: that split's manifest rows (with ``index`` and ``study_id``).
         per_family: copies per family (the same source images for every family, so families
             compare on equal footing); donors for partial copies come from other studies.
         seed: seed of the choice of images and of every disguise.
@@ -280,6 +274,7 @@ def run_battery(checker, data, train_rows, per_family: int, seed: int = 0,
     from .calibration import clopper_pearson
 
     chosen = [_family(name) for name in (families or family_names())]
+    train_rows = checker.index_rows(data)
     n = min(int(per_family), len(train_rows))
     rng = np.random.default_rng(seed)
     picks = np.sort(rng.choice(len(train_rows), n, replace=False))

@@ -118,7 +118,7 @@ def _train_memoriser(checkpoint: Path, subset: Path, out: Path, config: ControlC
     return out / "pipeline"
 
 
-def _measure(pipe: Any, checker: Any, data: Any, subset: Any, out: Path, config: ControlConfig) -> dict[str, Any]:
+def _measure(pipe: Any, checker: Any, subset: Any, out: Path, config: ControlConfig) -> dict[str, Any]:
     """Sample ``pipe`` with the member set's conditions; the gate's flags, re-ID and membership."""
     from ..data.prepared import load_prepared
     from ..evaluation.generate_set import GenerationSettings, generate_set, read_training_sources
@@ -171,7 +171,7 @@ def run_positive_control(checkpoint: str | Path, data: Any, out: str | Path,
     for name, folder in (("memorising", memoriser), ("real", checkpoint)):
         pipe = MammoLDMPipeline.from_pretrained(folder, privacy_gate=False)
         torch.manual_seed(config.seed)  # whatever the attacks draw from the global generator: the same each run
-        results[name] = _measure(pipe, checker, data, subset_data, out / f"samples-{name}", config)
+        results[name] = _measure(pipe, checker, subset_data, out / f"samples-{name}", config)
     mem, real = results["memorising"], results["real"]
     def ratio(a: float, b: float) -> float:
         if b > 0:
