@@ -48,6 +48,9 @@ __all__ = ["TrainingSetup", "TrainingLoop", "EpochSampler", "TensorDictDataset",
 #: ``--max_minutes`` is calibrated, throwaway copies of them); ``logs`` are floats for ``log.csv``.
 LossFn = Callable[[Sequence[torch.nn.Module], Any, int], "tuple[torch.Tensor, dict[str, float]]"]
 
+#: Non-finite updates in a row after which a run stops (one is skipped with a warning).
+MAX_NONFINITE_STEPS = 20
+
 #: Micro-steps the ``--max_minutes`` calibration draws its random numbers for (far from any real step).
 CALIBRATION_MICRO_STEP = 10_000_000
 
@@ -158,6 +161,7 @@ class TrainingLoop:
         self.dataloader = accelerator.prepare_data_loader(setup.dataloader, device_placement=False)
         self._clipped = [p for group in setup.optimizers[0].param_groups for p in group["params"]]
         self.ema = None
+        self._nonfinite = 0   # updates skipped in a row (see _check_finite)
         if args.use_ema and setup.average:
             from diffusers.training_utils import EMAModel
 
@@ -215,15 +219,35 @@ class TrainingLoop:
             with accelerator.accumulate(*self.models):
                 loss, logs = self.setup.loss(self.models, next(batches), self.state.step * self.accumulation + micro)
                 accelerator.backward(loss)
+                finite = True
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(self._clipped, self.args.max_grad_norm)
+                    norm = accelerator.clip_grad_norm_(self._clipped, self.args.max_grad_norm)
+                    finite = self._check_finite(norm)
                 for optimizer in self.optimizers:
-                    optimizer.step()
+                    if finite:
+                        optimizer.step()
                 self.lr_scheduler.step()
                 for optimizer in self.optimizers:
                     optimizer.zero_grad(set_to_none=True)
         logs = dict(logs)
         return float(logs.pop("loss", loss.item())), logs
+
+    def _check_finite(self, grad_norm) -> bool:
+        """False (skip this update) when the gradient norm is inf/NaN; raise after
+        :data:`MAX_NONFINITE_STEPS` such updates in a row. The norm is taken after the gradients
+        are all-reduced, so every process decides alike. With fp16 the grad scaler skips such
+        steps itself (and lowers its scale): nothing is skipped here."""
+        if self.accelerator.scaler is not None or torch.isfinite(torch.as_tensor(grad_norm)).all():
+            self._nonfinite = 0
+            return True
+        self._nonfinite += 1
+        logger.warning("step %d: the gradient norm is %s; this update is skipped (%d in a row)",
+                       self.state.step + 1, float(grad_norm), self._nonfinite)
+        if self._nonfinite >= MAX_NONFINITE_STEPS:
+            raise RuntimeError(f"training diverged: {self._nonfinite} updates in a row had a non-finite gradient "
+                               f"(step {self.state.step + 1}); the last checkpoint is intact; resume it with a lower "
+                               f"--learning_rate or --mixed_precision no")
+        return False
 
     def _batches(self) -> Iterator:
         """Batches from the run's current micro-step on, epoch after epoch."""

@@ -37,7 +37,8 @@ from .loop import TrainingLoop, TrainingSetup, seeded_dataloader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "reconstruction_metrics", "psnr_ssim", "vae_loss", "build_discriminator", "discriminator_loss"]
+__all__ = ["parse_args", "main", "reconstruction_metrics", "psnr_ssim", "vae_loss", "ssim_float32", "build_discriminator",
+           "discriminator_loss"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,8 +76,6 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
     ``adv_lambda``). ``return_reconstruction`` appends the reconstruction (for the
     discriminator's step) to the returned tuple.
     """
-    from pytorch_msssim import ssim
-
     posterior = vae.encode(images).latent_dist
     latents = posterior.sample(generator)
     recon = vae.decode(latents).sample
@@ -85,7 +84,7 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
         l1 = (error * (1 + lesion_weight * masks.to(error.dtype))).mean()
     else:
         l1 = error.mean()
-    ssim_value = ssim((recon.float().clamp(-1, 1) + 1) / 2, (images.float() + 1) / 2, data_range=1.0, size_average=True)
+    ssim_value = ssim_float32((recon.clamp(-1, 1) + 1) / 2, (images + 1) / 2)
     kl = posterior.kl().mean() / images[0].numel()
     reconstruction = l1 + ssim_weight * (1 - ssim_value)
     loss = reconstruction + kl_weight * kl
@@ -105,6 +104,19 @@ def vae_loss(vae, images: torch.Tensor, ssim_weight: float, kl_weight: float,
         loss = loss + weight * adv
         parts["adv_g"] = adv.item()
     return (loss, parts, recon) if return_reconstruction else (loss, parts)
+
+
+def ssim_float32(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM (pytorch-msssim, data range [0, 1]) in float32, also under bf16/fp16 autocast.
+
+    SSIM subtracts squared means from means of squares: in bf16 that leaves errors larger than
+    its constant C2 (9e-4), and a near-flat patch gives SSIM > 1 or ``inf`` (a vindr-tiny VAE run
+    went NaN from such a step).
+    """
+    from pytorch_msssim import ssim
+
+    with torch.autocast(image.device.type, enabled=False):
+        return ssim(image.float(), reference.float(), data_range=1.0, size_average=True)
 
 
 def _adversarial_criterion():
