@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "mammosynth.commands.data",        # phantom, ingest
     "mammosynth.commands.generation",  # train-vae, swap-decoder, train-ldm, sample
     "mammosynth.commands.edit",        # edit (lesion insertion)
+    "mammosynth.commands.distill",     # distill (few-step student)
+    "mammosynth.commands.tiny_decoder",  # distill-decoder (tiny decoder)
     "mammosynth.commands.privacy",     # train-siamese, build-index, privacy-audit
     "mammosynth.commands.privacy_report",  # privacy-report
     "mammosynth.commands.evaluation",  # generate-set, evaluate, paper-table
