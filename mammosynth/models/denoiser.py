@@ -34,10 +34,14 @@ class EncodedConditions:
             :meth:`mammosynth.conditions.Conditions.encode` gives them.
         masks: lesion masks ``(N, 1, H, W)``, at image or latent size (image size is
             area-averaged down to the latents).
+        guidance: the guidance scale per item ``(N,)`` float, for a distilled student whose condition
+            encoder embeds it (:func:`~mammosynth.models.conditioning.with_guidance_embedding`);
+            ``None`` (default) for the teacher.
     """
 
     codes: Mapping[str, torch.Tensor]
     masks: torch.Tensor
+    guidance: torch.Tensor | None = None
 
 
 class ConditionalDenoiser(nn.Module):
@@ -62,7 +66,11 @@ class ConditionalDenoiser(nn.Module):
         """
         masks = conditions.masks.to(noisy_latents.device, noisy_latents.dtype)
         latent_masks = latent_mask(masks, noisy_latents.shape[-2:])
-        class_labels = self.condition_encoder(conditions.codes).to(self.unet.dtype)
+        if conditions.guidance is None:
+            class_labels = self.condition_encoder(conditions.codes)
+        else:
+            class_labels = self.condition_encoder(conditions.codes, guidance=conditions.guidance)
+        class_labels = class_labels.to(self.unet.dtype)
         model_input = torch.cat([noisy_latents, latent_masks], dim=1).to(self.unet.dtype)
         if not torch.is_tensor(timesteps) or timesteps.dim() == 0:
             timesteps = torch.full((noisy_latents.shape[0],), int(timesteps), device=noisy_latents.device)

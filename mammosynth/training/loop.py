@@ -124,6 +124,8 @@ class TrainingSetup:
         reserve_fraction: share of ``--max_minutes`` kept for validation and the final save.
         average: keep an EMA of ``network`` when ``--use_ema``.
         postfix: log keys shown on the progress bar beside the loss.
+        after_step: ``after_step(step)`` after every optimizer step (``step`` counted from 1, right after the
+            EMA step): what a trainer updates outside the optimizer (a distillation's target network).
     """
 
     network: torch.nn.Module
@@ -136,6 +138,7 @@ class TrainingSetup:
     reserve_fraction: float = 0.1
     average: bool = True
     postfix: tuple[str, ...] = ()
+    after_step: Callable[[int], None] | None = None
 
 
 class TrainingLoop:
@@ -182,6 +185,8 @@ class TrainingLoop:
             loss, logs = self._optimizer_step(batches)
             if self.ema is not None:
                 self.ema.step(self.setup.network.parameters())
+            if self.setup.after_step is not None:
+                self.setup.after_step(state.step + 1)
             state.step += 1
             state.done = state.step >= state.max_train_steps
             progress.update(1)

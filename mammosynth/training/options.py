@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_common_arguments", "vae_parser", "ldm_parser", "siamese_parser", "int_list", "require_run_folders"]
+__all__ = ["add_common_arguments", "vae_parser", "ldm_parser", "siamese_parser", "distill_parser", "int_list",
+           "require_run_folders"]
 
 VAE_DESCRIPTION = "Train the 1-channel AutoencoderKL (f = 8; f = 4 with three --block_out_channels) on a prepared dataset."
 LDM_DESCRIPTION = "Train the conditional latent diffusion model (UNet + condition encoder) on a frozen VAE."
@@ -207,3 +208,37 @@ def siamese_parser(parser: argparse.ArgumentParser | None = None, description: s
     parser.set_defaults(learning_rate=1e-3, lr_warmup_steps=50, use_ema=False,   # batch 64 unless the preset says
                         validation_steps=200, checkpointing_steps=200, adam_weight_decay=1e-4)
     return parser
+
+DISTILL_DESCRIPTION = ("Latent consistency distillation (Luo et al. 2023) of a trained pipeline (the teacher) into a "
+                       "1-4-step student with the guidance scale as an input; saves <out>/student.")
+
+
+def distill_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Options of ``distill`` (:mod:`mammosynth.training.distill`)."""
+    parser = parser or argparse.ArgumentParser(prog="distill", description=DISTILL_DESCRIPTION)
+    add_common_arguments(parser)
+    parser.add_argument("--teacher", default=None,
+                        help="the trained pipeline folder to distil (e.g. checkpoints/mammosynth-phantom-256, or a "
+                             "train-ldm run folder); --data must be its training data")
+    parser.add_argument("--w_min", type=float, default=1.0,
+                        help="smallest guidance scale the student learns (the pipeline's guidance_scale, 1 = none)")
+    parser.add_argument("--w_max", type=float, default=5.0, help="largest guidance scale the student learns")
+    parser.add_argument("--solver_steps", type=int, default=50,
+                        help="N of the teacher's DDIM solver (skip k = 1000 / N); also the student LCMScheduler's "
+                             "original_inference_steps")
+    parser.add_argument("--target_ema_decay", type=float, default=0.95,
+                        help="EMA decay of the target network (the student's slow copy that gives the targets)")
+    parser.add_argument("--huber_c", type=positive_float, default=0.001, help="c of the pseudo-Huber loss")
+    parser.add_argument("--timestep_scaling", type=positive_float, default=10.0,
+                        help="timestep scaling of the LCM boundary conditions c_skip / c_out (LCMScheduler's)")
+    parser.add_argument("--guidance_embed_dim", type=int, default=256,
+                        help="width of the student's sinusoidal guidance-scale embedding")
+    parser.add_argument("--cond_dropout", type=float, default=0.1, help="per-field condition dropout (as train-ldm)")
+    parser.add_argument("--cond_drop_all", type=float, default=0.1, help="probability to drop every field")
+    parser.add_argument("--latent_shard_size", type=int, default=0,
+                        help="latents per shard of the latent cache (0 = one latents.pt in memory; see train-ldm)")
+    parser.add_argument("--save_fp16", action="store_true", help="save the student as fp16 safetensors")
+    parser.set_defaults(learning_rate=1e-4, lr_warmup_steps=100, train_batch_size=8, mixed_precision="no",
+                        gradient_checkpointing=False, checkpointing_steps=200)
+    return parser
+
