@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "adds a Send to PACS button to Generate. Server-wide credentials come from "
                              "MAMMOSYNTH_PACS_USERNAME / MAMMOSYNTH_PACS_PASSWORD (or user:password@ in the URL); "
                              "users may type their own. They are never logged")
+    parser.add_argument("--no-live-preview", dest="live_preview", action="store_false",
+                        help="no live preview on the Generate tab (it runs the fast student on every change of "
+                             "the conditions)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level; logs go to stderr (default: %(default)s)")
     return parser.parse_args(argv)
@@ -81,7 +84,8 @@ def config_from_args(args: argparse.Namespace):
                      temp_dir=temp_dir, show_neighbours=args.show_neighbours,
                      demo_study=not args.no_demo_study, max_concurrent_generations=args.max_concurrent_generations,
                      max_images=args.max_images, reports=args.reports, privacy_gate=args.privacy_gate,
-                     readers_may_generate=args.readers_may_generate, pacs_url=args.pacs_url)
+                     readers_may_generate=args.readers_may_generate, pacs_url=args.pacs_url,
+                     live_preview=args.live_preview)
 
 
 def main(argv: list[str] | None = None) -> None:

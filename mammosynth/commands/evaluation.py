@@ -41,7 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--copies", type=int, default=1, help="synthetic images per real row (default 1)")
     gen.add_argument("--limit", type=int, default=None, help="make only the first N images (quick runs)")
     gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--steps", type=int, default=50, help="inference steps (default 50)")
+    gen.add_argument("--steps", type=int, default=None,
+                     help="inference steps (default: 20 for the teacher's schedulers, 2 for --scheduler lcm)")
+    gen.add_argument("--scheduler", default=None,
+                     help="dpm, ddim, unipc, euler, ddpm, or lcm: the distilled few-step student (default: the "
+                          "checkpoint's own, DPM-Solver++)")
+    gen.add_argument("--decoder", choices=("full", "tiny"), default="full",
+                     help="the VAE's decoder (default) or the distilled tiny one (fast sets)")
     gen.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--privacy", choices=("resample", "drop", "off"), default="resample",
@@ -106,10 +112,15 @@ def _generate_set(args: argparse.Namespace) -> int:
     from ..evaluation.generate_set import GenerationSettings, generate_set, merge_shards, shard_folder
     from ..pipelines.pipeline_mammo_ldm import load_pipeline
 
-    settings = GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,
+    from ..pipelines.pipeline_mammo_ldm import default_steps
+
+    pipe = load_pipeline(args.checkpoint, scheduler=args.scheduler, privacy_gate=args.privacy != "off")
+    pipe.check_sampler(args.decoder)
+    steps = args.steps if args.steps is not None else default_steps(pipe.scheduler)
+    settings = GenerationSettings(num_inference_steps=steps, guidance_scale=args.guidance, batch_size=args.batch_size,
                                   seed=args.seed, copies=args.copies, privacy=args.privacy,
-                                  max_resamples=args.max_resamples, limit=args.limit)
-    pipe = load_pipeline(args.checkpoint, privacy_gate=args.privacy != "off")
+                                  max_resamples=args.max_resamples, limit=args.limit,
+                                  scheduler=args.scheduler or "checkpoint", decoder=args.decoder)
     state = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun / accelerate launch: one shard per process
         from accelerate import PartialState

@@ -1,4 +1,4 @@
-"""``mammosynth train-vae``, ``swap-decoder``, ``train-ldm``, ``sample`` and ``promote``."""
+"""``mammosynth train-vae``, ``swap-decoder``, ``train-ldm``, ``add-fast``, ``sample`` and ``promote``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     swap.add_argument("--vae", required=True, help="the decoder-trained VAE: a train-vae run folder or its vae/ folder")
     _command(subparsers, "train-ldm", _train_ldm, ldm_parser, help="train the conditional latent diffusion model",
              description="Train the conditional UNet on a frozen VAE; saves <out>/pipeline.")
+    fast = _command(
+        subparsers, "add-fast", _add_fast,
+        help="add a distilled few-step student and/or tiny decoder to a checkpoint",
+        description="Copy RUN/student/ (from `mammosynth distill`) and/or RUN/tiny_vae/ (from `mammosynth "
+        "distill-decoder`) into a checkpoint as fp16 components; then `--scheduler lcm` samples with the student "
+        "and `--decoder tiny` decodes with the tiny decoder. A student distilled from another teacher is refused.")
+    fast.add_argument("--checkpoint", required=True, help="pipeline folder to add them to")
+    fast.add_argument("--student", default=None, help="a `mammosynth distill` run folder (or its student/)")
+    fast.add_argument("--tiny-decoder", default=None, help="a `mammosynth distill-decoder` run folder (or its tiny_vae/)")
+    fast.add_argument("--fp32", action="store_true", help="keep float32 weights (default: fp16 safetensors)")
+    fast.add_argument("--allow-other-teacher", action="store_true",
+                      help="accept a student distilled from a different UNet (on purpose)")
     from ..training.promote import add_arguments as promote_arguments
 
     _command(subparsers, "promote", _promote, promote_arguments,
@@ -58,9 +70,14 @@ def _sample_arguments(sample: argparse.ArgumentParser) -> None:
     sample.add_argument("--num", type=int, default=1, help="number of images")
     _condition_arguments(sample)
     sample.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    sample.add_argument("--steps", type=int, default=20, help="denoising steps")
+    sample.add_argument("--steps", type=int, default=None,
+                        help="denoising steps (default: 20 for the teacher's schedulers, 2 for --scheduler lcm)")
     sample.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (>= 1)")
-    sample.add_argument("--scheduler", default="dpm", help="dpm, ddim, unipc, euler or ddpm")
+    sample.add_argument("--scheduler", default="dpm",
+                        help="dpm, ddim, unipc, euler or ddpm (the teacher), or lcm: the distilled few-step "
+                             "student (1-4 steps; needs a checkpoint with student_unet/)")
+    sample.add_argument("--decoder", choices=("full", "tiny"), default="full",
+                        help="the VAE's decoder (default) or the distilled tiny one (fast previews)")
     sample.add_argument("--batch_size", type=int, default=1,
                         help="images per forward pass (1 gives bit-exact recipes; larger is faster per image)")
     sample.add_argument("--recipe", default=None, help="a JSON recipe written by this command: make that image again")
@@ -107,6 +124,15 @@ def _train_ldm(args: argparse.Namespace) -> int:
     from ..training import train_ldm
 
     train_ldm.main(args)
+    return 0
+
+
+def _add_fast(args: argparse.Namespace) -> int:
+    from ..pipelines.fast_parts import add_fast_parts
+
+    added = add_fast_parts(args.checkpoint, student=args.student, tiny_decoder=args.tiny_decoder,
+                           fp16=not args.fp32, allow_other_teacher=args.allow_other_teacher)
+    print(f"added {', '.join(added)} to {args.checkpoint}")
     return 0
 
 

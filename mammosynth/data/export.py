@@ -97,6 +97,7 @@ class Recipe:
             (its weights and configs, not its reports), or ``None``.
         height, width: image size in pixels.
         resample_flagged: how often a flagged image was allowed to be redrawn.
+        decoder: ``"full"`` (the VAE's decoder) or ``"tiny"`` (the distilled tiny decoder).
         privacy: the privacy verdict as a dict (``flagged``, ``similarity``, ``threshold``,
             ``neighbours``), or ``None`` when no checker ran.
         created_at: ISO time of generation (UTC).
@@ -112,6 +113,7 @@ class Recipe:
     width: int
     checkpoint_sha256: str | None = None
     resample_flagged: int = 0
+    decoder: str = "full"
     privacy: dict[str, Any] | None = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -147,7 +149,7 @@ class Recipe:
         """Keyword arguments for ``MammoLDMPipeline.__call__`` (all but ``generator``)."""
         return {"conditions": self.conditions, "num_images": 1, "num_inference_steps": int(self.num_inference_steps),
                 "guidance_scale": float(self.guidance_scale), "height": int(self.height), "width": int(self.width),
-                "resample_flagged": int(self.resample_flagged)}
+                "resample_flagged": int(self.resample_flagged), "decoder": str(self.decoder)}
 
     def describe(self) -> str:
         """One line for people: the conditions in words."""

@@ -67,6 +67,9 @@ class GenerationSettings:
             set is then marked ungated in its metadata).
         max_resamples: resampling attempts per image before it is dropped (< 64).
         limit: make only the first ``limit`` planned images (quick runs).
+        scheduler: the sampler's short name as recorded (``"checkpoint"``: the checkpoint's own;
+            ``"lcm"``: the distilled student); the caller sets it on the pipeline.
+        decoder: ``"full"`` (the VAE's) or ``"tiny"`` (the distilled tiny decoder).
     """
 
     num_inference_steps: int = 50
@@ -77,12 +80,16 @@ class GenerationSettings:
     privacy: str = "resample"
     max_resamples: int = 3
     limit: int | None = None
+    scheduler: str = "checkpoint"
+    decoder: str = "full"
 
     def __post_init__(self) -> None:
         if self.privacy not in PRIVACY_MODES:
             raise ValueError(f"privacy must be one of {PRIVACY_MODES}, got {self.privacy!r}")
         if self.copies < 1 or self.batch_size < 1:
             raise ValueError(f"copies and batch_size must be ≥ 1, got {self.copies} and {self.batch_size}")
+        if self.decoder not in ("full", "tiny"):
+            raise ValueError(f"decoder must be 'full' or 'tiny', got {self.decoder!r}")
         if not 0 <= self.max_resamples < 64:
             raise ValueError(f"max_resamples must be in 0..63, got {self.max_resamples}")
 
@@ -184,9 +191,10 @@ def _call_pipe(pipe: Any, conditions: Sequence[Conditions], seeds: Sequence[int]
 
     device = getattr(pipe, "device", torch.device("cpu"))
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    extra = {"decoder": settings.decoder} if settings.decoder != "full" else {}
     out = pipe(conditions=list(conditions), num_images=len(conditions),
                num_inference_steps=settings.num_inference_steps, guidance_scale=settings.guidance_scale,
-               generator=generators)
+               generator=generators, **extra)
     images = list(out.images)
     privacy = list(out.privacy) if getattr(out, "privacy", None) is not None else [None] * len(images)
     if len(images) != len(conditions) or len(privacy) != len(images):

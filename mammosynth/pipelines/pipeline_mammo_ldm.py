@@ -8,6 +8,12 @@ Components (a diffusers folder: ``model_index.json``, ``vae/``, ``unet/``,
 * ``unet`` – ``UNet2DModel`` over ``latents ⊕ lesion mask`` with ``class_embed_type="identity"``
 * ``condition_encoder`` – :class:`~mammosynth.models.conditioning.ConditionEncoder`
 * ``scheduler`` – any diffusers scheduler (DPM-Solver++ by default)
+* ``student_unet`` / ``student_condition_encoder`` – optional: the few-step student distilled from
+  ``unet`` by latent consistency distillation (``mammosynth distill``), with the guidance scale as an
+  input instead of a second (unconditional) UNet call. Choosing the scheduler ``"lcm"``
+  (``scheduler_from_name("lcm", ...)``, CLI ``--scheduler lcm``) samples with it in 1–4 steps.
+* ``tiny_vae`` – optional: a tiny ``AutoencoderTiny`` decoder distilled from ``vae``'s
+  (``mammosynth distill-decoder``), for previews and fast sets (``decoder="tiny"``).
 * ``privacy_checker`` – :class:`mammosynth.privacy.checker.PrivacyChecker`, the privacy gate.
   It is on by default: a pipeline without one **refuses to generate** (``PrivacyGateMissingError``)
   unless it was built or loaded with ``requires_privacy_checker=False`` on purpose, which logs a
@@ -47,7 +53,8 @@ from .checkpoint import CheckpointError, check_checkpoint_folder, register_priva
 logger = logging.getLogger(__name__)
 
 __all__ = ["MammoLDMPipeline", "MammoLDMPipelineOutput", "MammoLDMEditOutput", "CheckpointError", "PrivacyGateMissingError",
-           "default_scheduler", "register_privacy_checker", "load_pipeline", "SCHEDULERS"]
+           "default_scheduler", "register_privacy_checker", "load_pipeline", "SCHEDULERS", "DECODERS",
+           "DEFAULT_STEPS", "default_steps", "is_student_scheduler"]
 
 OUTPUT_TYPES = ("uint16", "float", "pil", "latent")
 
@@ -58,7 +65,17 @@ SCHEDULERS: dict[str, str] = {
     "unipc": "UniPCMultistepScheduler",
     "euler": "EulerDiscreteScheduler",
     "ddpm": "DDPMScheduler",
+    "lcm": "LCMScheduler",   # the distilled student (student_unet), not the teacher
 }
+
+#: The decoders :meth:`MammoLDMPipeline.__call__` offers: the VAE's, or the distilled tiny one.
+DECODERS = ("full", "tiny")
+
+#: Default denoising steps per scheduler short name (see :func:`default_steps`).
+DEFAULT_STEPS: dict[str, int] = {"lcm": 2}
+
+#: Default steps of the teacher's multistep schedulers (DPM-Solver++ and the like).
+DEFAULT_TEACHER_STEPS = 20
 
 
 class PrivacyGateMissingError(ValueError):
@@ -76,6 +93,18 @@ def default_scheduler(num_train_timesteps: int = 1000) -> DPMSolverMultistepSche
         algorithm_type="dpmsolver++",
         solver_order=2,
     )
+
+
+def default_steps(scheduler: str | Any | None) -> int:
+    """The default number of denoising steps for a scheduler short name (or scheduler object)."""
+    if scheduler is not None and not isinstance(scheduler, str):
+        scheduler = "lcm" if type(scheduler).__name__ == "LCMScheduler" else type(scheduler).__name__
+    return DEFAULT_STEPS.get(str(scheduler or "dpm").lower(), DEFAULT_TEACHER_STEPS)
+
+
+def is_student_scheduler(scheduler: Any) -> bool:
+    """True for the scheduler that samples with the distilled student (diffusers' ``LCMScheduler``)."""
+    return type(scheduler).__name__ == "LCMScheduler"
 
 
 def scheduler_from_name(name: str, config: Any):
@@ -134,17 +163,31 @@ class MammoLDMPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "condition_encoder->unet->vae"
-    _optional_components = ["privacy_checker"]
+    _optional_components = ["privacy_checker", "student_unet", "student_condition_encoder", "student_scheduler",
+                            "tiny_vae"]
 
     def __init__(self, vae, unet, condition_encoder, scheduler, privacy_checker=None,
-                 requires_privacy_checker: bool = True):
+                 requires_privacy_checker: bool = True, student_unet=None, student_condition_encoder=None,
+                 student_scheduler=None, tiny_vae=None):
         super().__init__()
         check_components(vae, unet, condition_encoder)
+        if (student_unet is None) != (student_condition_encoder is None):
+            raise CheckpointError("the student needs both student_unet and student_condition_encoder; got only one")
+        if student_unet is not None:
+            check_components(vae, student_unet, student_condition_encoder)
+        if tiny_vae is not None and tiny_vae.config.latent_channels != vae.config.latent_channels:
+            raise CheckpointError(f"the tiny decoder takes {tiny_vae.config.latent_channels} latent channels, the "
+                                  f"VAE makes {vae.config.latent_channels}")
         self.register_modules(vae=vae, unet=unet, condition_encoder=condition_encoder, scheduler=scheduler,
-                              privacy_checker=privacy_checker)
+                              privacy_checker=privacy_checker, student_unet=student_unet,
+                              student_condition_encoder=student_condition_encoder,
+                              student_scheduler=student_scheduler, tiny_vae=tiny_vae)
         self.register_to_config(requires_privacy_checker=requires_privacy_checker)
-        for module in (vae, unet, condition_encoder):
-            module.eval()  # sampling is deterministic only in eval mode
+        #: the noise schedule the models were trained with (what :meth:`scheduler_named` builds from)
+        self.teacher_scheduler_config = dict(scheduler.config)
+        for module in (vae, unet, condition_encoder, student_unet, student_condition_encoder, tiny_vae):
+            if module is not None:
+                module.eval()  # sampling is deterministic only in eval mode
         if privacy_checker is None and not requires_privacy_checker:
             logger.warning(
                 "You have disabled the privacy checker for %s (requires_privacy_checker=False). Generated images "
@@ -165,6 +208,43 @@ class MammoLDMPipeline(DiffusionPipeline):
             )
 
     # ---- geometry -----------------------------------------------------------------------
+
+    @property
+    def has_student(self) -> bool:
+        """Whether the checkpoint ships a distilled few-step student (scheduler ``"lcm"``)."""
+        return getattr(self, "student_unet", None) is not None
+
+    @property
+    def has_tiny_decoder(self) -> bool:
+        """Whether the checkpoint ships the tiny decoder (``decoder="tiny"``)."""
+        return getattr(self, "tiny_vae", None) is not None
+
+    def scheduler_named(self, name: str):
+        """A fresh scheduler by short name (:data:`SCHEDULERS`): the teacher's noise schedule for dpm,
+        ddim, ...; for ``"lcm"`` the student's own ``LCMScheduler`` (``student_scheduler/``, the
+        settings it was distilled with), or one made from the teacher's schedule with the defaults
+        of ``mammosynth distill`` when the checkpoint has none."""
+        if name.lower() == "lcm":
+            own = getattr(self, "student_scheduler", None)
+            if own is not None:
+                return type(own).from_config(own.config)
+            from ..training.distill import student_scheduler
+
+            config = self.teacher_scheduler_config
+            return student_scheduler(config, 50, 10.0, config.get("prediction_type", "epsilon"))
+        return scheduler_from_name(name, self.teacher_scheduler_config)
+
+    def check_sampler(self, decoder: str = "full") -> None:
+        """Raise ``ValueError`` when the scheduler or ``decoder`` asks for a part this checkpoint lacks."""
+        if decoder not in DECODERS:
+            raise ValueError(f"`decoder` has to be one of {DECODERS} but is {decoder!r}.")
+        if decoder == "tiny" and not self.has_tiny_decoder:
+            raise ValueError("`decoder='tiny'` needs the tiny decoder (tiny_vae/), which this checkpoint lacks: "
+                             "make one with `mammosynth distill-decoder` and add it with `mammosynth add-fast`")
+        if is_student_scheduler(self.scheduler) and not self.has_student:
+            raise ValueError("the scheduler 'lcm' samples with the distilled student (student_unet/), which this "
+                             "checkpoint lacks: make one with `mammosynth distill` and add it with "
+                             "`mammosynth add-fast`, or choose a teacher scheduler (dpm, ddim, ...)")
 
     @property
     def vae_scale_factor(self) -> int:
@@ -242,6 +322,11 @@ class MammoLDMPipeline(DiffusionPipeline):
     # ---- model helpers (used by training, privacy audit and evaluation) -------------------
 
     @property
+    def student_denoiser(self) -> ConditionalDenoiser:
+        """The distilled student as a :class:`ConditionalDenoiser` (its conditions carry the guidance scale)."""
+        return ConditionalDenoiser(self.student_unet, self.student_condition_encoder)
+
+    @property
     def denoiser(self) -> ConditionalDenoiser:
         """The UNet and condition encoder as one :class:`~mammosynth.models.denoiser.ConditionalDenoiser`
         (the same modules, not a copy): the only way this pipeline, and anything that attacks or
@@ -260,8 +345,13 @@ class MammoLDMPipeline(DiffusionPipeline):
         return to_model_space(self.vae, self.vae.encode(x).latent_dist.mode())
 
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents → float images ``(N, H, W)`` in [0, 1] (canonical)."""
+    def decode_latents(self, latents: torch.Tensor, decoder: str = "full") -> torch.Tensor:
+        """Scaled latents → float images ``(N, H, W)`` in [0, 1] (canonical), by the VAE's decoder
+        (``"full"``) or the distilled tiny one (``"tiny"``)."""
+        if decoder == "tiny":
+            from ..models.tiny_decoder import tiny_decode
+
+            return tiny_decode(self.tiny_vae, latents)
         images = self.vae.decode(from_model_space(self.vae, latents.to(self.vae.dtype))).sample
         return ((images.float()[:, 0] + 1) / 2).clamp(0, 1)
 
@@ -287,7 +377,7 @@ class MammoLDMPipeline(DiffusionPipeline):
         box: Sequence[float] | str | None = None,
         conditions: Conditions | Sequence[Conditions] | None = None,
         num_images: int = 1,
-        num_inference_steps: int = 20,
+        num_inference_steps: int | None = None,
         guidance_scale: float = 3.0,
         height: int | None = None,
         width: int | None = None,
@@ -298,6 +388,7 @@ class MammoLDMPipeline(DiffusionPipeline):
         output_type: str = "uint16",
         return_dict: bool = True,
         resample_flagged: int = 0,
+        decoder: str = "full",
     ) -> MammoLDMPipelineOutput | tuple:
         """Generate images.
 
@@ -307,8 +398,10 @@ class MammoLDMPipeline(DiffusionPipeline):
             conditions: instead of the fields, one :class:`Conditions` (for all images) or a
                 list (one image each).
             num_images: images to generate (per :class:`Conditions` if one was given).
-            num_inference_steps: denoising steps.
-            guidance_scale: classifier-free guidance weight; 1 disables guidance.
+            num_inference_steps: denoising steps (default :func:`default_steps` of the scheduler: 20
+                for the teacher's, 2 for ``"lcm"``, the distilled student).
+            guidance_scale: classifier-free guidance weight; 1 disables guidance. The student takes
+                it as an input (one UNet call per step instead of two).
             height, width: output size (default: the training size).
             generator: ``torch.Generator`` (or one per image) for determinism.
             latents: optional initial noise ``(N, C, h, w)``.
@@ -318,6 +411,8 @@ class MammoLDMPipeline(DiffusionPipeline):
             output_type: ``"uint16"``, ``"float"``, ``"pil"`` or ``"latent"``.
             return_dict: return a :class:`MammoLDMPipelineOutput` (else a tuple).
             resample_flagged: regenerate images the privacy checker flags, up to this many times.
+            decoder: ``"full"`` (the VAE's) or ``"tiny"`` (the distilled tiny decoder: previews and
+                fast sets; its images pass the same privacy gate).
 
         Returns:
             :class:`MammoLDMPipelineOutput` ``(images, conditions, privacy)``.
@@ -325,6 +420,9 @@ class MammoLDMPipeline(DiffusionPipeline):
         height = height or self.default_size[0]
         width = width or self.default_size[1]
         conds = self.resolve_conditions(birads, density, view, laterality, lesion, box, conditions, num_images)
+        if num_inference_steps is None:
+            num_inference_steps = default_steps(self.scheduler)
+        self.check_sampler(decoder)
         self.check_inputs(conds, num_images, num_inference_steps, guidance_scale, height, width, output_type,
                           resample_flagged)
         self.check_privacy_gate()
@@ -339,7 +437,7 @@ class MammoLDMPipeline(DiffusionPipeline):
             return MammoLDMPipelineOutput(images=latents, conditions=conds) if return_dict else (latents, conds, None)
 
         # 5. latents -> canonical uint16 frames
-        images = self.decode_latents(latents)
+        images = self.decode_latents(latents, decoder)
         frames = np.rint(images.cpu().numpy() * 65535).astype(np.uint16)
 
         # 6. privacy gate on canonical frames; regenerate flagged images if asked
@@ -354,7 +452,7 @@ class MammoLDMPipeline(DiffusionPipeline):
                 gens = [generator[i] for i in flagged] if isinstance(generator, list) else generator
                 redo = self._sample([conds[i] for i in flagged], num_inference_steps, guidance_scale, height, width,
                                     gens, None, None, None)
-                redo_frames = np.rint(self.decode_latents(redo).cpu().numpy() * 65535).astype(np.uint16)
+                redo_frames = np.rint(self.decode_latents(redo, decoder).cpu().numpy() * 65535).astype(np.uint16)
                 for j, verdict in zip(flagged, self.privacy_checker.check(redo_frames)):
                     frames[j] = redo_frames[flagged.index(j)]
                     privacy[j] = verdict
@@ -498,6 +596,9 @@ class MammoLDMPipeline(DiffusionPipeline):
         if output_type == "latent":
             raise ValueError("`output_type` 'latent' is not offered by edit: the paste works on pixels; use "
                              "'uint16', 'float' or 'pil'.")
+        if is_student_scheduler(self.scheduler):
+            raise ValueError("edit runs the teacher (latent blending re-noises the original at every step); the "
+                             "scheduler 'lcm' (the distilled student) is for generation: choose dpm, ddim, ...")
         height, width = self.default_size
         self.check_inputs([conditions], num_images, num_inference_steps, guidance_scale, height, width, output_type)
         if hasattr(image, "mode") and hasattr(image, "size"):  # a PIL image
@@ -524,6 +625,9 @@ class MammoLDMPipeline(DiffusionPipeline):
 
     def _sample(self, conds, num_inference_steps, guidance_scale, height, width, generator, latents,
                 callback, callback_on_step_end) -> torch.Tensor:
+        if is_student_scheduler(self.scheduler):
+            return self._sample_student(conds, num_inference_steps, guidance_scale, height, width, generator,
+                                        latents, callback, callback_on_step_end)
         device = self._execution_device
         n = len(conds)
         do_cfg = guidance_scale > 1.0
@@ -563,6 +667,36 @@ class MammoLDMPipeline(DiffusionPipeline):
                 # 4d. x_t -> x_t-1
                 latents = self.scheduler.step(noise, t, latents, **extra).prev_sample
                 # 4e. hooks
+                if callback_on_step_end is not None:
+                    result = callback_on_step_end(self, i, t, {"latents": latents}) or {}
+                    latents = result.get("latents", latents)
+                if callback is not None:
+                    callback(i + 1, len(timesteps))
+                bar.update()
+        return latents
+
+    def _sample_student(self, conds, num_inference_steps, guidance_scale, height, width, generator, latents,
+                        callback, callback_on_step_end) -> torch.Tensor:
+        """Multistep consistency sampling with the distilled student (diffusers' ``LCMScheduler``):
+        each step predicts the clean latents from the current ones and re-noises them to the next
+        timestep; the guidance scale goes in as a condition, so a step is ONE UNet call."""
+        device = self._execution_device
+        n = len(conds)
+        codes, masks = self.prepare_conditions(conds, height, width, device)
+        guidance = torch.full((n,), float(guidance_scale), device=device)
+        conditions = EncodedConditions(codes, masks, guidance=guidance)
+        denoiser = self.student_denoiser
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        shape = (n, self.student_unet.config.out_channels, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.student_unet.dtype)
+        latents = latents.to(device) * self.scheduler.init_noise_sigma
+        with self.progress_bar(total=len(timesteps)) as bar:
+            for i, t in enumerate(timesteps):
+                prediction = denoiser(latents, t, conditions)
+                latents = self.scheduler.step(prediction, t, latents, generator=generator).prev_sample
                 if callback_on_step_end is not None:
                     result = callback_on_step_end(self, i, t, {"latents": latents}) or {}
                     latents = result.get("latents", latents)
@@ -647,6 +781,6 @@ def load_pipeline(checkpoint: str | os.PathLike, scheduler: str | None = None,
 
     pipe = MammoLDMPipeline.from_pretrained(checkpoint, privacy_gate=privacy_gate)
     if scheduler is not None:
-        pipe.scheduler = scheduler_from_name(scheduler, pipe.scheduler.config)
+        pipe.scheduler = pipe.scheduler_named(scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe

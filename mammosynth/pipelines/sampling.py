@@ -40,6 +40,7 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
         conditions = recipe.conditions
         seeds = [recipe.seed]
         steps, guidance, scheduler = recipe.num_inference_steps, recipe.guidance_scale, recipe.scheduler
+        decoder = recipe.decoder
         checkpoint = args.checkpoint if args.checkpoint != BUNDLED_CHECKPOINT else recipe.checkpoint
     else:
         if args.num < 1:
@@ -48,11 +49,17 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
                                        laterality=args.laterality, lesion=args.lesion, box=args.box)
         seeds = [args.seed + i for i in range(args.num)]
         steps, guidance, scheduler, checkpoint = args.steps, args.guidance, args.scheduler, args.checkpoint
+        decoder = getattr(args, "decoder", "full")
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
     from .pipeline_mammo_ldm import load_pipeline
 
+    from .pipeline_mammo_ldm import default_steps
+
     pipe = load_pipeline(checkpoint, scheduler, privacy_gate=getattr(args, "privacy_gate", True))
+    pipe.check_sampler(decoder)
+    if steps is None:
+        steps = default_steps(scheduler)
     name_neighbours = bool(getattr(args, "name_neighbours", False))
     if name_neighbours:
         logger.warning("--name-training-neighbours: every recipe and DICOM written to %s names the nearest "
@@ -67,10 +74,11 @@ def sample_to_folder(args: argparse.Namespace) -> list[Path]:
     for start in range(0, len(seeds), args.batch_size):
         chunk = seeds[start:start + args.batch_size]
         result = pipe(conditions=[conditions] * len(chunk), num_inference_steps=steps, guidance_scale=guidance,
-                      generator=[torch.Generator().manual_seed(s) for s in chunk])
+                      generator=[torch.Generator().manual_seed(s) for s in chunk], decoder=decoder)
         for seed, image, verdict in zip(chunk, result.images, result.privacy or [None] * len(chunk)):
             recipe = Recipe(conditions=conditions, seed=seed, num_inference_steps=steps, guidance_scale=guidance,
                             scheduler=scheduler, checkpoint=str(checkpoint), height=height, width=width,
+                            decoder=decoder,
                             checkpoint_sha256=checkpoint_sha256,
                             privacy=verdict_dict(verdict, include_neighbours=name_neighbours))
             stem = out / f"sample_seed{seed:06d}"

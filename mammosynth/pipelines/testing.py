@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..models.conditioning import ConditionEncoder
     from .pipeline_mammo_ldm import MammoLDMPipeline
 
-__all__ = ["tiny_modules", "tiny_pipeline"]
+__all__ = ["tiny_modules", "tiny_pipeline", "add_tiny_student"]
 
 
 def tiny_modules(height: int = 64, width: int = 48, seed: int = 0, *, latent_channels: int = 4,
@@ -61,4 +61,23 @@ def tiny_pipeline(height: int = 64, width: int = 48, seed: int = 0, *, scheduler
     pipe = MammoLDMPipeline(vae, unet, encoder, scheduler if scheduler is not None else default_scheduler(),
                             privacy_checker=privacy_checker, requires_privacy_checker=requires_privacy_checker)
     pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def add_tiny_student(pipe: MammoLDMPipeline, seed: int = 0, guidance_embed_dim: int = 16) -> MammoLDMPipeline:
+    """Give ``pipe`` an untrained "student": a copy of its UNet and condition encoder with a guidance
+    embedding (random, so that the guidance scale changes the output) and the student's
+    ``LCMScheduler``, as ``mammosynth distill`` would write them. For tests of the plumbing."""
+    import copy
+
+    import torch
+
+    from ..models.conditioning import with_guidance_embedding
+
+    torch.manual_seed(seed)
+    encoder = with_guidance_embedding(pipe.condition_encoder, dim=guidance_embed_dim)
+    for parameter in encoder.guidance_mlp.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
+    pipe.register_modules(student_unet=copy.deepcopy(pipe.unet).eval(), student_condition_encoder=encoder.eval(),
+                          student_scheduler=pipe.scheduler_named("lcm"))
     return pipe

@@ -55,7 +55,7 @@ from .loop import TensorDictDataset, TrainingLoop, TrainingSetup, seeded_dataloa
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "load_student", "load_teacher", "DDIMSolver", "boundary_scalings",
+__all__ = ["parse_args", "main", "load_student", "load_teacher", "weights_sha256", "DDIMSolver", "boundary_scalings",
            "to_x0_and_noise", "consistency_output", "pseudo_huber", "guided_teacher_step", "lcd_loss",
            "update_target", "student_scheduler", "SIGMA_DATA"]
 
@@ -299,7 +299,7 @@ def load_student(folder: str | os.PathLike):
     return unet, encoder, LCMScheduler.from_pretrained(root / "scheduler")
 
 
-def _weights_sha256(folder: Path) -> str:
+def weights_sha256(folder: Path) -> str:
     """sha256 over the ``*.safetensors`` of a component folder (sorted by name)."""
     digest = hashlib.sha256()
     for path in sorted(folder.glob("*.safetensors")):
@@ -349,7 +349,7 @@ def main(args: argparse.Namespace) -> dict:
     if (data.height, data.width) != (size[0] * factor, size[1] * factor):
         raise ValueError(f"--data {args.data} holds {data.height}x{data.width} frames; the teacher {args.teacher} "
                          f"makes {size[0] * factor}x{size[1] * factor}: distil on the teacher's own training data")
-    teacher_info = {"folder": str(teacher_root), "unet_sha256": _weights_sha256(teacher_root / "unet"),
+    teacher_info = {"folder": str(teacher_root), "unet_sha256": weights_sha256(teacher_root / "unet"),
                     "fingerprint": fingerprint(teacher_root)}
     _check_same_teacher(out, teacher_info)
     device = accelerator.device

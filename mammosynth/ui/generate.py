@@ -32,11 +32,13 @@ logger = logging.getLogger("mammosynth.app")
 
 __all__ = [
     "PRESETS", "SAMPLER_CHOICES", "FAILED_NOTE", "box_problem", "check_conditions", "box_from_annotation",
-    "annotation_value", "run_generation", "render_gallery", "verdict_table", "build_generate_tab",
+    "annotation_value", "run_generation", "run_preview", "render_gallery", "verdict_table", "build_generate_tab",
 ]
 
 SAMPLER_CHOICES = [("DPM-Solver++ (fast, default)", "dpm"), ("UniPC", "unipc"), ("DDIM", "ddim"),
                    ("Euler", "euler"), ("DDPM (slow, needs many steps)", "ddpm")]
+#: Offered when the checkpoint ships the distilled student (student_unet/).
+STUDENT_CHOICE = ("LCM student (1–4 steps, fastest)", "lcm")
 
 #: One-click presets: (label, birads, density, view, laterality, lesion, box).
 PRESETS: list[tuple[str, str, str, str, str, str, str]] = [
@@ -231,6 +233,34 @@ def run_generation(services: Services, birads: Any, density: Any, view: Any, lat
     return GenerationOutcome(images, files, items, details, auto_window(images[0].frame), folder)
 
 
+def run_preview(services: Services, birads: Any, density: Any, view: Any, laterality: Any, lesion: Any, box: Any,
+                seed: Any, guidance: Any) -> tuple[np.ndarray | None, str]:
+    """The live preview: an 8-bit view and a one-line note (never raises: a preview is optional).
+
+    Seed −1 (random) previews with seed 0, so that what changes between previews is the
+    conditions, not the noise. A flagged preview is not shown.
+    """
+    if box_problem(box) is not None:
+        return None, "Preview: fix the lesion box first."
+    try:
+        request = parse_generation_request(birads, density, view, laterality, lesion, box, seed, 1, guidance, "dpm", 1,
+                                           max_images=1, max_steps=1)
+        seed_value = 0 if float(seed if seed not in (None, "") else -1) < 0 else request.seed
+        preview = services.model.preview(request.conditions, seed_value, request.guidance_scale)
+    except ValueError as error:
+        return None, f"Preview: {error}"
+    except Exception as error:  # noqa: BLE001 - the preview must never break the tab
+        logger.exception("preview failed")
+        return None, f"Preview failed ({type(error).__name__}); Generate still works."
+    how = (f"{'student' if preview.scheduler == 'lcm' else 'teacher'} {preview.steps} step"
+           f"{'s' if preview.steps > 1 else ''}, {preview.decoder} decoder, {preview.seconds * 1000:.0f} ms")
+    if preview.verdict is not None and preview.verdict.flagged:
+        return None, f"Preview withheld: the privacy gate flagged it ({how}); change the seed or conditions."
+    mark = "privacy ✓" if preview.verdict is not None else "⚠ not privacy-checked"
+    view8 = apply_window(preview.frame, auto_window(preview.frame))
+    return view8, f"Live preview · seed {seed_value} · {how} · {mark}. **Generate** makes the full-quality images."
+
+
 # ---- the tab --------------------------------------------------------------------------------
 
 
@@ -301,12 +331,19 @@ def build_generate_tab(services: Services) -> gr.State:
                 steps = gr.Slider(1, config.max_steps, value=config.default_steps, step=1, label="Steps",
                                   elem_id="gen-steps")
                 guidance = gr.Slider(1.0, 10.0, value=3.0, step=0.5, label="Guidance (1 = none)", elem_id="gen-guidance")
-            sampler = gr.Dropdown(SAMPLER_CHOICES, value="dpm", label="Sampler", elem_id="gen-sampler", allow_custom_value=True)
+            choices = SAMPLER_CHOICES + ([STUDENT_CHOICE] if _has_student(config.checkpoint) else [])
+            sampler = gr.Dropdown(choices, value="dpm", label="Sampler", elem_id="gen-sampler", allow_custom_value=True)
+            live = gr.Checkbox(value=config.live_preview, label="Live preview (refreshes as you change the conditions)",
+                               elem_id="gen-live")
             go = gr.Button("Generate", variant="primary", elem_id="gen-go")
             gr.Markdown("**Presets** (one click sets the conditions):")
             with gr.Row():
                 preset_buttons = [gr.Button(p[0], size="sm", elem_classes=["preset"]) for p in PRESETS]
         with gr.Column(scale=3, min_width=360):
+            with gr.Row(visible=config.live_preview) as preview_row:
+                preview = gr.Image(label="Live preview", format="png", type="numpy", interactive=False, height=320,
+                                   show_label=True, elem_id="gen-preview", buttons=[])
+            preview_note = gr.Markdown("", elem_id="gen-preview-note")
             gallery = gr.Gallery(label="Generated images (8-bit view through the window below; downloads are 16-bit)",
                                  format="png", columns=2, height="auto", object_fit="contain", preview=False,
                                  buttons=["fullscreen"], elem_id="gen-gallery", interactive=False)
@@ -365,6 +402,27 @@ def build_generate_tab(services: Services) -> gr.State:
     for component in (view, laterality):
         component.input(on_orientation, [view, laterality, side, box], [annotator, box, side], queue=False,
                         api_visibility="private")
+
+    # -- the live preview: debounced by coalescing (only the latest pending change runs) -------------
+    def on_preview(live_value: bool, birads: str, density: str, view: str, laterality: str, lesion: str, box: str,
+                   seed: float, guidance: float, request: gr.Request) -> tuple:
+        if not live_value or generator_refusal(services, username_of(request)) is not None:
+            return gr.update(), gr.update()
+        return run_preview(services, birads, density, view, laterality, lesion, box, seed, guidance)
+
+    preview_inputs = [live, birads, density, view, laterality, lesion, box, seed, guidance]
+    for component in (birads, density, view, laterality, lesion, box, seed, guidance, live):
+        component.change(on_preview, preview_inputs, [preview, preview_note], trigger_mode="always_last",
+                         concurrency_limit=1, concurrency_id="preview", api_visibility="private",
+                         show_progress="hidden")
+    live.change(lambda on: gr.update(visible=bool(on)), live, preview_row, queue=False, api_visibility="private")
+
+    def on_sampler(name: str) -> dict:
+        from ..pipelines.pipeline_mammo_ldm import default_steps
+
+        return gr.update(value=min(default_steps(name), config.max_steps))
+
+    sampler.input(on_sampler, sampler, steps, queue=False, api_visibility="private")
 
     for button, preset in zip(preset_buttons, PRESETS):
         def apply(preset: tuple = preset) -> tuple:
@@ -449,6 +507,17 @@ def build_generate_tab(services: Services) -> gr.State:
 
     last_seed.click(reuse_seed, [details, seed], seed, queue=False, api_visibility="private")
     return shown
+
+
+def _has_student(checkpoint: Path) -> bool:
+    """Whether the checkpoint folder registers the distilled student (without loading it)."""
+    import json
+
+    try:
+        index = json.loads((Path(checkpoint) / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(index.get("student_unet")) and (Path(checkpoint) / "student_unet").is_dir()
 
 
 def _neighbour_thumbnails(services: Services, outcome: GenerationOutcome) -> list[tuple[str, str]]:

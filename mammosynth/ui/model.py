@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mammosynth.app")
 
-__all__ = ["MAX_SEED", "GenerationRequest", "parse_generation_request", "GeneratedImage", "ModelService",
+__all__ = ["MAX_SEED", "GenerationRequest", "parse_generation_request", "GeneratedImage", "ModelService", "Preview",
            "write_outputs", "write_batch_outputs", "BatchOutputs"]
 
 MAX_SEED = 2**31 - 1
@@ -120,17 +120,40 @@ class GeneratedImage:
         return f"mammosynth_{side}_{kind}{self.recipe.seed}"
 
 
+#: Student steps of a live preview (the fewest that show the conditions; see bench_sampling.py).
+PREVIEW_STUDENT_STEPS = 1
+#: Teacher steps of a live preview when the checkpoint has no student.
+PREVIEW_TEACHER_STEPS = 4
+
+
+@dataclass
+class Preview:
+    """A live-preview image (display orientation) and how it was made."""
+
+    frame: np.ndarray
+    verdict: PrivacyVerdict | None
+    scheduler: str
+    steps: int
+    decoder: str
+    seconds: float
+
+
 class ModelService:
     """The checkpoint, loaded on first use and shared (read-only) by every user.
 
     Sampling runs under a lock: a pipeline's scheduler holds per-call state, so two
-    generations never interleave in one process (the queue limits how many wait).
+    generations never interleave in one process (the queue limits how many wait). Each call
+    takes :func:`mammosynth.runtime.sampling_threads` threads (the cores no other process is
+    busy on, at most the torch threads the process started with): a training job beside the
+    app slows a generation by less than half instead of several times.
     """
 
     def __init__(self, checkpoint: str | os.PathLike,
-                 loader: Callable[[Path], MammoLDMPipeline] | None = None):
+                 loader: Callable[[Path], MammoLDMPipeline] | None = None, adaptive_threads: bool = True):
         self.checkpoint = Path(checkpoint)
         self._loader = loader
+        self.adaptive_threads = adaptive_threads
+        self._max_threads: int | None = None
         self._pipe: MammoLDMPipeline | None = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
@@ -177,11 +200,21 @@ class ModelService:
                 out["privacy_threshold"] = float(pipe.privacy_checker.threshold)
         return out
 
-    def _scheduler(self, name: str) -> SchedulerMixin:
-        from ..pipelines.pipeline_mammo_ldm import scheduler_from_name
+    def _set_threads(self) -> None:
+        """Give the next sampling call the cores nobody else is busy on (see the class doc)."""
+        import torch
 
+        if not self.adaptive_threads:
+            return
+        from ..runtime import sampling_threads
+
+        if self._max_threads is None:
+            self._max_threads = torch.get_num_threads()
+        torch.set_num_threads(sampling_threads(self._max_threads))
+
+    def _scheduler(self, name: str) -> SchedulerMixin:
         if name not in self._schedulers:
-            self._schedulers[name] = scheduler_from_name(name, self._base_scheduler_config)
+            self._schedulers[name] = self.pipeline().scheduler_named(name)
         return self._schedulers[name]
 
     def generate(self, request: GenerationRequest, progress: Callable[[int, int], None] | None = None,
@@ -203,6 +236,7 @@ class ModelService:
         total = request.num_images * request.num_inference_steps
         results: list[GeneratedImage] = []
         with self._run_lock:
+            self._set_threads()
             pipe.scheduler = self._scheduler(request.scheduler)
             for i, seed in enumerate(request.seeds()):
                 done_before = i * request.num_inference_steps
@@ -225,6 +259,30 @@ class ModelService:
                 results.append(GeneratedImage(np.asarray(out.images[0]), recipe, verdict))
         return results
 
+    def preview(self, conditions: Conditions, seed: int, guidance_scale: float = 3.0) -> Preview:
+        """One fast, privacy-gated preview image of ``conditions`` (the live preview of the Generate tab).
+
+        With the distilled student it is :data:`PREVIEW_STUDENT_STEPS` student steps and, if the
+        checkpoint has it, the tiny decoder; without the student, :data:`PREVIEW_TEACHER_STEPS`
+        teacher steps. Runs under the same lock as :meth:`generate`.
+        """
+        import torch
+
+        pipe = self.pipeline()
+        student = pipe.has_student
+        scheduler = "lcm" if student else "dpm"
+        steps = PREVIEW_STUDENT_STEPS if student else PREVIEW_TEACHER_STEPS
+        decoder = "tiny" if pipe.has_tiny_decoder else "full"
+        with self._run_lock:
+            started = time.perf_counter()
+            self._set_threads()
+            pipe.scheduler = self._scheduler(scheduler)
+            out = pipe(conditions=conditions, num_images=1, num_inference_steps=steps, guidance_scale=guidance_scale,
+                       generator=torch.Generator(device="cpu").manual_seed(int(seed)), decoder=decoder)
+            seconds = time.perf_counter() - started
+        verdict = out.privacy[0] if out.privacy else None
+        return Preview(np.asarray(out.images[0]), verdict, scheduler, steps, decoder, seconds)
+
     def edit(self, source: Any, lesion: Any, box: Any, seed: int, num_inference_steps: int, guidance_scale: float,
              scheduler: str = "dpm", birads: Any = None, density: Any = None,
              progress: Callable[[int, int], None] | None = None) -> GeneratedImage:
@@ -236,6 +294,7 @@ class ModelService:
 
         pipe = self.pipeline()
         with self._run_lock:
+            self._set_threads()
             pipe.scheduler = self._scheduler(scheduler)
             result = edit_source(pipe, source, lesion, box, seed=seed, num_inference_steps=num_inference_steps,
                                  guidance_scale=guidance_scale, scheduler=scheduler, checkpoint=self.checkpoint.name,

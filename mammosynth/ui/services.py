@@ -49,6 +49,8 @@ class AppConfig:
     max_images: int = 8
     max_steps: int = 200
     default_steps: int = 20
+    #: the Generate tab's live preview (student + tiny decoder when the checkpoint has them)
+    live_preview: bool = True
     reports: Path | None = None
     #: False: load a checkpoint without its privacy checker on purpose (every verdict "not checked")
     privacy_gate: bool = True
