@@ -242,3 +242,39 @@ def distill_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Ar
                         gradient_checkpointing=False, checkpointing_steps=200)
     return parser
 
+
+TINY_DECODER_DESCRIPTION = ("Distil the VAE decoder of a checkpoint into a tiny AutoencoderTiny (TAESD) decoder for "
+                            "previews and fast image sets; saves <out>/tiny_vae (with distill.json).")
+
+
+def tiny_decoder_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Options of ``distill-decoder`` (:mod:`mammosynth.training.train_tiny_decoder`)."""
+    parser = parser or argparse.ArgumentParser(prog="train_tiny_decoder", description=TINY_DECODER_DESCRIPTION)
+    add_common_arguments(parser)
+    parser.add_argument("--checkpoint", default=None,
+                        help="the pipeline folder whose vae/ to distil (e.g. checkpoints/mammosynth-phantom-256), or "
+                             "a train-vae run folder / VAE folder; --data must be the data it was trained on")
+    parser.add_argument("--widths", default=None,
+                        help="channels of the tiny decoder's stages: one number or one per stage, all equal "
+                             "(default: models.tiny_decoder.DEFAULT_WIDTHS, 16)")
+    parser.add_argument("--num_blocks", default=None,
+                        help="AutoencoderTinyBlocks per stage, coarsest first (default: "
+                             "models.tiny_decoder.DEFAULT_NUM_BLOCKS, 2,2,1,0)")
+    parser.add_argument("--init_tiny_decoder", default=None,
+                        help="start from this tiny decoder (a distill-decoder run folder or a tiny_vae/ folder) "
+                             "instead of a fresh one; its widths are kept")
+    parser.add_argument("--ssim_weight", type=non_negative_float, default=0.5,
+                        help="loss = L1 + ssim_weight * (1 - SSIM), against the full decoder's output")
+    parser.add_argument("--real_weight", type=non_negative_float, default=0.0,
+                        help="weight of the same loss against the real image, added to the distillation loss "
+                             "(0 = pure distillation)")
+    parser.add_argument("--eval_images", type=int, default=200,
+                        help="test images for the PSNR/SSIM in distill.json (0 = all)")
+    parser.add_argument("--measure_threads", type=int, default=2,
+                        help="torch threads for the ms-per-image measurement in distill.json (batch 1)")
+    parser.add_argument("--latent_shard_size", type=int, default=0,
+                        help="latents per shard of the latent cache (0 = one latents.pt in memory; see train-ldm)")
+    parser.add_argument("--save_fp16", action="store_true", help="save the tiny decoder as fp16 safetensors")
+    parser.set_defaults(learning_rate=1e-3, lr_warmup_steps=50, train_batch_size=4, mixed_precision="no",
+                        gradient_checkpointing=False, validation_steps=200, checkpointing_steps=200)
+    return parser
