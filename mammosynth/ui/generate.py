@@ -404,18 +404,26 @@ def build_generate_tab(services: Services) -> gr.State:
                         api_visibility="private")
 
     # -- the live preview: debounced by coalescing (only the latest pending change runs) -------------
-    def on_preview(live_value: bool, birads: str, density: str, view: str, laterality: str, lesion: str, box: str,
-                   seed: float, guidance: float, request: gr.Request) -> tuple:
-        if not live_value or generator_refusal(services, username_of(request)) is not None:
-            return gr.update(), gr.update()
-        return run_preview(services, birads, density, view, laterality, lesion, box, seed, guidance)
+    previewed = gr.State(None)   # the inputs of the preview on screen: a repeated event is a no-op
 
-    preview_inputs = [live, birads, density, view, laterality, lesion, box, seed, guidance]
-    for component in (birads, density, view, laterality, lesion, box, seed, guidance, live):
-        component.change(on_preview, preview_inputs, [preview, preview_note], trigger_mode="always_last",
-                         concurrency_limit=1, concurrency_id="preview", api_visibility="private",
-                         show_progress="hidden")
-    live.change(lambda on: gr.update(visible=bool(on)), live, preview_row, queue=False, api_visibility="private")
+    def on_preview(live_value: bool, birads: str, density: str, view: str, laterality: str, lesion: str, box: str,
+                   seed: float, guidance: float, last: Any, request: gr.Request) -> tuple:
+        key = (birads, density, view, laterality, lesion, str(box).strip(), seed, guidance)
+        if not live_value or key == last or generator_refusal(services, username_of(request)) is not None:
+            return gr.update(), gr.update(), last
+        return (*run_preview(services, birads, density, view, laterality, lesion, box, seed, guidance), key)
+
+    preview_inputs = [live, birads, density, view, laterality, lesion, box, seed, guidance, previewed]
+    preview_event = dict(fn=on_preview, inputs=preview_inputs, outputs=[preview, preview_note, previewed],
+                         trigger_mode="always_last", concurrency_limit=1, concurrency_id="preview",
+                         api_visibility="private", show_progress="hidden")
+    # what the user changes by hand (.input: not the programmatic echoes of a preset, which would
+    # queue one preview per field); the box on every change; presets chain one preview below
+    for component in (birads, density, view, laterality, lesion, seed, guidance, live):
+        component.input(**preview_event)
+    box.change(**preview_event)   # typed, drawn (on_draw writes it) or set by a preset: repeats are no-ops
+    live.change(lambda on: (gr.update(visible=bool(on)), None), live, [preview_row, previewed], queue=False,
+                api_visibility="private")
 
     def on_sampler(name: str) -> dict:
         from ..pipelines.pipeline_mammo_ldm import default_steps
@@ -424,13 +432,16 @@ def build_generate_tab(services: Services) -> gr.State:
 
     sampler.input(on_sampler, sampler, steps, queue=False, api_visibility="private")
 
+    presets = []
     for button, preset in zip(preset_buttons, PRESETS):
         def apply(preset: tuple = preset) -> tuple:
             _, b, d, v, lat, les, bx = preset
             return b, d, v, lat, les, bx, annotation_value(outline(v, lat), bx), lat
 
-        button.click(apply, None, [birads, density, view, laterality, lesion, box, annotator, side], queue=False,
-                     api_visibility="private")
+        presets.append(button.click(apply, None, [birads, density, view, laterality, lesion, box, annotator, side],
+                                    queue=False, api_visibility="private"))
+    for chained in presets:   # a preset without a box (or the same box) changes no box
+        chained.then(**preview_event)
 
     # -- generation -------------------------------------------------------------------------
     def generate(birads: str, density: str, view: str, laterality: str, lesion: str, box: str, seed: float,

@@ -20,7 +20,7 @@ __all__ = ["make_tiny_checkpoint", "make_tiny_study"]
 
 def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int = 48, privacy: bool = True,
                          threshold: float | None = 1.0, seed: int = 0,
-                         training_data: str | os.PathLike | None = None) -> Path:
+                         training_data: str | os.PathLike | None = None, fast: bool = False) -> Path:
     """Write a tiny random pipeline checkpoint to ``path`` and return it.
 
     Args:
@@ -32,6 +32,8 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
         training_data: write the 6 indexed frames as a prepared dataset to this folder and
             record it in the index (as a real checkpoint records its training data), so the
             app can load the nearest training images (``--show-neighbours``).
+        fast: also an (untrained) distilled student, as ``mammosynth add-fast`` adds one
+            (:func:`mammosynth.pipelines.testing.add_tiny_student`).
     """
     import numpy as np
 
@@ -59,6 +61,10 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
         if threshold is not None:
             checker.register_to_config(threshold=float(threshold))
         pipe.register_modules(privacy_checker=checker)
+    if fast:
+        from ..pipelines.testing import add_tiny_student
+
+        add_tiny_student(pipe, seed)
     path = Path(path)
     pipe.save_pretrained(path)
     return path
