@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--data", default="data/prepared-256", help="the real prepared set (for --quality)")
     parser.add_argument("--out", default="runs/bench-sampling", help="sets and reports of --quality; the JSON")
     parser.add_argument("--contention", action="store_true", help="batch-1 latency beside one CPU-bound process")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="keep the weights contiguous (default: channels-last, what load_pipeline does)")
     args = parser.parse_args()
     from mammosynth.runtime import sampling_threads
 
@@ -191,12 +193,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    pipe = load_pipeline(args.checkpoint)
+    pipe = load_pipeline(args.checkpoint, channels_last=not args.contiguous)
     cold = time.perf_counter() - start
     teacher_scheduler = pipe.scheduler
     peak = matmul_peak_gflops(args.threads)
     torch.set_num_threads(args.threads)
-    print(f"checkpoint {args.checkpoint} (cold load {cold:.2f} s); {args.threads} threads; fp32 matmul peak "
+    print(f"checkpoint {args.checkpoint} (cold load {cold:.2f} s); {args.threads} threads; "
+          f"{'contiguous' if args.contiguous else 'channels-last'} weights; fp32 matmul peak "
           f"{peak:.1f} GFLOP/s (1024³); torch {torch.__version__}")
     wanted = set(args.only.split(",")) if args.only else None
     rows: list[dict] = []
@@ -266,6 +269,7 @@ def main() -> None:
                      f" {row['box_hit']:.3f} | {row['set_seconds']} (N = {row['n']}) |")
         print(text)
     figures = {"checkpoint": args.checkpoint, "threads": args.threads, "matmul_peak_gflops": peak,
+               "channels_last": not args.contiguous,
                "cold_load_s": cold, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "rows": rows}
     (out / "bench_sampling.json").write_text(json.dumps(figures, indent=2))

@@ -64,7 +64,7 @@ def test_a_condition_change_refreshes_the_preview_by_itself(app, page):
     page.get_by_role("button", name="Suspicious mass · L-MLO").click()
     wait_for_new_preview(page, None)   # the first one also loads the model
     note = page.locator(NOTE)
-    note.get_by_text(re.compile(r"Live preview · seed 0 · student 1 step, full decoder")).wait_for()
+    note.get_by_text(re.compile(r"Live preview · seed 0 · student 1 step, tiny decoder")).wait_for()
     assert "privacy ✓" in note.inner_text()
     assert page.locator("#gen-gallery img").count() == 0      # nothing was generated: only previewed
     times = []

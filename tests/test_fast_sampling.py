@@ -14,7 +14,7 @@ import torch
 
 from mammosynth.pipelines.checkpoint import CheckpointError
 from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline, default_steps
-from mammosynth.pipelines.testing import add_tiny_student, tiny_pipeline
+from mammosynth.pipelines.testing import add_tiny_decoder, add_tiny_student, tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MASS = dict(birads=4, density="C", lesion="mass", box=(0.45, 0.30, 0.60, 0.42), view="MLO", laterality="L")
@@ -130,3 +130,37 @@ def test_add_fast_adds_a_student_of_this_teacher_and_refuses_another(tmp_path: P
     refused = subprocess.run([sys.executable, "-m", "mammosynth", "sample", "--checkpoint", str(other), "--out",
                               str(tmp_path / "x"), "--scheduler", "lcm"], cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode != 0 and "mammosynth distill" in refused.stderr
+
+
+def test_the_tiny_decoder_decodes_the_same_latents_and_its_images_pass_the_gate(tmp_path: Path):
+    from mammosynth.models.tiny_decoder import tiny_decode
+    from mammosynth.ui.testing import make_tiny_checkpoint
+
+    pipe = MammoLDMPipeline.from_pretrained(make_tiny_checkpoint(tmp_path / "ckpt", fast=True))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.has_tiny_decoder and pipe.has_student
+    latents = pipe(**MASS, num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(2)).images
+    out = pipe(**MASS, num_inference_steps=2, decoder="tiny", generator=torch.Generator().manual_seed(2))
+    expected = np.rint(tiny_decode(pipe.tiny_vae, latents).numpy()[0] * 65535).astype(np.uint16)
+    assert np.array_equal(out.images[0], expected)          # the same latents, the tiny decoder's pixels
+    full = pipe(**MASS, num_inference_steps=2, generator=torch.Generator().manual_seed(2)).images[0]
+    assert not np.array_equal(full, out.images[0])
+    assert out.privacy is not None and len(out.privacy) == 1   # gated like every image
+
+
+def test_add_fast_adds_a_tiny_decoder_and_refuses_one_for_other_latents(tmp_path: Path):
+    from mammosynth.pipelines.fast_parts import add_fast_parts
+    from mammosynth.ui.testing import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    source = add_tiny_decoder(tiny_pipeline())
+    source.tiny_vae.save_pretrained(tmp_path / "run" / "tiny_vae")
+    assert add_fast_parts(ckpt, tiny_decoder=tmp_path / "run") == ["tiny_vae"]
+    loaded = MammoLDMPipeline.from_pretrained(ckpt)
+    assert loaded.has_tiny_decoder and not loaded.has_student
+    other = add_tiny_decoder(tiny_pipeline(latent_channels=3))
+    other.tiny_vae.save_pretrained(tmp_path / "other" / "tiny_vae")
+    with pytest.raises(CheckpointError, match="latent channels"):
+        add_fast_parts(ckpt, tiny_decoder=tmp_path / "other")
+    with pytest.raises(ValueError, match="nothing to add"):
+        add_fast_parts(ckpt)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..models.conditioning import ConditionEncoder
     from .pipeline_mammo_ldm import MammoLDMPipeline
 
-__all__ = ["tiny_modules", "tiny_pipeline", "add_tiny_student"]
+__all__ = ["tiny_modules", "tiny_pipeline", "add_tiny_student", "add_tiny_decoder"]
 
 
 def tiny_modules(height: int = 64, width: int = 48, seed: int = 0, *, latent_channels: int = 4,
@@ -80,4 +80,15 @@ def add_tiny_student(pipe: MammoLDMPipeline, seed: int = 0, guidance_embed_dim: 
         torch.nn.init.normal_(parameter, std=0.5)
     pipe.register_modules(student_unet=copy.deepcopy(pipe.unet).eval(), student_condition_encoder=encoder.eval(),
                           student_scheduler=pipe.scheduler_named("lcm"))
+    return pipe
+
+
+def add_tiny_decoder(pipe: MammoLDMPipeline, seed: int = 0) -> MammoLDMPipeline:
+    """Give ``pipe`` an untrained tiny decoder (``tiny_vae``), as ``mammosynth add-fast`` adds one."""
+    import torch
+
+    from ..models.tiny_decoder import build_tiny_decoder
+
+    torch.manual_seed(seed)
+    pipe.register_modules(tiny_vae=build_tiny_decoder(pipe.vae, widths=8, num_blocks=(1, 1, 1, 0)).eval())
     return pipe

@@ -32,8 +32,8 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
         training_data: write the 6 indexed frames as a prepared dataset to this folder and
             record it in the index (as a real checkpoint records its training data), so the
             app can load the nearest training images (``--show-neighbours``).
-        fast: also an (untrained) distilled student, as ``mammosynth add-fast`` adds one
-            (:func:`mammosynth.pipelines.testing.add_tiny_student`).
+        fast: also an (untrained) distilled student and tiny decoder, as ``mammosynth add-fast``
+            adds them (:func:`mammosynth.pipelines.testing.add_tiny_student`, ``add_tiny_decoder``).
     """
     import numpy as np
 
@@ -62,9 +62,9 @@ def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int =
             checker.register_to_config(threshold=float(threshold))
         pipe.register_modules(privacy_checker=checker)
     if fast:
-        from ..pipelines.testing import add_tiny_student
+        from ..pipelines.testing import add_tiny_decoder, add_tiny_student
 
-        add_tiny_student(pipe, seed)
+        add_tiny_decoder(add_tiny_student(pipe, seed), seed)
     path = Path(path)
     pipe.save_pretrained(path)
     return path
