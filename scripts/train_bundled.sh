@@ -20,6 +20,7 @@
 #  7. Siamese re-ID network, 3 cosine legs                    9,000      233
 #  8. privacy index + calibration (build-index, zoom TTA)     -          ~5
 #  9. fidelity encoder (train-encoder)                        10 epochs  6
+#  9b. distilled student (distill) + tiny decoder, add-fast    3,000 + 4,000  ~75 + ~40 (1 thread)
 # 10. model card, sample grids, conditioning check            -          ~5
 #
 # Fixed step counts (the *_STEPS variables) make the run reproducible whatever the machine's load;
@@ -58,6 +59,10 @@ LABEL_LDM_MINUTES=${LABEL_LDM_MINUTES:-80}
 SIAMESE_LEGS=${SIAMESE_LEGS:-"2200 4600 9000"}   # stage 7: cumulative steps at the end of each cosine leg
 SIAMESE_MINUTES=${SIAMESE_MINUTES:-"100 160 236"} # the cumulative --max_minutes cap of each leg
 ENCODER_EPOCHS=${ENCODER_EPOCHS:-10}             # stage 9
+STUDENT_STEPS=${STUDENT_STEPS:-3000}             # stage 9b: the distilled few-step student; 0 ships none
+STUDENT_MINUTES=${STUDENT_MINUTES:-150}
+TINY_STEPS=${TINY_STEPS:-4000}                   # stage 9b: the tiny decoder; 0 ships none
+TINY_MINUTES=${TINY_MINUTES:-60}
 CARD_ARGS=${CARD_ARGS:-}                         # stage 10: more model_card options (e.g. "--seeds 2 --steps 4")
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -250,6 +255,23 @@ if [ ! -f "$CKPT/feature_extractor/config.json" ]; then
   python -m mammosynth train-encoder --data "$DATA" --out "$RUNS/feature_extractor" --epochs "$ENCODER_EPOCHS" \
     --threads "$THREADS"
   cp -r "$RUNS/feature_extractor" "$CKPT/feature_extractor"
+fi
+
+# 9b. The fast parts (issue 21): the few-step student distilled from the LDM (latent consistency
+#     distillation) and the tiny decoder distilled from the VAE's; add-fast puts both into $CKPT.
+if [ "$STUDENT_STEPS" -gt 0 ] && [ ! -f "$CKPT/student_unet/config.json" ]; then
+  python -m mammosynth distill --teacher "$CKPT" --data "$DATA" --out "$RUNS/student" --train_batch_size 16 \
+    --learning_rate 1e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 100 \
+    --max_train_steps "$STUDENT_STEPS" --max_minutes "$STUDENT_MINUTES" --checkpointing_steps 200 \
+    --checkpoints_total_limit 2 --num_threads "$THREADS" --no_progress --save_fp16 --seed 0 \
+    --resume_from_checkpoint latest
+  python -m mammosynth add-fast --checkpoint "$CKPT" --student "$RUNS/student"
+fi
+if [ "$TINY_STEPS" -gt 0 ] && [ ! -f "$CKPT/tiny_vae/config.json" ]; then
+  python -m mammosynth distill-decoder --checkpoint "$CKPT" --data "$DATA" --out "$RUNS/tiny-decoder" \
+    --max_train_steps "$TINY_STEPS" --max_minutes "$TINY_MINUTES" --num_threads "$THREADS" --save_fp16 \
+    --no_progress --resume_from_checkpoint latest
+  python -m mammosynth add-fast --checkpoint "$CKPT" --tiny-decoder "$RUNS/tiny-decoder"
 fi
 
 # 10. Model card, sample grids and conditioning check

@@ -90,5 +90,10 @@ def add_tiny_decoder(pipe: MammoLDMPipeline, seed: int = 0) -> MammoLDMPipeline:
     from ..models.tiny_decoder import build_tiny_decoder
 
     torch.manual_seed(seed)
-    pipe.register_modules(tiny_vae=build_tiny_decoder(pipe.vae, widths=8, num_blocks=(1, 1, 1, 0)).eval())
+    tiny = build_tiny_decoder(pipe.vae, widths=8, num_blocks=(1, 1, 1, 0)).eval()
+    last = [m for m in tiny.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():   # mid-grey plus what the latents say, not a clipped black frame
+        last.bias.fill_(0.5)
+        last.weight.mul_(4.0)
+    pipe.register_modules(tiny_vae=tiny)
     return pipe
