@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Every stage of the script, each for a step or two: what the shipped recipe runs, only shorter.
 TINY = {"PHANTOM_STUDIES": "10", "VAE_STEPS": "2", "LDM_STEPS": "2", "DEC_STEPS": "2", "WIDE_STEPS": "2",
         "WIDE_LDM_STEPS": "2", "LESION_LDM_STEPS": "2", "LABEL_LDM_STEPS": "2", "SIAMESE_LEGS": "2 3 4",
-        "ENCODER_EPOCHS": "1", "CARD_ARGS": "--seeds 1 --steps 2", "THREADS": "1"}
+        "ENCODER_EPOCHS": "1", "STUDENT_STEPS": "2", "TINY_STEPS": "2", "CARD_ARGS": "--seeds 1 --steps 2",
+        "THREADS": "1"}
 
 
 @pytest.mark.slow
@@ -44,6 +45,11 @@ def test_train_bundled_rebuilds_a_gated_checkpoint_from_nothing_and_resumes(tmp_
     out = pipe(conditions=[Conditions.create(birads=4, lesion="mass")], num_inference_steps=2,
                generator=[torch.Generator().manual_seed(0)])
     assert out.images[0].dtype == np.uint16 and out.privacy is not None and len(out.privacy) == 1
+    assert pipe.has_student and pipe.has_tiny_decoder   # stage 9b
+    pipe.scheduler = pipe.scheduler_named("lcm")
+    fast = pipe(conditions=[Conditions.create(birads=4, lesion="mass")], decoder="tiny",
+                generator=[torch.Generator().manual_seed(0)])
+    assert fast.images[0].shape == out.images[0].shape and fast.privacy is not None
 
     # a second run trains nothing again: every stage finds its result
     again = subprocess.run(["bash", "scripts/train_bundled.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
