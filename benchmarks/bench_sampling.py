@@ -245,7 +245,7 @@ def main() -> None:
               f" · {row['gflop']:6.2f} GFLOP · {row['pct_peak']:4.1f} % peak · unet {b['unet'] * 1000:.1f} / decoder "
               f"{b['decoder'] * 1000:.1f} / gate {b['gate'] * 1000:.1f} / rest {b['rest'] * 1000:.1f} ms", flush=True)
     print()
-    header = "| configuration | s / image, batch 1 | images/s, batch 16 | GFLOP / image | % of matmul peak |"
+    header = f"| configuration | s / image, batch 1 | images/s, batch {args.batch} | GFLOP / image | % of matmul peak |"
     line = "|---|---|---|---|---|"
     if args.contention:
         header += " busy: 2 thr / 1 thr / auto (s) |"
