@@ -70,8 +70,9 @@ class ConditionalDenoiser(nn.Module):
             class_labels = self.condition_encoder(conditions.codes)
         else:
             class_labels = self.condition_encoder(conditions.codes, guidance=conditions.guidance)
-        class_labels = class_labels.to(self.unet.dtype)
-        model_input = torch.cat([noisy_latents, latent_masks], dim=1).to(self.unet.dtype)
+        dtype = self.unet.conv_in.weight.dtype   # not ModelMixin.dtype: that walks every submodule per call
+        class_labels = class_labels.to(dtype)
+        model_input = torch.cat([noisy_latents, latent_masks], dim=1).to(dtype)
         if not torch.is_tensor(timesteps) or timesteps.dim() == 0:
             timesteps = torch.full((noisy_latents.shape[0],), int(timesteps), device=noisy_latents.device)
         return self.unet(model_input, timesteps, class_labels=class_labels).sample
