@@ -582,6 +582,33 @@ Used by `mammosynth evaluate` for FID/KID, precision/recall, density/coverage an
 
 {lines}
 """)
+    student, tiny = ckpt / "reports" / "student.json", ckpt / "reports" / "tiny_decoder.json"
+    if student.is_file() or tiny.is_file():
+        lines = []
+        if student.is_file():
+            st = json.loads(student.read_text())
+            lines.append(
+                f"* **Student** (`student_unet/`, `student_condition_encoder/`, `student_scheduler/`): latent "
+                f"consistency distillation of `unet/` by `mammosynth distill` ({st.get('steps')} steps, "
+                f"{st.get('train_minutes') or 0:.0f} min on {st.get('device', 'cpu')}, batch "
+                f"{st.get('train_batch_size')}, guidance w ∈ [{st.get('w_min')}, {st.get('w_max')}] as an input, "
+                f"{st.get('solver_steps')} DDIM solver steps, final loss {st.get('final_loss')}). Sample with "
+                "`--scheduler lcm` (1–4 steps, default 2).")
+        if tiny.is_file():
+            td = json.loads(tiny.read_text())
+            rec = td.get("reconstruction") or {}
+            vs = rec.get("tiny_vs_full") or {}
+            cost = (td.get("cost") or {}).get("tiny") or {}
+            lines.append(
+                f"* **Tiny decoder** (`tiny_vae/`, diffusers `AutoencoderTiny`, {td.get('parameters', 0):,} "
+                f"parameters): distilled from `vae/`'s decoder by `mammosynth distill-decoder` ({td.get('steps')} "
+                f"steps, {td.get('train_minutes') or 0:.0f} min); on {rec.get('images')} {rec.get('split')} "
+                f"images PSNR {vs.get('psnr')} dB / SSIM {vs.get('ssim')} against the full decoder, "
+                f"{cost.get('gflop_per_image', 0):.2f} GFLOP per image. Softer than the full decoder: for "
+                "previews and fast sets (`--decoder tiny`).")
+        parts.append("## Fast parts (issue 21)\n\n" + "\n".join(lines) + "\n\nThe audit and evaluation "
+                     "below measure the teacher (DPM-Solver++, `unet/` and `vae/`); `benchmarks/bench_sampling.py "
+                     "--quality 800` measures the student and the tiny decoder beside it.\n")
     metrics = ckpt / "reports" / "eval" / "metrics.json"
     if metrics.is_file():
         summary = (metrics.parent / "summary.md").read_text() if (metrics.parent / "summary.md").is_file() else ""
