@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from mammosynth.cli import main as cli
 from mammosynth.models.conditioning import CONDITION_FIELDS, ConditionEncoder, with_guidance_embedding
 from mammosynth.models.denoiser import ConditionalDenoiser, EncodedConditions
+from mammosynth.pipelines.checkpoint import weights_sha256
 from mammosynth.pipelines.testing import tiny_modules, tiny_pipeline
 from mammosynth.training import distill
 
@@ -124,7 +125,7 @@ def test_distill_writes_a_student_that_load_student_loads(run, teacher):
     assert record["steps"] == 2 and record["solver_steps"] == 50 and record["skip"] == 20
     assert (record["w_min"], record["w_max"]) == (1.0, 5.0)
     assert record["teacher"]["folder"] == str(teacher)
-    assert record["teacher"]["unet_sha256"] == distill.weights_sha256(teacher / "unet")
+    assert record["teacher"]["unet_sha256"] == weights_sha256(teacher / "unet")
     assert record["train_minutes"] > 0
     info = json.loads((run / "run.json").read_text())
     assert info["kind"] == "distill" and info["finished"] and info["teacher"]["unet_sha256"]

@@ -84,7 +84,8 @@ def test_a_checkpoint_with_a_student_saves_and_loads_it(tmp_path: Path):
 
 def _student_run(teacher: Path, out: Path) -> Path:
     """A student folder as `mammosynth distill` writes it (untrained), distilled from ``teacher``."""
-    from mammosynth.training.distill import _save_student, weights_sha256
+    from mammosynth.pipelines.checkpoint import weights_sha256
+    from mammosynth.training.distill import _save_student
 
     pipe = add_tiny_student(MammoLDMPipeline.from_pretrained(teacher, privacy_gate=False))
     record = {"teacher": {"folder": str(teacher), "unet_sha256": weights_sha256(teacher / "unet")}, "steps": 0}

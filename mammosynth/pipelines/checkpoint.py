@@ -28,7 +28,7 @@ from pathlib import Path
 
 __all__ = [
     "BUNDLED_CHECKPOINT", "DEFAULT_CHECKPOINT", "REQUIRED_COMPONENTS", "CheckpointError", "check_checkpoint_folder",
-    "register_privacy_checker", "fingerprint_files", "fingerprint", "checkpoint_image_size", "weights_mb",
+    "register_privacy_checker", "fingerprint_files", "fingerprint", "checkpoint_image_size", "weights_mb", "weights_sha256",
 ]
 
 #: The bundled demo checkpoint as the CLI names it (relative to the repository root).
@@ -178,3 +178,12 @@ def weights_mb(checkpoint: str | os.PathLike) -> dict[str, float]:
             sizes[component] = sizes.get(component, 0.0) + file.stat().st_size / 1e6
     return sizes
 
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 over the ``*.safetensors`` of a component folder (sorted by name)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, weights_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ def add_fast_parts(checkpoint: str | os.PathLike, student: str | os.PathLike | N
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DModel
 
     from ..models.conditioning import ConditionEncoder
-    from ..training.distill import weights_sha256
     from .pipeline_mammo_ldm import check_components
 
     root = Path(checkpoint)

@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MammoLDMPipeline", "MammoLDMPipelineOutput", "MammoLDMEditOutput", "CheckpointError", "PrivacyGateMissingError",
            "default_scheduler", "register_privacy_checker", "load_pipeline", "SCHEDULERS", "DECODERS",
-           "DEFAULT_STEPS", "default_steps", "is_student_scheduler"]
+           "DEFAULT_STEPS", "default_steps", "is_student_scheduler", "student_scheduler"]
 
 OUTPUT_TYPES = ("uint16", "float", "pil", "latent")
 
@@ -105,6 +105,19 @@ def default_steps(scheduler: str | Any | None) -> int:
 def is_student_scheduler(scheduler: Any) -> bool:
     """True for the scheduler that samples with the distilled student (diffusers' ``LCMScheduler``)."""
     return type(scheduler).__name__ == "LCMScheduler"
+
+
+def student_scheduler(teacher_config: dict, solver_steps: int, timestep_scaling: float, prediction_type: str):
+    """The student's ``LCMScheduler``: the teacher's noise schedule; its skip schedule ``original_inference_steps``
+    = the solver's N; ``trailing`` spacing (1–4 steps start at t = T − 1: 999; 999, 499; ...)."""
+    import inspect
+
+    from diffusers import LCMScheduler
+
+    known = set(inspect.signature(LCMScheduler.__init__).parameters) - {"self"}
+    schedule = {k: v for k, v in teacher_config.items() if k in known}   # not the teacher sampler's own options
+    return LCMScheduler(**{**schedule, "original_inference_steps": solver_steps, "timestep_scaling": timestep_scaling,
+                           "prediction_type": prediction_type, "timestep_spacing": "trailing", "clip_sample": False})
 
 
 def scheduler_from_name(name: str, config: Any):
@@ -242,8 +255,6 @@ class MammoLDMPipeline(DiffusionPipeline):
             own = getattr(self, "student_scheduler", None)
             if own is not None:
                 return type(own).from_config(own.config)
-            from ..training.distill import student_scheduler
-
             config = self.teacher_scheduler_config
             return student_scheduler(config, 50, 10.0, config.get("prediction_type", "epsilon"))
         return scheduler_from_name(name, self.teacher_scheduler_config)

@@ -50,14 +50,16 @@ from pathlib import Path
 import torch
 
 from ..models.denoiser import ConditionalDenoiser, EncodedConditions
+from ..pipelines.checkpoint import weights_sha256
+from ..pipelines.pipeline_mammo_ldm import student_scheduler
 from . import common, options
 from .loop import TensorDictDataset, TrainingLoop, TrainingSetup, seeded_dataloader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["parse_args", "main", "load_student", "load_teacher", "weights_sha256", "DDIMSolver", "boundary_scalings",
+__all__ = ["parse_args", "main", "load_student", "load_teacher", "DDIMSolver", "boundary_scalings",
            "to_x0_and_noise", "consistency_output", "pseudo_huber", "guided_teacher_step", "lcd_loss",
-           "update_target", "student_scheduler", "SIGMA_DATA"]
+           "update_target", "SIGMA_DATA"]
 
 #: σ_data of the LCM boundary scalings (fixed in diffusers' ``LCMScheduler``).
 SIGMA_DATA = 0.5
@@ -252,19 +254,6 @@ def load_teacher(folder: str | os.PathLike):
     return root, vae, ConditionalDenoiser(unet, encoder), scheduler_config
 
 
-def student_scheduler(teacher_config: dict, solver_steps: int, timestep_scaling: float, prediction_type: str):
-    """The student's ``LCMScheduler``: the teacher's noise schedule; its skip schedule ``original_inference_steps``
-    = the solver's N; ``trailing`` spacing (1–4 steps start at t = T − 1: 999; 999, 499; ...)."""
-    import inspect
-
-    from diffusers import LCMScheduler
-
-    known = set(inspect.signature(LCMScheduler.__init__).parameters) - {"self"}
-    schedule = {k: v for k, v in teacher_config.items() if k in known}   # not the teacher sampler's own options
-    return LCMScheduler(**{**schedule, "original_inference_steps": solver_steps, "timestep_scaling": timestep_scaling,
-                           "prediction_type": prediction_type, "timestep_spacing": "trailing", "clip_sample": False})
-
-
 def load_student(folder: str | os.PathLike):
     """``(unet, condition_encoder, scheduler)`` of a distilled student (``<run>/student`` or the run folder), fp32.
 
@@ -297,16 +286,6 @@ def load_student(folder: str | os.PathLike):
     if kind != "LCMScheduler":
         raise ValueError(f"{root / 'scheduler'} holds a {kind}, expected the student's LCMScheduler")
     return unet, encoder, LCMScheduler.from_pretrained(root / "scheduler")
-
-
-def weights_sha256(folder: Path) -> str:
-    """sha256 over the ``*.safetensors`` of a component folder (sorted by name)."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")):
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 # ---- the run --------------------------------------------------------------------------------
