@@ -223,7 +223,7 @@ def _privacy_audit(args: argparse.Namespace) -> int:
 def _positive_control(args: argparse.Namespace) -> int:
     from ..data.prepared import load_prepared
     from ..privacy.membership import AttackConfig
-    from ..privacy.positive_control import ControlConfig, run_positive_control
+    from ..training.positive_control import ControlConfig, run_positive_control
 
     try:
         timesteps = tuple(int(t) for t in args.mia_timesteps.split(","))

@@ -37,6 +37,8 @@ import numpy as np
 from ..conditions import Box, Conditions, box_mask
 
 __all__ = [
+    "TRAINING_SOURCES",
+    "read_training_sources",
     "FORMAT_VERSION",
     "MANIFEST_COLUMNS",
     "PreparedFormatError",
@@ -391,3 +393,19 @@ def load_prepared(root: str | os.PathLike) -> PreparedData:
     else:
         images = np.memmap(root / IMAGES_FILE, dtype="<u2", mode="r", shape=(count, height, width))
     return PreparedData(root=root, meta=meta, manifest=manifest, images=images)
+
+
+#: The file beside a synthetic set that names, per synthetic image, the training row whose conditions
+#: it copied (written by ``generate-set``; it names training-set members and stays with the auditors).
+TRAINING_SOURCES = "training_sources.csv"
+
+
+def read_training_sources(folder: str | os.PathLike) -> dict[str, tuple[str, str]] | None:
+    """``{synthetic image_id: (source_study_id, source_image_id)}`` from a set's sources file, or ``None``."""
+    import csv
+
+    path = Path(folder) / TRAINING_SOURCES
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8", newline="") as handle:
+        return {row["image_id"]: (row["source_study_id"], row["source_image_id"]) for row in csv.DictReader(handle)}

@@ -41,7 +41,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..conditions import Conditions, Laterality
-from ..data.prepared import PreparedData, PreparedWriter, atomic_write_text, load_prepared, row_conditions
+from ..data.prepared import (TRAINING_SOURCES, PreparedData, PreparedWriter, atomic_write_text, load_prepared,
+                             read_training_sources, row_conditions)
 
 __all__ = ["GenerationSettings", "PlannedImage", "plan_like", "synthetic_row", "generate_set", "merge_shards",
            "shard_folder", "PRIVACY_MODES", "TRAINING_SOURCES", "write_training_sources", "read_training_sources"]
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 PRIVACY_MODES = ("resample", "drop", "off")
 
 #: The file of a synthetic set that maps its images to the training images whose conditions they copied.
-TRAINING_SOURCES = "training_sources.csv"
 
 
 @dataclass
@@ -165,17 +165,6 @@ def write_training_sources(out: Path, plan: Sequence[PlannedImage], image_ids: I
     path = Path(out) / TRAINING_SOURCES
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-def read_training_sources(folder: str | os.PathLike) -> dict[str, tuple[str, str]] | None:
-    """``{synthetic image_id: (source_study_id, source_image_id)}`` from a set's sources file, or ``None``."""
-    import csv
-
-    path = Path(folder) / TRAINING_SOURCES
-    if not path.is_file():
-        return None
-    with open(path, encoding="utf-8", newline="") as handle:
-        return {row["image_id"]: (row["source_study_id"], row["source_image_id"]) for row in csv.DictReader(handle)}
 
 
 def _to_canonical(image: np.ndarray, conditions: Conditions) -> np.ndarray:

@@ -130,7 +130,7 @@ def _source_studies(synthetic: Any, train_rows: Any) -> list[str] | None:
     """The training study each synthetic row was conditioned on: from the set's
     ``training_sources.csv`` (``generate-set`` writes it), or from the rows' ``extra`` in sets
     made before it; ``None`` when some row has no known source."""
-    from ..evaluation.generate_set import read_training_sources
+    from ..data.prepared import read_training_sources
 
     image_to_study = dict(zip(train_rows["image_id"], train_rows["study_id"]))
     sources = read_training_sources(synthetic.root) or {}

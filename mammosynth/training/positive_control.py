@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .membership import AttackConfig
+from ..privacy.membership import AttackConfig
 
 __all__ = ["ControlConfig", "CAUGHT_WHEN", "member_subset", "run_positive_control"]
 
@@ -98,12 +98,12 @@ def member_subset(data: Any, out: Path, images: int, test_images: int, seed: int
 
 
 def _train_memoriser(checkpoint: Path, subset: Path, out: Path, config: ControlConfig) -> Path:
-    from ..cli import main as cli_main
+    from . import train_ldm
 
     vae_config = json.loads((checkpoint / "vae" / "config.json").read_text())
     # the warm-started UNet's latent scale: per-channel statistics stay the checkpoint's own
     latents = ["--keep_latent_stats"] if vae_config.get("latents_mean") is not None else []
-    argv = ["train-ldm", "--data", str(subset), "--vae", str(checkpoint / "vae"), "--init_pipeline", str(checkpoint),
+    argv = ["--data", str(subset), "--vae", str(checkpoint / "vae"), "--init_pipeline", str(checkpoint),
             "--out", str(out), *latents, "--cond_dropout", "0", "--cond_drop_all", "0", "--no-use_ema",
             "--train_batch_size", str(config.batch_size), "--learning_rate", str(config.learning_rate),
             "--lr_scheduler", "constant", "--lr_warmup_steps", "0", "--max_train_steps", str(config.steps),
@@ -113,8 +113,7 @@ def _train_memoriser(checkpoint: Path, subset: Path, out: Path, config: ControlC
     if config.num_threads:
         argv += ["--num_threads", str(config.num_threads)]
     if not (out / "pipeline" / "model_index.json").is_file():
-        if cli_main(argv) != 0:
-            raise RuntimeError(f"training the memoriser failed (mammosynth {' '.join(argv)})")
+        train_ldm.main(train_ldm.parse_args(argv))
     return out / "pipeline"
 
 
@@ -122,8 +121,8 @@ def _measure(pipe: Any, checker: Any, subset: Any, out: Path, config: ControlCon
     """Sample ``pipe`` with the member set's conditions; the gate's flags, re-ID and membership."""
     from ..data.prepared import load_prepared
     from ..evaluation.generate_set import GenerationSettings, generate_set, read_training_sources
-    from .membership import run_membership
-    from .reid import retrieval_metrics
+    from ..privacy.membership import run_membership
+    from ..privacy.reid import retrieval_metrics
 
     settings = GenerationSettings(num_inference_steps=config.sample_steps, guidance_scale=config.guidance,
                                   batch_size=8, seed=config.seed, privacy="off")
@@ -158,7 +157,7 @@ def run_positive_control(checkpoint: str | Path, data: Any, out: str | Path,
 
     from ..data.prepared import atomic_write_text
     from ..pipelines.pipeline_mammo_ldm import MammoLDMPipeline
-    from .checker import load_privacy_checker
+    from ..privacy.checker import load_privacy_checker
 
     checkpoint, out = Path(checkpoint), Path(out)
     out.mkdir(parents=True, exist_ok=True)
