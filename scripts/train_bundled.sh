@@ -20,7 +20,7 @@
 #  7. Siamese re-ID network, 3 cosine legs                    9,000      233
 #  8. privacy index + calibration (build-index, zoom TTA)     -          ~5
 #  9. fidelity encoder (train-encoder)                        10 epochs  6
-#  9b. distilled student (distill) + tiny decoder, add-fast    3,000 + 4,000  ~75 + ~40 (1 thread)
+#  9b. distilled student (distill) + tiny decoder, add-fast    3,679 + 4,120  75 + 44 (1 thread)
 # 10. model card, sample grids, conditioning check            -          ~5
 #
 # Fixed step counts (the *_STEPS variables) make the run reproducible whatever the machine's load;
@@ -59,9 +59,9 @@ LABEL_LDM_MINUTES=${LABEL_LDM_MINUTES:-80}
 SIAMESE_LEGS=${SIAMESE_LEGS:-"2200 4600 9000"}   # stage 7: cumulative steps at the end of each cosine leg
 SIAMESE_MINUTES=${SIAMESE_MINUTES:-"100 160 236"} # the cumulative --max_minutes cap of each leg
 ENCODER_EPOCHS=${ENCODER_EPOCHS:-10}             # stage 9
-STUDENT_STEPS=${STUDENT_STEPS:-3000}             # stage 9b: the distilled few-step student; 0 ships none
+STUDENT_STEPS=${STUDENT_STEPS:-3679}             # stage 9b: the distilled few-step student; 0 ships none
 STUDENT_MINUTES=${STUDENT_MINUTES:-150}
-TINY_STEPS=${TINY_STEPS:-4000}                   # stage 9b: the tiny decoder; 0 ships none
+TINY_STEPS=${TINY_STEPS:-4120}                   # stage 9b: the tiny decoder; 0 ships none
 TINY_MINUTES=${TINY_MINUTES:-60}
 CARD_ARGS=${CARD_ARGS:-}                         # stage 10: more model_card options (e.g. "--seeds 2 --steps 4")
 vae_steps_arg=${VAE_STEPS:+--max_train_steps $VAE_STEPS}

@@ -390,8 +390,9 @@ def test_bundled_fingerprint_hashes_the_pipeline_components_only():
     from mammosynth.pipelines.checkpoint import fingerprint_files
 
     names = {p.relative_to(BUNDLED).as_posix() for p in fingerprint_files(BUNDLED)}
-    assert names == {"model_index.json", "scheduler/scheduler_config.json",
-                     *(f"{c}/{f}" for c in ("vae", "unet", "condition_encoder", "privacy_checker")
+    assert names == {"model_index.json", "scheduler/scheduler_config.json", "student_scheduler/scheduler_config.json",
+                     *(f"{c}/{f}" for c in ("vae", "unet", "condition_encoder", "privacy_checker", "student_unet",
+                                            "student_condition_encoder", "tiny_vae")
                        for f in ("config.json", "diffusion_pytorch_model.safetensors"))}
 
 
@@ -406,7 +407,9 @@ def test_bundled_checkpoint_loads_and_samples():
     sizes = weights_mb(BUNDLED)
     by_hand = sum(p.stat().st_size for d in ("vae", "unet") for p in (BUNDLED / d).glob("*.safetensors")) / 1e6
     assert sizes["vae"] + sizes["unet"] == pytest.approx(by_hand) and by_hand <= 45
-    assert set(sizes) == {"vae", "unet", "condition_encoder", "privacy_checker"} and sum(sizes.values()) <= 60
+    assert set(sizes) == {"vae", "unet", "condition_encoder", "privacy_checker", "student_unet",
+                          "student_condition_encoder", "tiny_vae"} and sum(sizes.values()) <= 60
+    assert pipe.has_student and pipe.has_tiny_decoder   # issue 21: the student ships beside the teacher
     out = pipe(**MASS, num_inference_steps=20, generator=torch.Generator().manual_seed(0))
     image = out.images[0]
     assert image.shape == (256, 192) and image.dtype == np.uint16
