@@ -88,7 +88,12 @@ def test_a_wrong_box_gives_no_preview_and_turning_it_off_stops_it(app, page):
     page.locator(NOTE).get_by_text("fix the lesion box first").wait_for()
     page.locator("#gen-live input").first.uncheck()
     page.locator("#gen-preview").wait_for(state="hidden")
-    before_note = page.locator(NOTE).inner_text()
+    page.wait_for_timeout(500)
+
+    def note_text() -> str:   # the note without Gradio's transient status timer ("0.2s")
+        return page.locator(NOTE).inner_text().strip().splitlines()[-1]
+
+    before_note = note_text()
     page.get_by_role("button", name="Dense breast · R-MLO, density D").click()
     page.wait_for_timeout(1500)
-    assert page.locator(NOTE).inner_text() == before_note   # no preview ran
+    assert note_text() == before_note == "Preview: fix the lesion box first."   # no preview ran

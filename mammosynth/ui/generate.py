@@ -234,8 +234,9 @@ def run_generation(services: Services, birads: Any, density: Any, view: Any, lat
 
 
 def run_preview(services: Services, birads: Any, density: Any, view: Any, laterality: Any, lesion: Any, box: Any,
-                seed: Any, guidance: Any) -> tuple[np.ndarray | None, str]:
-    """The live preview: an 8-bit view and a one-line note (never raises: a preview is optional).
+                seed: Any, guidance: Any) -> tuple[str | None, str]:
+    """The live preview: an inline 8-bit view (:func:`preview_html`) and a one-line note (never raises: a
+    preview is optional).
 
     Seed −1 (random) previews with seed 0, so that what changes between previews is the
     conditions, not the noise. A flagged preview is not shown.
@@ -258,7 +259,22 @@ def run_preview(services: Services, birads: Any, density: Any, view: Any, latera
         return None, f"Preview withheld: the privacy gate flagged it ({how}); change the seed or conditions."
     mark = "privacy ✓" if preview.verdict is not None else "⚠ not privacy-checked"
     view8 = apply_window(preview.frame, auto_window(preview.frame))
-    return view8, f"Live preview · seed {seed_value} · {how} · {mark}. **Generate** makes the full-quality images."
+    return preview_html(view8), f"Live preview · seed {seed_value} · {how} · {mark}. **Generate** makes the full-quality images."
+
+
+def preview_html(view8: np.ndarray) -> str:
+    """The 8-bit view as an inline PNG (a data URI): it arrives with the event's answer, with no
+    file written to the cache and no second request for it (a fifth of a refresh)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(view8, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f'<img src="data:image/png;base64,{data}" alt="live preview" '
+            'style="max-height:320px;max-width:100%;display:block;margin:auto">')
 
 
 # ---- the tab --------------------------------------------------------------------------------
@@ -341,8 +357,7 @@ def build_generate_tab(services: Services) -> gr.State:
                 preset_buttons = [gr.Button(p[0], size="sm", elem_classes=["preset"]) for p in PRESETS]
         with gr.Column(scale=3, min_width=360):
             with gr.Row(visible=config.live_preview) as preview_row:
-                preview = gr.Image(label="Live preview", format="png", type="numpy", interactive=False, height=320,
-                                   show_label=True, elem_id="gen-preview", buttons=[])
+                preview = gr.HTML("", label="Live preview", elem_id="gen-preview")
             preview_note = gr.Markdown("", elem_id="gen-preview-note")
             gallery = gr.Gallery(label="Generated images (8-bit view through the window below; downloads are 16-bit)",
                                  format="png", columns=2, height="auto", object_fit="contain", preview=False,
@@ -415,7 +430,7 @@ def build_generate_tab(services: Services) -> gr.State:
 
     preview_inputs = [live, birads, density, view, laterality, lesion, box, seed, guidance, previewed]
     preview_event = dict(fn=on_preview, inputs=preview_inputs, outputs=[preview, preview_note, previewed],
-                         trigger_mode="always_last", concurrency_limit=1, concurrency_id="preview",
+                         trigger_mode="always_last", queue=False,
                          api_visibility="private", show_progress="hidden")
     # what the user changes by hand (.input: not the programmatic echoes of a preset, which would
     # queue one preview per field); the box on every change; presets chain one preview below
