@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--limit", type=int, default=None, help="make only the first N images (quick runs)")
     gen.add_argument("--batch-size", type=int, default=8)
     gen.add_argument("--steps", type=int, default=None,
-                     help="inference steps (default: 20 for the teacher's schedulers, 2 for --scheduler lcm)")
+                     help="inference steps (default: 8 for the teacher's schedulers, 2 for --scheduler lcm)")
     gen.add_argument("--scheduler", default=None,
                      help="dpm, ddim, unipc, euler, ddpm, or lcm: the distilled few-step student (default: the "
                           "checkpoint's own, DPM-Solver++)")

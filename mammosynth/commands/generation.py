@@ -71,7 +71,7 @@ def _sample_arguments(sample: argparse.ArgumentParser) -> None:
     _condition_arguments(sample)
     sample.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     sample.add_argument("--steps", type=int, default=None,
-                        help="denoising steps (default: 20 for the teacher's schedulers, 2 for --scheduler lcm)")
+                        help="denoising steps (default: 8 for the teacher's schedulers, 2 for --scheduler lcm)")
     sample.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (>= 1)")
     sample.add_argument("--scheduler", default="dpm",
                         help="dpm, ddim, unipc, euler or ddpm (the teacher), or lcm: the distilled few-step "

@@ -48,7 +48,7 @@ class AppConfig:
     max_concurrent_generations: int = 1
     max_images: int = 8
     max_steps: int = 200
-    default_steps: int = 20
+    default_steps: int = 8   # pipeline_mammo_ldm.DEFAULT_TEACHER_STEPS (measured)
     #: the Generate tab's live preview (student + tiny decoder when the checkpoint has them)
     live_preview: bool = True
     reports: Path | None = None
