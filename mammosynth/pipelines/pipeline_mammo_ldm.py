@@ -695,12 +695,17 @@ class MammoLDMPipeline(DiffusionPipeline):
                 # 4d. x_t -> x_t-1
                 latents = self.scheduler.step(noise, t, latents, **extra).prev_sample
                 # 4e. hooks
-                if callback_on_step_end is not None:
-                    result = callback_on_step_end(self, i, t, {"latents": latents}) or {}
-                    latents = result.get("latents", latents)
-                if callback is not None:
-                    callback(i + 1, len(timesteps))
-                bar.update()
+                latents = self._after_step(i, t, latents, len(timesteps), callback, callback_on_step_end, bar)
+        return latents
+
+    def _after_step(self, i, t, latents, total, callback, callback_on_step_end, bar) -> torch.Tensor:
+        """The per-step hooks of both samplers: ``callback_on_step_end`` may replace the latents."""
+        if callback_on_step_end is not None:
+            result = callback_on_step_end(self, i, t, {"latents": latents}) or {}
+            latents = result.get("latents", latents)
+        if callback is not None:
+            callback(i + 1, total)
+        bar.update()
         return latents
 
     def _sample_student(self, conds, num_inference_steps, guidance_scale, height, width, generator, latents,
@@ -725,12 +730,7 @@ class MammoLDMPipeline(DiffusionPipeline):
             for i, t in enumerate(timesteps):
                 prediction = denoiser(latents, t, conditions)
                 latents = self.scheduler.step(prediction, t, latents, generator=generator).prev_sample
-                if callback_on_step_end is not None:
-                    result = callback_on_step_end(self, i, t, {"latents": latents}) or {}
-                    latents = result.get("latents", latents)
-                if callback is not None:
-                    callback(i + 1, len(timesteps))
-                bar.update()
+                latents = self._after_step(i, t, latents, len(timesteps), callback, callback_on_step_end, bar)
         return latents
 
     # ---- loading ------------------------------------------------------------------------
