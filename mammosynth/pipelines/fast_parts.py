@@ -45,20 +45,21 @@ def _find(run: Path, name: str, needed: tuple[str, ...]) -> Path:
                           f"{', '.join(needed)})")
 
 
-def _save(model: torch.nn.Module, target: Path, fp16: bool) -> None:
+def _save(part, target: Path, fp16: bool) -> None:
+    """``part.save_pretrained`` beside ``target``, then renamed into it (a model in fp16 if asked)."""
     staging = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    model = model.to(torch.float16) if fp16 else model
-    model.save_pretrained(staging, safe_serialization=True)
+    if fp16 and isinstance(part, torch.nn.Module):
+        part = part.to(torch.float16)
+    part.save_pretrained(staging, **({"safe_serialization": True} if isinstance(part, torch.nn.Module) else {}))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(staging, path)
+    from ..data.prepared import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def add_fast_parts(checkpoint: str | os.PathLike, student: str | os.PathLike | None = None,
@@ -106,11 +107,7 @@ def add_fast_parts(checkpoint: str | os.PathLike, student: str | os.PathLike | N
             raise CheckpointError(f"{folder} has no scheduler/ (the student's LCMScheduler): re-run `mammosynth distill`")
         _save(unet, root / "student_unet", fp16)
         _save(encoder, root / "student_condition_encoder", fp16)
-        staging = root / ".student_scheduler.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        scheduler.save_pretrained(staging)
-        shutil.rmtree(root / "student_scheduler", ignore_errors=True)
-        os.replace(staging, root / "student_scheduler")
+        _save(scheduler, root / "student_scheduler", fp16)
         if info:
             _write_json(root / "reports" / "student.json", info)
         index.update(STUDENT_COMPONENTS)

@@ -158,7 +158,6 @@ class ModelService:
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
         self._schedulers: dict[str, SchedulerMixin] = {}
-        self._base_scheduler_config: Any = None
         self.fingerprint: str | None = None
         self.load_seconds: float | None = None
 
@@ -177,7 +176,6 @@ class ModelService:
                 from ..pipelines.pipeline_mammo_ldm import load_pipeline
 
                 pipe = (self._loader or load_pipeline)(self.checkpoint)
-                self._base_scheduler_config = pipe.scheduler.config
                 self.fingerprint = fingerprint(self.checkpoint)
                 self.load_seconds = time.perf_counter() - started
                 logger.info("checkpoint loaded in %.1f s (%s)", self.load_seconds, self.fingerprint)
