@@ -57,9 +57,43 @@ def real_embeddings(checkpoint: str, data_root: str, images: int, copies: int, s
     return _normalise(embeddings), rows["study_id"].to_numpy(), _normalise(queries), sources
 
 
-def replicate(embeddings: np.ndarray, studies: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, float, float]:
-    """``size`` rows: the real ones first, then noisy replicas; returns ``(rows, σ, target similarity)``."""
-    sims = embeddings @ embeddings.T
+def more_real(checkpoint: str, data_root: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of another prepared dataset (other phantom patients), embedded as more real rows."""
+    from mammosynth.data.prepared import load_prepared
+    from mammosynth.privacy.checker import load_privacy_checker
+
+    checker = load_privacy_checker(checkpoint)
+    data = load_prepared(data_root)
+    rows = data.manifest
+    started = time.perf_counter()
+    embeddings = np.concatenate([checker.embed(data.frames(rows["index"].to_numpy()[k : k + 2048]))
+                                 for k in range(0, len(rows), 2048)])
+    print(f"embedded {len(rows)} more real images of {data_root} in {time.perf_counter() - started:.0f} s", flush=True)
+    return _normalise(embeddings), ("more:" + rows["study_id"].astype(str)).to_numpy()
+
+
+def cached(path: str | None, key: str, make):
+    """``make()``'s arrays, kept in ``path`` (an .npz) under ``key`` so a rerun skips the embedding."""
+    if path and Path(path).is_file():
+        stored = np.load(path, allow_pickle=False)
+        if str(stored["key"]) == key:
+            print(f"embeddings from {path}", flush=True)
+            return tuple(stored[f"a{k}"] for k in range(len(stored.files) - 1))
+    arrays = make()
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, key=key, **{f"a{k}": a for k, a in enumerate(arrays)})
+    return arrays
+
+
+def replicate(embeddings: np.ndarray, studies: np.ndarray, size: int, seed: int,
+              calibration_rows: int | None = None) -> tuple[np.ndarray, float, float]:
+    """``size`` rows: the real ones first, then noisy replicas; returns ``(rows, σ, target similarity)``.
+
+    σ comes from the first ``calibration_rows`` rows (the training split: a bounded similarity matrix)."""
+    calibration = embeddings[:calibration_rows]
+    sims = calibration @ calibration.T
+    studies = studies[:calibration_rows]
     sims[studies[:, None] == studies[None, :]] = -np.inf   # nearest image of another study
     target = float(np.median(sims.max(axis=1)))
     d = embeddings.shape[1]
@@ -74,8 +108,11 @@ def replicate(embeddings: np.ndarray, studies: np.ndarray, size: int, seed: int)
 
 
 def settings(size: int) -> list[tuple[str, str, dict]]:
-    """``(label, faiss factory string, search parameters)``."""
-    nlist = 2 ** round(math.log2(4 * math.sqrt(size)))
+    """``(label, faiss factory string, search parameters)``; ``nlist`` is the gate's own choice at this size."""
+    from mammosynth.privacy.index import default_faiss_factory
+
+    ivf = default_faiss_factory(max(size, 100_000))      # "IVF{nlist},Flat"
+    nlist = int(ivf.split(",")[0][3:])
     rows = [("exact (Flat)", "Flat", {})]
     rows += [(f"HNSW32 efSearch {ef}", "HNSW32", {"efSearch": ef}) for ef in (16, 64, 256)]
     rows += [(f"IVF{nlist},Flat nprobe {p}", f"IVF{nlist},Flat", {"nprobe": p}) for p in (4, 16, 64)]
@@ -117,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=200_000, help="index rows (default 200,000; 1000000 for 1 M)")
     parser.add_argument("--copies", type=int, default=500, help="disguised copies = queries (default 500)")
     parser.add_argument("--images", type=int, default=0, help="training images embedded (0 = all)")
+    parser.add_argument("--more-real", default=None, metavar="PREPARED",
+                        help="a prepared dataset of other phantom patients whose every image is embedded and indexed as "
+                             "more real rows (never queried), before any replica")
+    parser.add_argument("--cache", default=None, metavar="NPZ", help="keep the embeddings here; a rerun reuses them")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -129,10 +170,21 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
-    embeddings, studies, queries, sources = real_embeddings(args.checkpoint, args.data, args.images, args.copies,
-                                                            args.seed)
-    rows, sigma, target = replicate(embeddings, studies, args.size, args.seed)
-    print(f"index of {len(rows):,} x {rows.shape[1]} rows: {len(embeddings):,} real + replicas at σ = {sigma:.4f} "
+    key = f"{args.checkpoint}|{args.data}|{args.images}|{args.copies}|{args.seed}|{args.more_real}"
+
+    def embed_all():
+        found = real_embeddings(args.checkpoint, args.data, args.images, args.copies, args.seed)
+        if args.more_real:
+            extra, extra_studies = more_real(args.checkpoint, args.more_real)
+            found = (np.concatenate([found[0], extra]), np.concatenate([found[1].astype(str), extra_studies]),
+                     *found[2:])
+        return found
+
+    embeddings, studies, queries, sources = cached(args.cache, key, embed_all)
+    training = len(embeddings) if not args.more_real else int(np.sum(~np.char.startswith(studies.astype(str), "more:")))
+    rows, sigma, target = replicate(embeddings, studies, args.size, args.seed, calibration_rows=training)
+    print(f"index of {len(rows):,} x {rows.shape[1]} rows: {min(len(embeddings), len(rows)):,} real "
+          f"({training:,} training images + {len(embeddings) - training:,} of other patients) + replicas at σ = {sigma:.4f} "
           f"(cosine {target:.4f} to their source = the median nearest-other-study similarity); "
           f"{len(queries)} disguised-copy queries; {args.threads} thread(s)", flush=True)
     exact_ids = None
@@ -152,6 +204,21 @@ def main(argv: list[str] | None = None) -> int:
         copy = float(np.mean(ids[:, 0] == sources))
         per_vector = faiss.serialize_index(index).nbytes / len(rows) if hasattr(faiss, "serialize_index") else float("nan")
         print(f"| {label} | {recall:.3f} | {copy:.3f} | {ms:.3f} | {built:.1f} | {per_vector:.0f} |", flush=True)
+    index = None
+    # the gate's own path: EmbeddingIndex with backend "auto" at this size, as build-index makes it
+    from mammosynth.privacy.index import EmbeddingIndex
+
+    ids = [str(k) for k in range(len(rows))]
+    gate = EmbeddingIndex(rows, ids, ids, "bench", (1, 1))
+    started = time.perf_counter()
+    gate.search(queries[:1])
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    top = gate.search(queries)[1][:, 0]
+    ms = (time.perf_counter() - started) * 1e3 / len(queries)
+    label = "EmbeddingIndex auto: " + ", ".join(f"{k} {v}" for k, v in gate.search_settings.items())
+    print(f"| {label} | {np.mean(top == exact_ids):.3f} | {np.mean(top == sources):.3f} | {ms:.3f} | {built:.1f} | — |",
+          flush=True)
     return 0
 
 

@@ -7,12 +7,14 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from mammosynth.cli import main as cli_main
 from mammosynth.data.prepared import PreparedWriter, load_prepared
 from mammosynth.privacy.audit import (AuditConfig, EmptySyntheticSetError, audit_summary, load_synthetic, run_audit,
                                       write_report)
 from mammosynth.privacy.checker import PrivacyChecker
+from mammosynth.models.siamese import SiameseEmbedder
 from mammosynth.privacy.index import IndexMismatchError
 from mammosynth.privacy.membership import AttackConfig
 
@@ -20,6 +22,8 @@ TRAIN_ARGS = ["--input_size", "48x32", "--embedding_dim", "32", "--block_inplane
               "--train_batch_size", "32", "--learning_rate", "3e-3", "--lr_warmup_steps", "5",
               "--validation_steps", "50", "--checkpointing_steps", "50", "--logging_steps", "10",
               "--no_progress", "--num_threads", "1"]
+# the same run options without the architecture (a warm start keeps its network's) at a vanishing learning rate
+WARM_ARGS = [*TRAIN_ARGS[6:8], "--learning_rate", "1e-12", *TRAIN_ARGS[10:]]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,22 @@ def test_build_index_with_zoom_tta(world, tmp_path):
                   "--out", str(out), "--zoom-tta", "0.9,big"])
 
 
+def test_build_index_keeps_the_faiss_setting_and_refuses_a_bad_one(world, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    out = tmp_path / "ivf"
+    assert cli_main(["build-index", "--siamese", str(world["run"]), "--data", str(world["data"]), "--out", str(out),
+                     "--backend", "faiss", "--faiss-factory", "IVF4,Flat", "--nprobe", "4", "--no-copy-sketch"]) == 0
+    gate = PrivacyChecker.from_pretrained(out)
+    assert gate.index.search_settings == {"backend": "faiss", "faiss_factory": "IVF4,Flat", "nprobe": 4}
+    report = json.loads((out / "build_report.json").read_text())["index"]
+    assert (report["backend"], report["faiss_factory"], report["nprobe"]) == ("faiss", "IVF4,Flat", 4)
+    capsys.readouterr()
+    assert cli_main(["build-index", "--siamese", str(world["run"]), "--data", str(world["data"]),
+                     "--out", str(tmp_path / "bad"), "--faiss-factory", "IVF?,Flat"]) == 2
+    assert "'IVF?,Flat' is not a faiss factory string" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_train_siamese_writes_model_metrics_and_resumes(world):
     run = world["run"]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -99,6 +119,42 @@ def test_train_siamese_writes_model_metrics_and_resumes(world):
                      "--max_minutes", "0.001", *TRAIN_ARGS]) == 0
     assert json.loads((run / "metrics.json").read_text())["steps"] == 160
     assert not (run / "checkpoints" / "checkpoint-161").exists()
+
+
+def test_train_siamese_warm_start_with_wider_disguises(world, tmp_path, capsys):
+    """--init_siamese starts from a trained network (here its privacy_checker/, zoom views off) and records the
+    disguise ranges it was trained with, which the battery then reports as the seen families' trained ranges."""
+    from mammosynth.privacy.augment import AugmentConfig
+    from mammosynth.privacy.disguises import run_battery
+
+    gate = PrivacyChecker.from_pretrained(world["checker"])
+    run = tmp_path / "wider"
+    assert cli_main(["train-siamese", "--data", str(world["data"]), "--out", str(run), "--init_siamese",
+                     str(world["checker"]), "--max_shift", "0.1", "--max_scale", "0.18", "--max_rotation_deg", "6",
+                     "--max_train_steps", "1", *WARM_ARGS]) == 0
+    widened = SiameseEmbedder.from_pretrained(run / "siamese")
+    assert widened.config.trained_augment == AugmentConfig(max_shift=0.1, max_scale=0.18, max_rotation_deg=6).to_dict()
+    assert not widened.config.zoom_tta
+    # one step at a vanishing learning rate: the weights are the start's (BatchNorm statistics move a little)
+    start = gate.embedder.state_dict()
+    assert all(torch.allclose(t, start[k], atol=1e-6) for k, t in widened.state_dict().items() if k.endswith("conv1.weight"))
+    assert not torch.allclose(SiameseEmbedder(**dict(widened.config)).backbone.conv1.weight, widened.backbone.conv1.weight)
+    out = tmp_path / "gate"
+    assert cli_main(["build-index", "--siamese", str(run), "--data", str(world["data"]), "--out", str(out),
+                     "--no-copy-sketch"]) == 0
+    battery = run_battery(PrivacyChecker.from_pretrained(out), load_prepared(world["data"]), per_family=2,
+                          families=("translation", "scale_crop", "rotation", "aspect"))["families"]
+    assert [battery[f]["trained_range"] for f in ("translation", "scale_crop", "rotation", "aspect")] == \
+        ["+-10 %", "zoom x0.82-1.18", "+-6 deg", None]
+    assert run_battery(gate, load_prepared(world["data"]), per_family=2,
+                       families=("translation",))["families"]["translation"]["trained_range"] == "+-4 %"
+    capsys.readouterr()
+    assert cli_main(["train-siamese", "--data", str(world["data"]), "--out", str(tmp_path / "bad"), "--init_siamese",
+                     str(world["checker"]), "--embedding_dim", "8", "--max_train_steps", "1", *WARM_ARGS]) == 2
+    assert "--init_siamese keeps that network's architecture; leave out --embedding_dim" in capsys.readouterr().err
+    assert cli_main(["train-siamese", "--data", str(world["data"]), "--out", str(tmp_path / "bad2"),
+                     "--max_shift", "0.7", "--max_train_steps", "1", *TRAIN_ARGS]) == 2
+    assert "max_shift has to be in [0, 0.5), not 0.7" in capsys.readouterr().err
 
 
 def test_audit_catches_planted_copies_and_writes_report(world, tmp_path):

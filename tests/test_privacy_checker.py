@@ -112,6 +112,65 @@ def test_index_search_is_exact_cosine_and_round_trips(tmp_path):
         EmbeddingIndex(np.zeros((0, 8)), [], [], "fp", (64, 48)).search(q)
 
 
+def _unit(n: int, d: int, seed: int) -> np.ndarray:
+    emb = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+
+def test_faiss_factory_index_matches_exact_search_and_round_trips(tmp_path):
+    pytest.importorskip("faiss")
+    emb = _unit(600, 16, 2)
+    ids = [f"i{k}" for k in range(600)]
+    exact = EmbeddingIndex(emb, ids, ids, "fp", (64, 48), backend="exact")
+    q = emb[::7] + 0.05 * np.random.default_rng(3).normal(size=(len(emb[::7]), 16)).astype(np.float32)
+    want = exact.search(q, 3)[1]
+    # nprobe = nlist searches every list: exact; nprobe 1 searches one of 16 lists and misses some
+    ivf = EmbeddingIndex(emb, ids, ids, "fp", (64, 48), backend="faiss", faiss_factory="IVF16,Flat", nprobe=16)
+    np.testing.assert_array_equal(ivf.search(q, 3)[1], want)
+    assert ivf.search_settings == {"backend": "faiss", "faiss_factory": "IVF16,Flat", "nprobe": 16}
+    one = EmbeddingIndex(emb, ids, ids, "fp", (64, 48), backend="faiss", faiss_factory="IVF16,Flat", nprobe=1)
+    assert (one.search(q, 1)[1][:, 0] != want[:, 0]).any()
+    loaded = EmbeddingIndex.load(one.save(tmp_path / "ivf"))
+    assert (loaded.faiss_factory, loaded.nprobe) == ("IVF16,Flat", 1)
+    np.testing.assert_array_equal(loaded.search(q, 1)[1], one.search(q, 1)[1])  # same seeded k-means
+    assert EmbeddingIndex(emb, ids, ids, "fp", (64, 48), backend="faiss").active_factory == "Flat"
+
+
+def test_faiss_settings_are_checked_before_any_search():
+    pytest.importorskip("faiss")
+    from mammosynth.privacy.index import default_faiss_factory
+
+    emb = _unit(40, 8, 0)
+    ids = [str(k) for k in range(40)]
+    with pytest.raises(ValueError, match="'IVFx,Flat' is not a faiss factory string for 8-number"):
+        EmbeddingIndex(emb, ids, ids, "fp", (64, 48), backend="faiss", faiss_factory="IVFx,Flat")
+    with pytest.raises(ValueError, match="needs backend 'faiss' or 'auto', not 'exact'"):
+        EmbeddingIndex(emb, ids, ids, "fp", (64, 48), backend="exact", faiss_factory="Flat")
+    with pytest.raises(ValueError, match="nprobe has to be a whole number"):
+        EmbeddingIndex(emb, ids, ids, "fp", (64, 48), backend="faiss", nprobe=0)
+    with pytest.raises(ValueError, match="64 inverted lists but the index holds only 40 rows"):
+        EmbeddingIndex(emb, ids, ids, "fp", (64, 48), backend="faiss", faiss_factory="IVF64,Flat").search(emb[:2])
+    assert default_faiss_factory(99_999) == "Flat"
+    assert default_faiss_factory(200_000) == "IVF2048,Flat" and default_faiss_factory(1_000_000) == "IVF4096,Flat"
+
+
+def test_checker_keeps_its_index_search_settings(tmp_path):
+    pytest.importorskip("faiss")
+    embedder = _embedder()
+    frames = _frames(40)
+    ids, studies = [f"img{i}" for i in range(40)], [f"st{i // 4}" for i in range(40)]
+    calibration = calibrate_threshold(np.linspace(0, 0.9, 300), 0.01)
+    plain = PrivacyChecker.from_index(embedder, build_index(embedder, frames, ids, studies), calibration)
+    assert plain.config.index_search is None and plain.index.active_backend == "exact"
+    index = build_index(embedder, frames, ids, studies, backend="faiss", faiss_factory="IVF4,Flat", nprobe=2)
+    checker = PrivacyChecker.from_index(embedder, index, calibration)
+    checker.save_pretrained(tmp_path / "gate")
+    loaded = PrivacyChecker.from_pretrained(tmp_path / "gate")
+    assert loaded.index.search_settings == {"backend": "faiss", "faiss_factory": "IVF4,Flat", "nprobe": 2}
+    assert loaded.fingerprint() == checker.fingerprint() != plain.fingerprint()  # same embeddings, other search
+    assert loaded.check(frames[:3])[0].flagged   # an indexed image is still its own nearest neighbour
+
+
 def test_index_refuses_other_model_or_resolution():
     embedder, other = _embedder(0), _embedder(1)
     index = build_index(embedder, _frames(4), list("abcd"), list("aabb"))

@@ -30,7 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--false-flag-rate", type=float, default=0.01,
                    help="share of unseen real patients the gate may flag (default 0.01)")
     p.add_argument("--neighbours", type=int, default=3, help="nearest training images reported per verdict")
-    p.add_argument("--backend", choices=("auto", "exact", "sklearn", "faiss"), default="auto")
+    p.add_argument("--backend", choices=("auto", "exact", "sklearn", "faiss"), default="auto",
+                   help="index search (kept by the checker): auto = exact below 100,000 images, faiss from there on")
+    p.add_argument("--faiss-factory", default=None, metavar="STRING",
+                   help="the faiss index for backend faiss/auto, a faiss factory string: 'Flat' (exact), "
+                        "'IVF4096,Flat' (inverted lists), 'HNSW32', 'IVF4096,PQ32,RFlat'; default: 'Flat' below "
+                        "100,000 images, IVF{4√N},Flat from there on (benchmarks/bench_index_scale.py)")
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="inverted lists an IVF index searches per query (default 16; more is closer to exact)")
     p.add_argument("--zoom-tta", type=zoom_factors, default=None, metavar="Z1,Z2,...",
                    help="test-time zoom factors added to each embedding (e.g. 0.9,1.1; 1+N × the gate's cost); "
                         "'none' turns off any the network has; default: the network's own setting")
@@ -128,7 +135,8 @@ def _build_index(args: argparse.Namespace) -> int:
                                             target=args.false_flag_rate, num_neighbours=args.neighbours,
                                             sketch=SketchConfig() if args.copy_sketch else None,
                                             sketch_share=args.sketch_share,
-                                            backend=args.backend)
+                                            backend=args.backend, faiss_factory=args.faiss_factory,
+                                            nprobe=args.nprobe)
     from ..pipelines.pipeline_mammo_ldm import register_privacy_checker
 
     run = Path(args.siamese)

@@ -60,6 +60,9 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
             shrunk). Test-time augmentation: costs ``1 + len(zoom_tta)`` × the compute and makes
             the embedding steadier under the small scale changes between views and breasts.
             ``build-index --zoom-tta`` sets it; it is part of :meth:`fingerprint`.
+        trained_augment: the disguise ranges the network was trained to see through
+            (:class:`~mammosynth.privacy.augment.AugmentConfig` as a dict; ``None``: its defaults).
+            A record, not a setting: the audit's battery reports each family against it.
 
     ``forward`` takes float images ``(N, 1, H, W)`` in [-1, 1] (see
     :func:`mammosynth.data.dataset.to_unit_range`) and returns ``(N, embedding_dim)``
@@ -76,6 +79,7 @@ class SiameseEmbedder(ModelMixin, ConfigMixin):
         layers: Sequence[int] = (1, 1, 1, 1),
         flip_invariant: bool = True,
         zoom_tta: Sequence[float] = (),
+        trained_augment: dict | None = None,
     ):
         super().__init__()
         if len(input_size) != 2 or min(input_size) < 32:

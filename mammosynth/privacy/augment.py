@@ -13,7 +13,7 @@ same copies.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -36,6 +36,25 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.7, 1.4)
     max_blur_sigma: float = 1.2      # pixels at the working resolution
     max_noise_sigma: float = 0.03    # in [0, 1] intensity units
+
+    def __post_init__(self) -> None:
+        for name in ("max_shift", "max_scale"):
+            if not 0.0 <= getattr(self, name) < 0.5:
+                raise ValueError(f"{name} has to be in [0, 0.5), not {getattr(self, name)}")
+        if not 0.0 <= self.max_rotation_deg <= 45.0:
+            raise ValueError(f"max_rotation_deg has to be in [0, 45], not {self.max_rotation_deg}")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> AugmentConfig:
+        """The ranges of :meth:`to_dict` (``None``: the defaults)."""
+        data = dict(data or {})
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown augmentation settings {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -93,6 +93,16 @@ class PrivacyVerdict:
         return data
 
 
+def _index_search(index: EmbeddingIndex) -> dict[str, Any] | None:
+    """An index's search settings for the checker's config; ``None`` when they are all the defaults."""
+    from .index import DEFAULT_NPROBE
+
+    settings = {"backend": index.backend, "faiss_factory": index.faiss_factory, "nprobe": index.nprobe}
+    if settings == {"backend": "auto", "faiss_factory": None, "nprobe": DEFAULT_NPROBE}:
+        return None
+    return settings
+
+
 def _plain_config(config: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(config).items() if not k.startswith("_")}
 
@@ -113,6 +123,10 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         calibration: :meth:`Calibration.to_dict` of how the threshold was chosen.
         num_neighbours: neighbours reported per verdict.
         index_meta: provenance of the index (data folder, split, ...).
+        sketch: settings and threshold of the partial-copy detector (``None``: Siamese gate alone).
+        index_search: how the index is searched, ``{"backend", "faiss_factory", "nprobe"}`` of
+            :class:`~mammosynth.privacy.index.EmbeddingIndex` (``None``: the defaults, exact search
+            below 100,000 rows and ``IVF{4√N},Flat`` at nprobe 16 from there on when faiss is installed).
     """
 
     config_name = "config.json"
@@ -130,8 +144,12 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         num_neighbours: int = 3,
         index_meta: dict[str, Any] | None = None,
         sketch: dict[str, Any] | None = None,
+        index_search: dict[str, Any] | None = None,
     ):
         super().__init__()
+        unknown = set(index_search or {}) - {"backend", "faiss_factory", "nprobe"}
+        if unknown:
+            raise ValueError(f"index_search has unknown keys {sorted(unknown)}: expected backend, faiss_factory, nprobe")
         self.embedder = SiameseEmbedder(**(embedder_config or {}))
         if len(index_image_ids) != len(index_study_ids):
             raise ValueError(
@@ -178,6 +196,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
             num_neighbours=int(num_neighbours),
             index_meta=dict(index.meta),
             sketch=None if sketch is None else dict(sketch),
+            index_search=_index_search(index),
         )
         checker.embedder.load_state_dict(embedder.state_dict())
         with torch.no_grad():
@@ -236,6 +255,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
                 embedder_fingerprint=self.config.embedder_fingerprint,
                 image_size=self.image_size,
                 meta=dict(self.config.index_meta or {}),
+                **dict(self.config.get("index_search") or {}),
             )
             self._index_key = key
         return self._index
@@ -251,10 +271,13 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         buffer = self.index_embeddings
         key = (self.config.embedder_fingerprint, self.threshold, buffer.data_ptr(), buffer._version,
                tuple(buffer.shape), json.dumps(self.config.get("sketch"), sort_keys=True, default=str),
-               self.sketch_embeddings._version if self.has_sketch else None)
+               self.sketch_embeddings._version if self.has_sketch else None,
+               json.dumps(self.config.get("index_search"), sort_keys=True))
         if getattr(self, "_fingerprint_key", None) != key:
             digest = hashlib.sha256()
             digest.update(f"{self.config.embedder_fingerprint}:{self.threshold!r}:".encode())
+            if self.config.get("index_search"):   # an approximate search can give other verdicts
+                digest.update(json.dumps(self.config.index_search, sort_keys=True).encode())
             digest.update(buffer.detach().float().cpu().contiguous().numpy().tobytes())
             if self.has_sketch:
                 digest.update(json.dumps(self.config.sketch, sort_keys=True, default=str).encode())
@@ -397,8 +420,9 @@ def load_embedder(path: str | os.PathLike) -> SiameseEmbedder:
 
 def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "training",
                           calibration_split: str = "test", target: float = 0.01, num_neighbours: int = 3,
-                          backend: str = "auto", sketch: Any = None,
-                          sketch_share: float = 0.3) -> tuple[PrivacyChecker, dict[str, Any]]:
+                          backend: str = "auto", sketch: Any = None, sketch_share: float = 0.3,
+                          faiss_factory: str | None = None,
+                          nprobe: int | None = None) -> tuple[PrivacyChecker, dict[str, Any]]:
     """Index a split, calibrate the threshold on another, and make the checker.
 
     With ``sketch`` (a :class:`~mammosynth.privacy.sketch.SketchConfig`) the checker also gets the
@@ -413,7 +437,9 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
         calibration_split: unseen real patients for the threshold (must share no study with ``split``).
         target: false-flag rate allowed on unseen patients (both detectors together).
         num_neighbours: neighbours per verdict.
-        backend: index search backend.
+        backend: index search backend (kept by the checker).
+        faiss_factory, nprobe: the faiss index to search with and its inverted lists per query (see
+            :class:`~mammosynth.privacy.index.EmbeddingIndex`; kept by the checker).
         sketch: settings of the partial-copy detector, or ``None`` for the Siamese gate alone.
         sketch_share: the sketch's share of ``target``.
 
@@ -422,7 +448,7 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
         embedder on the calibration split.
     """
     from .calibration import calibrate_threshold
-    from .index import build_index
+    from .index import DEFAULT_NPROBE, EmbeddingIndex, build_index
     from .reid import evaluate_embeddings, relation_breakdown
 
     rows = data.split(split)
@@ -437,9 +463,14 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
             f"{len(shared)} studies are in both {split!r} and {calibration_split!r}: the calibration "
             "images have to be patients the index does not contain"
         )
+    nprobe = DEFAULT_NPROBE if nprobe is None else nprobe
+    # the search settings are refused before hours of embedding, not after
+    EmbeddingIndex(np.zeros((0, int(embedder.config.embedding_dim)), np.float32), [], [], "", (1, 1),
+                   backend=backend, faiss_factory=faiss_factory, nprobe=nprobe)
     meta = {"data": str(data.root), "split": split, "data_meta_count": int(data.meta.get("count", len(data.manifest)))}
     index = build_index(embedder, data.frames(rows["index"].to_numpy()), rows["image_id"].tolist(),
-                        rows["study_id"].tolist(), backend=backend, meta=meta)
+                        rows["study_id"].tolist(), backend=backend, meta=meta, faiss_factory=faiss_factory,
+                        nprobe=nprobe)
     held_frames = data.frames(held["index"].to_numpy())
     held_emb = embedder.embed_frames(held_frames)
     held_sim = index.max_similarity(held_emb)
@@ -463,7 +494,7 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
     report = {
         "index": {"images": len(index), "studies": len(set(index.study_ids)), "split": split,
                   "image_size": list(index.image_size), "embedder_fingerprint": index.embedder_fingerprint,
-                  "backend": index.active_backend},
+                  **index.search_settings},
         "calibration": calibration.to_dict(),
         "siamese_verification": {"split": calibration_split,
                                  **evaluate_embeddings(held_emb, held["study_id"].tolist())},

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -50,7 +50,6 @@ class Family:
         seen: the Siamese training augmentations (:mod:`~mammosynth.privacy.augment`) include this
             kind of change (perhaps at a narrower range); ``False``: held out, never seen.
         params: the ranges, in words (for the report).
-        trained_range: the range the Siamese training used, when ``seen``.
         transform: the function.
     """
 
@@ -58,7 +57,6 @@ class Family:
     kind: str
     seen: bool
     params: str
-    trained_range: str
     transform: Transform
 
 
@@ -199,26 +197,35 @@ def composition(x: torch.Tensor, donors: torch.Tensor, g: torch.Generator) -> to
 
 #: The battery, in report order.
 FAMILIES: tuple[Family, ...] = (
-    Family("scale_crop", "geometric", True, "zoom x0.85-1.15 about a point within 5 % of the centre",
-           "zoom x0.95-1.05", scale_crop),
-    Family("aspect", "geometric", False, "one axis stretched x0.9-1.1", "", aspect),
-    Family("rotation", "geometric", True, "rotation +-5 deg", "+-3 deg", rotation),
-    Family("translation", "geometric", True, "shift +-8 % of each side", "+-4 %", translation),
+    Family("scale_crop", "geometric", True, "zoom x0.85-1.15 about a point within 5 % of the centre", scale_crop),
+    Family("aspect", "geometric", False, "one axis stretched x0.9-1.1", aspect),
+    Family("rotation", "geometric", True, "rotation +-5 deg", rotation),
+    Family("translation", "geometric", True, "shift +-8 % of each side", translation),
     Family("elastic", "geometric", False, "smooth displacement field, 2-6 % of the half-size per control point",
-           "", elastic),
-    Family("gamma", "photometric", True, "gamma 0.6-1.6", "0.7-1.4", gamma),
-    Family("contrast", "photometric", True, "contrast x0.7-1.4 about the mean", "x0.8-1.25", contrast),
-    Family("windowing", "photometric", False, "clip to [0-0.15, 0.75-1] and stretch", "", windowing),
-    Family("noise", "photometric", True, "Gaussian noise sigma 0.01-0.05 of the range", "sigma <= 0.03", noise),
-    Family("blur", "photometric", True, "Gaussian blur sigma 0.5-2 px", "sigma <= 1.2 px", blur),
-    Family("sharpen", "photometric", False, "unsharp mask, amount 0.5-1.5, sigma 1-2 px", "", sharpen),
-    Family("resolution_loss", "photometric", False, "down x2-4 (area) and back up (bilinear)", "", resolution_loss),
-    Family("blend", "partial", False, "50-80 % of the training image over another study's", "", blend),
-    Family("paste", "partial", False, "a 50-70 % rectangle of the training image pasted onto another study's",
-           "", paste),
-    Family("composition", "composition", False, "one geometric then one photometric family per image", "",
-           composition),
+           elastic),
+    Family("gamma", "photometric", True, "gamma 0.6-1.6", gamma),
+    Family("contrast", "photometric", True, "contrast x0.7-1.4 about the mean", contrast),
+    Family("windowing", "photometric", False, "clip to [0-0.15, 0.75-1] and stretch", windowing),
+    Family("noise", "photometric", True, "Gaussian noise sigma 0.01-0.05 of the range", noise),
+    Family("blur", "photometric", True, "Gaussian blur sigma 0.5-2 px", blur),
+    Family("sharpen", "photometric", False, "unsharp mask, amount 0.5-1.5, sigma 1-2 px", sharpen),
+    Family("resolution_loss", "photometric", False, "down x2-4 (area) and back up (bilinear)", resolution_loss),
+    Family("blend", "partial", False, "50-80 % of the training image over another study's", blend),
+    Family("paste", "partial", False, "a 50-70 % rectangle of the training image pasted onto another study's", paste),
+    Family("composition", "composition", False, "one geometric then one photometric family per image", composition),
 )
+
+
+def trained_ranges(config: Any = None) -> dict[str, str]:
+    """The range of each seen family that a Siamese network trained with ``config`` (an
+    :class:`~mammosynth.privacy.augment.AugmentConfig`, its dict, or ``None`` = the defaults) saw."""
+    from .augment import AugmentConfig
+
+    c = config if isinstance(config, AugmentConfig) else AugmentConfig.from_dict(config)
+    return {"scale_crop": f"zoom x{1 - c.max_scale:.2f}-{1 + c.max_scale:.2f}",
+            "rotation": f"+-{c.max_rotation_deg:g} deg", "translation": f"+-{100 * c.max_shift:g} %",
+            "gamma": f"{c.gamma[0]:g}-{c.gamma[1]:g}", "contrast": f"x{c.contrast[0]:g}-{c.contrast[1]:g}",
+            "noise": f"sigma <= {c.max_noise_sigma:g}", "blur": f"sigma <= {c.max_blur_sigma:g} px"}
 
 
 def family_names() -> list[str]:
@@ -283,6 +290,7 @@ def run_battery(checker, data, per_family: int, seed: int = 0, families: tuple[s
     sources = data.frames(train_rows["index"].to_numpy()[picks])
     donor_frames = data.frames(train_rows["index"].to_numpy()[donors])
     threshold = checker.threshold
+    ranges = trained_ranges(checker.embedder.config.get("trained_augment"))
 
     def rate(hits: np.ndarray) -> dict:
         low, high = clopper_pearson(int(hits.sum()), len(hits))
@@ -296,7 +304,8 @@ def run_battery(checker, data, per_family: int, seed: int = 0, families: tuple[s
         caught = checker.flags(similarity[:, 0], copy_similarity)
         traced = studies[nearest[:, 0]] == studies[picks]
         report[family.name] = {"kind": family.kind, "group": "seen" if family.seen else "held_out",
-                               "params": family.params, "trained_range": family.trained_range or None,
+                               "params": family.params,
+                               "trained_range": ranges.get(family.name) if family.seen else None,
                                "gate_recall": rate(caught), "traced_to_source_study": float(traced.mean()),
                                "similarity_median": float(np.median(similarity[:, 0])),
                                "caught_by_siamese": float(np.mean(similarity[:, 0] > threshold))}

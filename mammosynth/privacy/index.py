@@ -8,10 +8,14 @@ network or another resolution by mistake.
 Search is exact cosine similarity (the rows are unit length, so cosine = inner product).
 Backends: ``"exact"`` (one torch matrix product + ``topk``), ``"sklearn"``
 (``NearestNeighbors(metric="cosine", algorithm="brute")``, same results) and ``"faiss"``
-(``IndexFlatIP``, optional package ``faiss-cpu``). ``"auto"`` (the default) uses faiss when it is
-installed and the index holds at least :data:`FAISS_MIN_SIZE` rows, else ``"exact"``: on a busy
-2-core machine scikit-learn's brute-force search costs ~25 ms per query against 4,000 rows
-where the plain matrix product costs ~0.2 ms (``benchmarks/bench_privacy.py``).
+(any faiss index: ``faiss_factory`` is a faiss factory string, ``"Flat"`` = exact ``IndexFlatIP``,
+``"IVF4096,Flat"`` = inverted lists searched ``nprobe`` at a time, ``"HNSW32"``, ``"IVF4096,PQ32,RFlat"``;
+optional package ``faiss-cpu``). ``"auto"`` (the default) uses faiss when it is installed and the
+index holds at least :data:`FAISS_MIN_SIZE` rows, with :func:`default_faiss_factory` (``IVF{4√N},Flat``
+at ``nprobe`` 16, which returned the exact top-1 of every disguised-copy query at 200,000 and
+1,000,000 rows of phantom embeddings, ``benchmarks/bench_index_scale.py``), else ``"exact"``: on a
+busy 2-core machine scikit-learn's brute-force search costs ~25 ms per query against 4,000 rows where
+the plain matrix product costs ~0.2 ms (``benchmarks/bench_privacy.py``).
 
 On disk (:meth:`EmbeddingIndex.save`): ``index.json`` (ids + provenance) and
 ``embeddings.npy`` (float32 ``(N, D)``).
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +33,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["FAISS_MIN_SIZE", "IndexMismatchError", "EmbeddingIndex", "build_index", "faiss_available"]
+__all__ = ["FAISS_MIN_SIZE", "DEFAULT_NPROBE", "IndexMismatchError", "EmbeddingIndex", "build_index",
+           "check_faiss_factory", "default_faiss_factory", "faiss_available", "make_faiss_index"]
 
 #: With ``backend="auto"``, faiss is used from this many rows on (when installed).
 FAISS_MIN_SIZE = 100_000
+#: Inverted lists an IVF index searches per query unless told otherwise.
+DEFAULT_NPROBE = 16
 INDEX_FILE = "index.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 
@@ -45,6 +53,57 @@ def faiss_available() -> bool:
     return importlib.util.find_spec("faiss") is not None
 
 
+def default_faiss_factory(rows: int) -> str:
+    """The faiss index for ``rows`` vectors: exact ``"Flat"`` below :data:`FAISS_MIN_SIZE`, else
+    ``"IVF{nlist},Flat"`` with ``nlist`` the power of two nearest 4·√rows (4096 at a million)."""
+    if rows < FAISS_MIN_SIZE:
+        return "Flat"
+    nlist = 2 ** round(math.log2(4 * math.sqrt(rows)))
+    return f"IVF{nlist},Flat"
+
+
+def check_faiss_factory(factory: str, dim: int) -> None:
+    """Raise ``ValueError`` naming ``factory`` unless faiss can make an index of ``dim``-vectors from it."""
+    import faiss
+
+    try:
+        faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1].rsplit(": ", 1)[-1]
+        raise ValueError(f"faiss_factory {factory!r} is not a faiss factory string for {dim}-number embeddings "
+                         f"(e.g. 'Flat', 'IVF4096,Flat', 'HNSW32', 'IVF4096,PQ32,RFlat'): {reason}") from None
+
+
+def make_faiss_index(factory: str, embeddings: np.ndarray, nprobe: int = DEFAULT_NPROBE, seed: int = 0) -> Any:
+    """A faiss inner-product index of ``embeddings`` built from a factory string.
+
+    Indexes that need training (IVF, PQ) are trained on at most 100,000 rows drawn with ``seed``
+    (k-means is seeded too, so the same rows give the same index).
+
+    Raises:
+        ValueError: faiss does not understand ``factory``, or the index needs more rows to train.
+    """
+    import faiss
+
+    dim = int(embeddings.shape[1])
+    check_faiss_factory(factory, dim)
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and len(embeddings) < ivf.nlist:
+            raise ValueError(f"faiss_factory {factory!r} has {ivf.nlist} inverted lists but the index holds only "
+                             f"{len(embeddings)} rows: use fewer lists or 'Flat'")
+        if ivf is not None:
+            ivf.cp.seed = seed
+        rows = np.random.default_rng(seed).choice(len(embeddings), size=min(len(embeddings), 100_000), replace=False)
+        index.train(embeddings[np.sort(rows)])
+    index.add(embeddings)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = int(nprobe)
+    return index
+
+
 @dataclass
 class EmbeddingIndex:
     """Unit-length embeddings with the ids they cover and their provenance.
@@ -56,6 +115,9 @@ class EmbeddingIndex:
         image_size: ``(height, width)`` of the frames that were embedded.
         backend: ``"exact"``, ``"sklearn"``, ``"faiss"`` or ``"auto"``.
         meta: free provenance (data folder, split, ...).
+        faiss_factory: the faiss index to search with (a factory string); ``None`` =
+            :func:`default_faiss_factory` of the row count. Only with backend ``"faiss"`` or ``"auto"``.
+        nprobe: inverted lists searched per query by an IVF index (more = closer to exact, slower).
     """
 
     embeddings: np.ndarray
@@ -65,6 +127,8 @@ class EmbeddingIndex:
     image_size: tuple[int, int]
     backend: str = "auto"
     meta: dict[str, Any] = field(default_factory=dict)
+    faiss_factory: str | None = None
+    nprobe: int = DEFAULT_NPROBE
 
     def __post_init__(self) -> None:
         self.embeddings = np.ascontiguousarray(self.embeddings, dtype=np.float32)
@@ -81,6 +145,18 @@ class EmbeddingIndex:
             raise ValueError(f"backend has to be 'auto', 'exact', 'sklearn' or 'faiss', not {self.backend!r}")
         if self.backend == "faiss" and not faiss_available():
             raise ValueError("backend 'faiss' needs the faiss package: pip install faiss-cpu")
+        if self.faiss_factory is not None:
+            if self.backend not in ("auto", "faiss"):
+                raise ValueError(f"faiss_factory {self.faiss_factory!r} needs backend 'faiss' or 'auto', "
+                                 f"not {self.backend!r}")
+            if not isinstance(self.faiss_factory, str) or not self.faiss_factory.strip():
+                raise ValueError(f"faiss_factory has to be a faiss factory string such as 'IVF4096,Flat', "
+                                 f"not {self.faiss_factory!r}")
+            if faiss_available():
+                check_faiss_factory(self.faiss_factory, self.dim)
+        if isinstance(self.nprobe, bool) or not isinstance(self.nprobe, (int, np.integer)) or self.nprobe < 1:
+            raise ValueError(f"nprobe has to be a whole number ≥ 1, not {self.nprobe!r}")
+        self.nprobe = int(self.nprobe)
         self._searcher: Any = None
 
     def __len__(self) -> int:
@@ -97,13 +173,26 @@ class EmbeddingIndex:
             return "faiss" if len(self) >= FAISS_MIN_SIZE and faiss_available() else "exact"
         return self.backend
 
+    @property
+    def active_factory(self) -> str | None:
+        """The faiss factory string a search uses now (``None`` when the backend is not faiss)."""
+        if self.active_backend != "faiss":
+            return None
+        return self.faiss_factory or default_faiss_factory(len(self))
+
+    @property
+    def search_settings(self) -> dict[str, Any]:
+        """What decides how the index is searched: backend, faiss factory and nprobe."""
+        settings: dict[str, Any] = {"backend": self.active_backend}
+        if self.active_backend == "faiss":
+            settings["faiss_factory"] = self.active_factory
+            if "IVF" in self.active_factory:
+                settings["nprobe"] = self.nprobe
+        return settings
+
     def _build_searcher(self) -> Any:
         if self.active_backend == "faiss":
-            import faiss
-
-            searcher = faiss.IndexFlatIP(self.dim)
-            searcher.add(self.embeddings)
-            return searcher
+            return make_faiss_index(self.active_factory, self.embeddings, nprobe=self.nprobe)
         if self.active_backend == "exact":
             return self.embeddings
         from sklearn.neighbors import NearestNeighbors
@@ -169,6 +258,8 @@ class EmbeddingIndex:
             "embedder_fingerprint": self.embedder_fingerprint,
             "image_size": list(self.image_size),
             "backend": self.backend,
+            "faiss_factory": self.faiss_factory,
+            "nprobe": self.nprobe,
             "meta": self.meta,
         }
         atomic_write_text(folder / INDEX_FILE, json.dumps(info, default=str))
@@ -185,7 +276,8 @@ class EmbeddingIndex:
         return cls(embeddings=np.load(folder / EMBEDDINGS_FILE), image_ids=info["image_ids"],
                    study_ids=info["study_ids"], embedder_fingerprint=info["embedder_fingerprint"],
                    image_size=tuple(info["image_size"]), backend=info.get("backend", "auto"),
-                   meta=info.get("meta", {}))
+                   meta=info.get("meta", {}), faiss_factory=info.get("faiss_factory"),
+                   nprobe=info.get("nprobe", DEFAULT_NPROBE))
 
 
 def _exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk: int = 1024):
@@ -208,11 +300,12 @@ def _exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int, chunk: in
 
 
 def build_index(embedder: Any, frames: np.ndarray, image_ids: Sequence[str], study_ids: Sequence[str],
-                backend: str = "auto", batch_size: int = 64, meta: dict[str, Any] | None = None) -> EmbeddingIndex:
+                backend: str = "auto", batch_size: int = 64, meta: dict[str, Any] | None = None,
+                faiss_factory: str | None = None, nprobe: int = DEFAULT_NPROBE) -> EmbeddingIndex:
     """Embed uint16 frames ``(N, H, W)`` with a :class:`SiameseEmbedder` into an index."""
     if len(frames) == 0:
         raise ValueError("no images to index: the split is empty")
     embeddings = embedder.embed_frames(frames, batch_size=batch_size)
     return EmbeddingIndex(embeddings=embeddings, image_ids=list(image_ids), study_ids=list(study_ids),
                           embedder_fingerprint=embedder.fingerprint(), image_size=tuple(frames.shape[1:]),
-                          backend=backend, meta=dict(meta or {}))
+                          backend=backend, meta=dict(meta or {}), faiss_factory=faiss_factory, nprobe=nprobe)

@@ -204,6 +204,14 @@ def siamese_parser(parser: argparse.ArgumentParser | None = None, description: s
     parser.add_argument("--copies_per_study", type=int, default=1,
                         help="images of each study drawn twice (two disguises) as copy positives")
     parser.add_argument("--no_augment", action="store_true", help="train without the disguise augmentations")
+    parser.add_argument("--max_shift", type=float, default=None,
+                        help="largest shift of a disguise, a share of each side (default 0.04)")
+    parser.add_argument("--max_scale", type=float, default=None, help="largest zoom change of a disguise (default 0.05 = ±5 %%)")
+    parser.add_argument("--max_rotation_deg", type=float, default=None, help="largest rotation of a disguise (default 3)")
+    parser.add_argument("--init_siamese", default=None,
+                        help="start from this network's weights (a train-siamese run, its siamese/ folder or a "
+                             "privacy_checker/ folder), e.g. to widen the disguises it sees through; keeps its "
+                             "architecture, so --preset's sizes and the four options above do not apply")
     parser.add_argument("--monitor_images", type=int, default=400, help="test images scored at each validation")
     parser.set_defaults(learning_rate=1e-3, lr_warmup_steps=50, use_ema=False,   # batch 64 unless the preset says
                         validation_steps=200, checkpointing_steps=200, adam_weight_decay=1e-4)

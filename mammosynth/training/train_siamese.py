@@ -70,6 +70,36 @@ def siamese_architecture(args: argparse.Namespace) -> dict:
     return {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in arch.items()}
 
 
+def augment_settings(args: argparse.Namespace):
+    """The :class:`~mammosynth.privacy.augment.AugmentConfig` of ``--max_shift`` / ``--max_scale`` /
+    ``--max_rotation_deg`` (the defaults where not given)."""
+    from ..privacy.augment import AugmentConfig
+
+    given = {"max_shift": args.max_shift, "max_scale": args.max_scale, "max_rotation_deg": args.max_rotation_deg}
+    try:
+        return AugmentConfig(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as error:
+        raise ValueError(f"--{str(error)}") from None
+
+
+def warm_start(path: str, args: argparse.Namespace, augment_config):
+    """The network of ``--init_siamese`` with its weights, ready to train (zoom views off: ``build-index``
+    sets them again), recording the disguise ranges of this run."""
+    from ..models.siamese import SiameseEmbedder
+    from ..privacy.checker import load_embedder
+
+    resized = [f"--{k}" for k in ("input_size", "embedding_dim", "block_inplanes", "layers") if getattr(args, k) is not None]
+    if resized:
+        raise ValueError(f"--init_siamese keeps that network's architecture; leave out {', '.join(resized)}")
+    source = load_embedder(path)
+    config = {k: v for k, v in dict(source.config).items() if not k.startswith("_")}
+    config.update(zoom_tta=(), trained_augment=augment_config.to_dict())
+    model = SiameseEmbedder(**config)
+    model.load_state_dict(source.state_dict())
+    logger.info("warm start from %s (Siamese network %s)", path, source.fingerprint())
+    return model
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     return options.siamese_parser(parser, description=__doc__.split("\n\n")[0])
 
@@ -173,7 +203,11 @@ def main(args: argparse.Namespace) -> dict:
     test_rows = data.split("test").reset_index(drop=True) if "test" in set(data.manifest["split"]) else None
 
     torch.manual_seed(args.seed)
-    model = SiameseEmbedder(**arch)
+    augment_config = augment_settings(args)
+    if args.init_siamese:
+        model = warm_start(args.init_siamese, args, augment_config)
+    else:
+        model = SiameseEmbedder(**arch, trained_augment=augment_config.to_dict())
     if accelerator.is_main_process:
         common.write_run_info(out, args, "siamese", {"model": {"siamese": dict(model.config)}})
     logger.info("loading %d training frames at %dx%d", len(train_rows), *size)
@@ -194,15 +228,17 @@ def main(args: argparse.Namespace) -> dict:
 def _training_setup(accelerator, model, train: TensorDictDataset, groups: list[np.ndarray], monitor,
                     args: argparse.Namespace) -> TrainingSetup:
     """Metric learning on study batches of disguised images; validation scores the monitor images."""
-    from ..privacy.augment import augment
+    from ..privacy.augment import AugmentConfig, augment
     from ..privacy.reid import build_loss
 
     loss_fn, miner = build_loss(args.loss)
+    augment_config = AugmentConfig.from_dict(model.config.trained_augment)
 
     def loss(models, batch, micro_step: int):
         images = batch["image"]
         if not args.no_augment:
-            images = augment(images, common.step_generator(args.seed, micro_step, 1 + accelerator.process_index))
+            images = augment(images, common.step_generator(args.seed, micro_step, 1 + accelerator.process_index),
+                             augment_config)
         embeddings = models[0](images.to(accelerator.device))
         labels = batch["label"].to(embeddings.device)
         pairs = miner(embeddings, labels)
