@@ -82,7 +82,7 @@ def cached(path: str | None, key: str, make):
     arrays = make()
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, key=key, **{f"a{k}": a for k, a in enumerate(arrays)})
+        np.savez(path, key=key, **{f"a{k}": a.astype(str) if a.dtype == object else a for k, a in enumerate(arrays)})
     return arrays
 
 

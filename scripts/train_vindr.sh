@@ -146,7 +146,7 @@ if [ ! -f "$CKPT/model_index.json" ]; then
 fi
 if [ ! -f "$CKPT/privacy_checker/config.json" ]; then
   stage "build-index"
-  # auto: exact search below 100,000 images, faiss IVF{4√N},Flat at nprobe 16 from there on (the exact
+  # auto: exact search below 100,000 images, faiss IVF{4√N},Flat at nprobe 64 from there on (the exact
   # top-1 at 1 M rows in benchmarks/bench_index_scale.py); FAISS_FACTORY / NPROBE choose another
   python -m mammosynth build-index --siamese "$RUNS/siamese" --data "$DATA" --out "$CKPT/privacy_checker" \
     --backend auto ${FAISS_FACTORY:+--faiss-factory "$FAISS_FACTORY"} ${NPROBE:+--nprobe "$NPROBE"}

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "'IVF4096,Flat' (inverted lists), 'HNSW32', 'IVF4096,PQ32,RFlat'; default: 'Flat' below "
                         "100,000 images, IVF{4√N},Flat from there on (benchmarks/bench_index_scale.py)")
     p.add_argument("--nprobe", type=int, default=None,
-                   help="inverted lists an IVF index searches per query (default 16; more is closer to exact)")
+                   help="inverted lists an IVF index searches per query (default 64; fewer is faster, less exact)")
     p.add_argument("--zoom-tta", type=zoom_factors, default=None, metavar="Z1,Z2,...",
                    help="test-time zoom factors added to each embedding (e.g. 0.9,1.1; 1+N × the gate's cost); "
                         "'none' turns off any the network has; default: the network's own setting")

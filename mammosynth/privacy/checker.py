@@ -126,7 +126,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         sketch: settings and threshold of the partial-copy detector (``None``: Siamese gate alone).
         index_search: how the index is searched, ``{"backend", "faiss_factory", "nprobe"}`` of
             :class:`~mammosynth.privacy.index.EmbeddingIndex` (``None``: the defaults, exact search
-            below 100,000 rows and ``IVF{4√N},Flat`` at nprobe 16 from there on when faiss is installed).
+            below 100,000 rows and ``IVF{4√N},Flat`` at nprobe 64 from there on when faiss is installed).
     """
 
     config_name = "config.json"
