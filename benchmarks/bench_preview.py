@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,12 +28,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 CHROMIUM = "/usr/bin/chromium"
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     from mammosynth.pipelines.checkpoint import DEFAULT_CHECKPOINT
@@ -46,22 +39,20 @@ def main() -> None:
     import torch
     from playwright import sync_api
 
-    from mammosynth.ui.app import create_app
     from mammosynth.ui.services import AppConfig
+    from mammosynth.ui.testing import serve_app
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-preview-"))
-    demo, options, services = create_app(AppConfig(checkpoint=Path(args.checkpoint), work_dir=work,
-                                                   temp_dir=work / "tmp"), start_demo=False)
-    port = _port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    demo, url, services = serve_app(AppConfig(checkpoint=Path(args.checkpoint), work_dir=work, temp_dir=work / "tmp"),
+                                    start_demo=False)
     try:
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                  args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.set_default_timeout(60_000)
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(url)
             page.get_by_label(re.compile("username", re.I)).fill("admin")
             page.get_by_label(re.compile("password", re.I)).fill("admin")
             page.get_by_role("button", name=re.compile("login", re.I)).click()

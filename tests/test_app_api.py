@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -25,22 +24,13 @@ from gradio_client.exceptions import AppError  # noqa: E402
 STEPS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(tmp: Path, checkpoint: Path, study: Path | None, **config):
     """Launch the app; returns (demo, url, services)."""
-    from mammosynth.ui.app import create_app
     from mammosynth.ui.services import AppConfig
+    from mammosynth.ui.testing import serve_app
 
     cfg = AppConfig(checkpoint=checkpoint, study=study, work_dir=tmp / "work", temp_dir=tmp / "temp", **config)
-    demo, options, services = create_app(cfg)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
-    return demo, f"http://127.0.0.1:{port}/", services
+    return serve_app(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -483,16 +473,13 @@ def test_app_py_shows_neighbours_only_when_asked():
 
 def test_without_a_study_the_demo_study_is_prepared_in_the_background(app, tmp_path):
     """``python app.py`` with no --study: demo accounts work at once; the study says it is preparing."""
-    from mammosynth.ui.app import create_app
-    from mammosynth.ui.services import start_demo_study
-    from mammosynth.ui.services import AppConfig
+    from mammosynth.ui.services import AppConfig, start_demo_study
+    from mammosynth.ui.testing import serve_app
 
     cfg = AppConfig(checkpoint=app["checkpoint"], study=None, work_dir=tmp_path / "work", temp_dir=tmp_path / "t")
-    demo, options, services = create_app(cfg, start_demo=False)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    demo, url, services = serve_app(cfg, start_demo=False)
     try:
-        c = Client(f"http://127.0.0.1:{port}/", auth=("reader1", "reader1"), verbose=False)
+        c = Client(url, auth=("reader1", "reader1"), verbose=False)
         with pytest.raises(AppError, match="No reader study is loaded"):
             c.predict(api_name="/study_next")
         thread = start_demo_study(services, studies=2, steps=2)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from mammosynth.pacs.orthanc import free_port  # noqa: F401 - the other browser tests import it from here
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -41,12 +42,6 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def shot(page, name: str, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -62,9 +57,8 @@ def app(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from mammosynth.ui.app import create_app
     from mammosynth.ui.services import AppConfig
-    from mammosynth.ui.testing import make_tiny_checkpoint, make_tiny_study
+    from mammosynth.ui.testing import make_tiny_checkpoint, make_tiny_study, serve_app
 
     tmp = tmp_path_factory.mktemp("browser")
     # MAMMOSYNTH_SCREENSHOT_CHECKPOINT=checkpoints/mammosynth-phantom-256 takes the README's
@@ -74,27 +68,22 @@ def app(tmp_path_factory):
     study = make_tiny_study(tmp / "study", tmp / "study-src")
     config = AppConfig(checkpoint=checkpoint, study=study, work_dir=tmp / "work", temp_dir=tmp / "temp",
                        default_steps=20 if real else 3)
-    demo, options, services = create_app(config)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
-    yield {"url": f"http://127.0.0.1:{port}/", "study": study, "checkpoint": checkpoint}
+    demo, url, services = serve_app(config)
+    yield {"url": url, "study": study, "checkpoint": checkpoint}
     demo.close()
 
 
 @pytest.fixture(scope="module")
 def app_0_100(app, tmp_path_factory):
     """A second server: the same app over a study that asks for confidence on 0–100."""
-    from mammosynth.ui.app import create_app
     from mammosynth.ui.services import AppConfig
-    from mammosynth.ui.testing import make_tiny_study
+    from mammosynth.ui.testing import make_tiny_study, serve_app
 
     tmp = tmp_path_factory.mktemp("browser-0-100")
     study = make_tiny_study(tmp / "study", tmp / "study-src", confidence_scale="0-100")
     config = AppConfig(checkpoint=app["checkpoint"], study=study, work_dir=tmp / "work", temp_dir=tmp / "temp")
-    demo, options, _ = create_app(config)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
-    yield {"url": f"http://127.0.0.1:{port}/", "study": study}
+    demo, url, _ = serve_app(config)
+    yield {"url": url, "study": study}
     demo.close()
 
 

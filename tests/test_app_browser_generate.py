@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from test_app_browser import browser, free_port, login, shot  # noqa: F401 - fixture
+from test_app_browser import browser, login, shot  # noqa: F401 - fixture
 
 BOX = "#gen-box textarea, #gen-box input"
 
@@ -25,17 +25,14 @@ def app(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from mammosynth.ui.app import create_app
     from mammosynth.ui.services import AppConfig
-    from mammosynth.ui.testing import make_tiny_checkpoint
+    from mammosynth.ui.testing import make_tiny_checkpoint, serve_app
 
     tmp = tmp_path_factory.mktemp("browser-generate")
     config = AppConfig(checkpoint=make_tiny_checkpoint(tmp / "checkpoint"), work_dir=tmp / "work",
                        temp_dir=tmp / "temp", default_steps=2)
-    demo, options, services = create_app(config, start_demo=False)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
-    yield {"url": f"http://127.0.0.1:{port}/", "temp": tmp / "temp"}
+    demo, url, services = serve_app(config, start_demo=False)
+    yield {"url": url, "temp": tmp / "temp"}
     demo.close()
 
 

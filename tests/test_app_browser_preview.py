@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from test_app_browser import browser, free_port, login  # noqa: F401 - fixture
+from test_app_browser import browser, login  # noqa: F401 - fixture
 
 PREVIEW_IMG = "#gen-preview img"
 NOTE = "#gen-preview-note"
@@ -23,17 +23,14 @@ def app(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from mammosynth.ui.app import create_app
     from mammosynth.ui.services import AppConfig
-    from mammosynth.ui.testing import make_tiny_checkpoint
+    from mammosynth.ui.testing import make_tiny_checkpoint, serve_app
 
     tmp = tmp_path_factory.mktemp("browser-preview")
     config = AppConfig(checkpoint=make_tiny_checkpoint(tmp / "checkpoint", fast=True), work_dir=tmp / "work",
                        temp_dir=tmp / "temp", default_steps=2)
-    demo, options, services = create_app(config, start_demo=False)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
-    yield {"url": f"http://127.0.0.1:{port}/", "services": services}
+    demo, url, services = serve_app(config, start_demo=False)
+    yield {"url": url, "services": services}
     demo.close()
 
 

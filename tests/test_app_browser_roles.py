@@ -71,14 +71,12 @@ def answered(folder: Path, cases: int = 8) -> Path:
 
 
 def launch(tmp: Path, checkpoint: Path, study: Path, **config) -> tuple:
-    from mammosynth.ui.app import create_app
     from mammosynth.ui.services import AppConfig
+    from mammosynth.ui.testing import serve_app
 
     cfg = AppConfig(checkpoint=checkpoint, study=study, work_dir=tmp / "work", temp_dir=tmp / "temp", **config)
-    demo, options, _ = create_app(cfg)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
-    return demo, f"http://127.0.0.1:{port}/"
+    demo, url, _ = serve_app(cfg)
+    return demo, url
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ the default place. The browser side is in ``test_app_browser_generate.py``.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
@@ -50,28 +49,19 @@ def test_the_request_parser_refuses_a_wrong_box(box, reason):
     assert reason in str(info.value)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    from mammosynth.ui.app import create_app
     from mammosynth.ui.services import AppConfig
-    from mammosynth.ui.testing import make_tiny_checkpoint
+    from mammosynth.ui.testing import make_tiny_checkpoint, serve_app
 
     tmp = tmp_path_factory.mktemp("generate-input")
     config = AppConfig(checkpoint=make_tiny_checkpoint(tmp / "checkpoint"), work_dir=tmp / "work",
                        temp_dir=tmp / "temp", default_steps=2)
-    demo, options, _ = create_app(config, start_demo=False)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
-    yield {"url": f"http://127.0.0.1:{port}/", "temp": tmp / "temp"}
+    demo, url, _ = serve_app(config, start_demo=False)
+    yield {"url": url, "temp": tmp / "temp"}
     demo.close()
 
 

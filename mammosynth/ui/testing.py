@@ -15,7 +15,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["make_tiny_checkpoint", "make_tiny_study"]
+__all__ = ["make_tiny_checkpoint", "make_tiny_study", "serve_app"]
+
+
+def serve_app(config, start_demo: bool = True):
+    """Launch the app of an :class:`~mammosynth.ui.services.AppConfig` in this process on a free port of
+    127.0.0.1, without blocking (tests and benchmarks); returns ``(demo, url, services)``. Stop it with
+    ``demo.close()``."""
+    from ..pacs.orthanc import free_port
+    from .app import create_app
+
+    demo, options, services = create_app(config, start_demo=start_demo)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
+    return demo, f"http://127.0.0.1:{port}/", services
 
 
 def make_tiny_checkpoint(path: str | os.PathLike, height: int = 64, width: int = 48, privacy: bool = True,
