@@ -64,14 +64,12 @@ def _ledger(snapshot: Path) -> dict:
 
 
 def _to_fp16(folder: Path) -> None:
-    import torch
     from safetensors.torch import load_file, save_file
 
     for path in sorted(folder.rglob("*.safetensors")):
         tensors = load_file(path)
         save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, path,
                   metadata={"format": "pt"})
-    del torch
 
 
 def pack(run: Path, vae_run: Path | None, eval_dir: Path, snapshot: Path) -> dict:
