@@ -79,7 +79,11 @@ def test_a_checkpoint_with_a_student_saves_and_loads_it(tmp_path: Path):
     loaded.scheduler = loaded.scheduler_named("lcm")
     loaded.set_progress_bar_config(disable=True)
     after = loaded(**MASS, num_inference_steps=2, generator=torch.Generator().manual_seed(1)).images[0]
-    assert np.array_equal(before, after)
+    for name in ("student_unet", "student_condition_encoder"):
+        saved, back = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert saved.keys() == back.keys() and all(torch.equal(saved[k], back[k]) for k in saved)
+    # the same weights; convolution kernels may round differently on the loaded (other-aligned) tensors
+    assert np.abs(before.astype(np.int64) - after.astype(np.int64)).max() <= 8
 
 
 def _student_run(teacher: Path, out: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -422,23 +423,31 @@ def test_bundled_checkpoint_loads_and_samples():
     assert 0 < verdict.threshold < 1 and verdict.flagged == (verdict.similarity > verdict.threshold)
 
 
-#: sha256 of the uint16 pixels of one 20-step image of the bundled checkpoint (seed 1234, guidance 3,
-#: one torch thread), made before the structure change of issue 18: refactoring must not move a bit.
-BUNDLED_IMAGE_SHA256 = "6d3343cd8cf88898e4650223192d77857ef4662d7170f2dab2e893505aa9653c"
+#: The bundled checkpoint's 20-step image at seed 1234 as it was made before the structure change of issue 18:
+#: its 16x16 block means, and its exact sha256 on the CPUs it was made on. Torch does not promise the same float
+#: bits on another CPU (its kernels sum in another order), so the test compares block means: fp32-rounding noise
+#: moves them by < 0.1 (measured by perturbing every weight by 2e-7), while guidance 3.05 instead of 3 moves them
+#: by 320, 19 steps instead of 20 by 199 and the box by 1 % of the width by 4,400.
+BUNDLED_IMAGE_REFERENCE = Path(__file__).parent / "data" / "bundled_image_reference.json"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (BUNDLED / "model_index.json").exists(), reason="bundled checkpoint not trained yet")
-def test_bundled_checkpoint_image_is_bit_identical_to_the_stored_hash():
+def test_bundled_checkpoint_image_matches_the_image_made_before_the_restructuring():
     import hashlib
 
-    from mammosynth.conditions import Conditions
-
-    assert torch.get_num_threads() == 1  # the hash was made on one thread (other counts sum in another order)
+    reference = json.loads(BUNDLED_IMAGE_REFERENCE.read_text())
+    assert torch.get_num_threads() == 1  # the reference was made on one thread (other counts sum in another order)
     pipe = MammoLDMPipeline.from_pretrained(BUNDLED)
     pipe.set_progress_bar_config(disable=True)
     conditions = Conditions.create(birads=4, density="C", lesion="mass", view="MLO", laterality="L",
                                    box=(0.35, 0.4, 0.55, 0.55))
     image = pipe(conditions=[conditions], num_inference_steps=20, guidance_scale=3.0,
                  generator=[torch.Generator().manual_seed(1234)]).images[0]
-    assert hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() == BUNDLED_IMAGE_SHA256
+    block = reference["block"]
+    means = image.astype(np.float64).reshape(image.shape[0] // block, block, image.shape[1] // block, block).mean(axis=(1, 3))
+    assert np.abs(means - np.array(reference["block_means"])).max() < 16
+    digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+    if digest not in reference["sha256"].values():
+        warnings.warn(f"the bundled image matches its reference within fp32 noise but not bit for bit ({digest}): "
+                      "a CPU the reference was not made on")
