@@ -18,7 +18,8 @@
 #  5c. the same, a fresh cosine at lr 1.5e-4                  5,000      65 + 5 encoding
 #  6. assemble the fp16 checkpoint folder                     -          <1
 #  7. Siamese re-ID network, 3 cosine legs                    9,000      233
-#  8. privacy index + calibration (build-index, zoom TTA)     -          ~5
+#  7b. the same network on wider re-framing (warm restart)   4,148      45 (1 thread)
+#  8. privacy index + copy sketch + calibration (build-index) -          ~3
 #  9. fidelity encoder (train-encoder)                        10 epochs  6
 #  9b. distilled student (distill) + tiny decoder, add-fast    3,679 + 4,120  75 + 44 (1 thread)
 # 10. model card, sample grids, conditioning check            -          ~5
@@ -58,6 +59,8 @@ LABEL_LDM_STEPS=${LABEL_LDM_STEPS:-5000}    # stage 5c (after 5b); 0 ships stage
 LABEL_LDM_MINUTES=${LABEL_LDM_MINUTES:-80}
 SIAMESE_LEGS=${SIAMESE_LEGS:-"2200 4600 9000"}   # stage 7: cumulative steps at the end of each cosine leg
 SIAMESE_MINUTES=${SIAMESE_MINUTES:-"100 160 236"} # the cumulative --max_minutes cap of each leg
+SIAMESE_WIDE_STEPS=${SIAMESE_WIDE_STEPS:-4148}    # stage 7b: the wide-geometry leg (steps, minutes cap)
+SIAMESE_WIDE_MINUTES=${SIAMESE_WIDE_MINUTES:-60}
 ENCODER_EPOCHS=${ENCODER_EPOCHS:-10}             # stage 9
 STUDENT_STEPS=${STUDENT_STEPS:-3679}             # stage 9b: the distilled few-step student; 0 ships none
 STUDENT_MINUTES=${STUDENT_MINUTES:-150}
@@ -243,10 +246,22 @@ for leg_steps in $SIAMESE_LEGS; do
   leg=$(( leg + 1 ))
 done
 
-# 8. The privacy gate: the training set's embeddings (with zoom views x0.9 and x1.1) and a threshold
-#    calibrated on the test split's unseen patients; build-index registers it in the checkpoint.
+# 7b. Wider re-framing for the gate's network (issue 20): a warm restart of the network above on
+#     shifts up to ±10 %, zooms up to ±18 % and rotations up to ±6°, two disguised copies of each study
+#     in every batch (4,148 steps, 45 CPU minutes on one thread; checkpoints/campaign/siamese-wide is
+#     this leg's network, made with --max_minutes 45).
+if [ ! -f "$RUNS/siamese-wide/siamese/config.json" ]; then
+  python -m mammosynth train-siamese --data "$DATA" --out "$RUNS/siamese-wide" --init_siamese "$RUNS/siamese" \
+    --max_shift 0.1 --max_scale 0.18 --max_rotation_deg 6 --copies_per_study 2 --learning_rate 3e-4 \
+    --lr_warmup_steps 50 --max_minutes "$SIAMESE_WIDE_MINUTES" --max_train_steps "$SIAMESE_WIDE_STEPS" \
+    --num_threads "$THREADS" --seed 0 --no_progress --resume_from_checkpoint latest
+fi
+
+# 8. The privacy gate: the training set's embeddings (with zoom views x0.9 and x1.1), the copy sketch
+#    (whole-frame and block by block) and thresholds calibrated on the test split's unseen patients
+#    (1 % in all: 0.7 % Siamese, 0.3 % sketch); build-index registers it in the checkpoint.
 if [ ! -f "$CKPT/privacy_checker/config.json" ]; then
-  python -m mammosynth build-index --siamese "$RUNS/siamese" --data "$DATA" --out "$CKPT/privacy_checker" \
+  python -m mammosynth build-index --siamese "$RUNS/siamese-wide" --data "$DATA" --out "$CKPT/privacy_checker" \
     --zoom-tta 0.9,1.1
 fi
 

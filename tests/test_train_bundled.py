@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Every stage of the script, each for a step or two: what the shipped recipe runs, only shorter.
 TINY = {"PHANTOM_STUDIES": "10", "VAE_STEPS": "2", "LDM_STEPS": "2", "DEC_STEPS": "2", "WIDE_STEPS": "2",
         "WIDE_LDM_STEPS": "2", "LESION_LDM_STEPS": "2", "LABEL_LDM_STEPS": "2", "SIAMESE_LEGS": "2 3 4",
-        "ENCODER_EPOCHS": "1", "STUDENT_STEPS": "2", "TINY_STEPS": "2", "CARD_ARGS": "--seeds 1 --steps 2",
+        "SIAMESE_WIDE_STEPS": "2", "ENCODER_EPOCHS": "1", "STUDENT_STEPS": "2", "TINY_STEPS": "2", "CARD_ARGS": "--seeds 1 --steps 2",
         "THREADS": "1"}
 
 
@@ -33,9 +33,14 @@ def test_train_bundled_rebuilds_a_gated_checkpoint_from_nothing_and_resumes(tmp_
     assert (ckpt / "feature_extractor" / "config.json").is_file() and (ckpt / "README.md").is_file()
     unet = json.loads((ckpt / "unet" / "config.json").read_text())
     assert unet["out_channels"] == 8  # the widened latents of stages 4-5c
-    for run in ("vae", "ldm", "vae_decoder", "vae_wide", "ldm_wide", "ldm_lesion", "ldm_label", "siamese"):
+    for run in ("vae", "ldm", "vae_decoder", "vae_wide", "ldm_wide", "ldm_lesion", "ldm_label", "siamese",
+                "siamese-wide"):
         assert json.loads((tmp_path / "runs" / run / "run.json").read_text())["finished"] is True, run
     assert json.loads((tmp_path / "runs" / "siamese" / "run.json").read_text())["metrics"]["steps"] == 4
+    # stage 7b: the gate's network is the wide-geometry leg, and the gate has the copy sketch
+    checker_config = json.loads((ckpt / "privacy_checker" / "config.json").read_text())
+    assert checker_config["embedder_config"]["trained_augment"]["max_scale"] == pytest.approx(0.18)
+    assert checker_config["sketch"]["block_dim"] == 64
 
     from mammosynth.conditions import Conditions
     from mammosynth.pipelines.pipeline_mammo_ldm import MammoLDMPipeline

@@ -42,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="test-time zoom factors added to each embedding (e.g. 0.9,1.1; 1+N × the gate's cost); "
                         "'none' turns off any the network has; default: the network's own setting")
     p.add_argument("--no-copy-sketch", dest="copy_sketch", action="store_false",
-                   help="leave out the partial-copy detector (pixel-structure sketches of the indexed images, "
-                        "which catch blends and pasted regions); by default it shares the false-flag budget")
+                   help="leave out the copy detector (pixel-structure sketches of the indexed images, whole and "
+                        "block by block, which catch blends, pasted regions and copies moved or bent by a few "
+                        "pixels); by default it shares the false-flag budget")
     p.add_argument("--sketch-share", type=float, default=0.3,
                    help="the sketch's share of --false-flag-rate (default 0.3; the Siamese gate gets the rest)")
     p.add_argument("--out", required=True, help="output folder (e.g. <checkpoint>/privacy_checker)")
@@ -163,7 +164,7 @@ def _build_index(args: argparse.Namespace) -> int:
           f"P@1 {ver['precision_at_1']:.4f}; saved {out}")
     if "sketch" in report:
         sk = report["sketch"]
-        print(f"partial-copy sketch: threshold {sk['threshold']:.4f}; unseen {args.calibration_split} images flagged "
+        print(f"copy sketch: threshold {sk['threshold']:.4f}; unseen {args.calibration_split} images flagged "
               f"by either detector {sk['unseen_flagged_by_either']:.2%} of {sk['unseen_images']}")
     return 0
 

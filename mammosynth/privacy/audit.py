@@ -208,7 +208,7 @@ class _Neighbours:
     synth_nn: np.ndarray
     copy_sim: np.ndarray
     copy_nn: np.ndarray
-    # the partial-copy detector's best sketch similarities (None for a checker without one)
+    # the copy detector's local sketch similarities (None for a checker without one)
     test_copy: np.ndarray | None = None
     synth_copy: np.ndarray | None = None
     copy_copy: np.ndarray | None = None
@@ -237,8 +237,12 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
     clock = time.perf_counter()
     near = _nearest(checker.index, test_emb, synth_emb, copy_emb)
     if checker.has_sketch:
-        near.test_copy, near.synth_copy = checker.copy_similarity(sets.test_frames), checker.copy_similarity(sets.synth_frames)
-        near.copy_copy = checker.copy_similarity(sets.copies) if sets.n_copies else np.zeros(0)
+        def copy_scores(frames: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+            return checker.copy_similarity(frames, checker.nearest(embeddings)[1]) if len(frames) else np.zeros(0)
+
+        near.test_copy = copy_scores(sets.test_frames, test_emb)
+        near.synth_copy = copy_scores(sets.synth_frames, synth_emb)
+        near.copy_copy = copy_scores(sets.copies, copy_emb) if sets.n_copies else np.zeros(0)
     timings["search_s"] = time.perf_counter() - clock
     # 3. re-identification, planted copies mixed into the synthetic set, false flags
     clock = time.perf_counter()

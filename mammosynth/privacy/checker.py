@@ -8,13 +8,15 @@ pipeline component. It holds
 * the embeddings of every training image (the registered buffer ``index_embeddings``),
 * in its config: the ids those embeddings cover, the embedder's fingerprint, the image
   size the index was built at, the calibrated threshold and the calibration evidence;
-* optionally a second detector for partial copies (blends, pasted regions): the pixel-structure
-  sketches of the same training images (:mod:`~mammosynth.privacy.sketch`; the buffer
-  ``sketch_embeddings``, its settings, threshold and calibration in ``config.sketch``).
+* optionally a second detector for partial and re-shaped copies (blends, pasted regions, warps):
+  the pixel-structure sketches of the same training images (:mod:`~mammosynth.privacy.sketch`;
+  the buffers ``sketch_embeddings``, whole-frame, and ``block_sketch_embeddings``, local, int8;
+  its settings, threshold and calibration in ``config.sketch``). Its score is the local
+  similarity to the image's candidates: its Siamese neighbours and the whole-frame sketch's nearest.
 
 ``check(frames)`` embeds uint16 canonical frames, finds their nearest training images and
 returns one :class:`PrivacyVerdict` each: ``flagged`` when the best similarity is above the
-threshold, or (with a sketch) when the best sketch similarity is above its own threshold. Mismatches are refused, never worked around: an embedder whose weights are not
+threshold, or (with a sketch) when the local sketch similarity is above its own threshold. Mismatches are refused, never worked around: an embedder whose weights are not
 the ones the index was built with, or frames of another size, raise an error.
 """
 
@@ -66,7 +68,7 @@ class PrivacyVerdict:
             They name members of the training set: they stay on the server unless an operator
             asks for them (:meth:`to_dict` leaves them out by default).
         checker: :meth:`PrivacyChecker.fingerprint` of the checker that judged (``""`` if unknown).
-        copy_similarity, copy_threshold: the partial-copy detector's best sketch similarity and its
+        copy_similarity, copy_threshold: the copy detector's local sketch similarity and its
             threshold (``None`` for a checker without one).
     """
 
@@ -123,7 +125,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         calibration: :meth:`Calibration.to_dict` of how the threshold was chosen.
         num_neighbours: neighbours reported per verdict.
         index_meta: provenance of the index (data folder, split, ...).
-        sketch: settings and threshold of the partial-copy detector (``None``: Siamese gate alone).
+        sketch: settings and threshold of the copy detector (``None``: Siamese gate alone).
         index_search: how the index is searched, ``{"backend", "faiss_factory", "nprobe"}`` of
             :class:`~mammosynth.privacy.index.EmbeddingIndex` (``None``: the defaults, exact search
             below 100,000 rows and ``IVF{4√N},Flat`` at nprobe 64 from there on when faiss is installed).
@@ -162,10 +164,13 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
             for key in ("size", "kernel", "dim", "seed", "threshold"):
                 if key not in sketch:
                     raise ValueError(f"the sketch settings lack {key!r}: rebuild the checker with `mammosynth build-index`")
-            self.register_buffer("sketch_embeddings", torch.zeros(len(index_image_ids), int(sketch["dim"])))
             from .sketch import SketchConfig
 
-            SketchConfig.from_dict(sketch)  # refuses sketches made by another version of the code
+            settings = SketchConfig.from_dict(sketch)  # refuses sketches made by another version of the code
+            # float16: the whole-frame sketch only nominates a candidate, the local score decides
+            self.register_buffer("sketch_embeddings", torch.zeros((len(index_image_ids), settings.dim), dtype=torch.float16))
+            self.register_buffer("block_sketch_embeddings", torch.zeros(
+                (len(index_image_ids), settings.blocks[0] * settings.blocks[1], settings.block_dim), dtype=torch.int8))
         self._index: EmbeddingIndex | None = None
         self._index_key: tuple | None = None
 
@@ -173,13 +178,14 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_index(cls, embedder: SiameseEmbedder, index: EmbeddingIndex, calibration: Calibration,
-                   num_neighbours: int = 3, sketches: np.ndarray | None = None,
+                   num_neighbours: int = 3, sketches: tuple[np.ndarray, np.ndarray] | None = None,
                    sketch: dict[str, Any] | None = None) -> PrivacyChecker:
         """A checker from a trained embedder, its index over a training split and a calibration.
 
-        ``sketches`` (one row per indexed image, from :func:`~mammosynth.privacy.sketch.sketch_frames`)
+        ``sketches`` (``(whole, blocks)``, one row per indexed image, from
+        :func:`~mammosynth.privacy.sketch.sketch_frames` and :func:`~mammosynth.privacy.sketch.block_sketches`)
         and ``sketch`` (its :class:`~mammosynth.privacy.sketch.SketchConfig` dict plus ``threshold``
-        and ``calibration``) add the partial-copy detector.
+        and ``calibration``) add the copy detector.
 
         Raises:
             IndexMismatchError: the index was built with another embedder.
@@ -202,10 +208,14 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         with torch.no_grad():
             checker.index_embeddings.copy_(torch.from_numpy(index.embeddings))
             if sketch is not None:
-                if sketches is None or sketches.shape != tuple(checker.sketch_embeddings.shape):
-                    raise ValueError(f"sketches must be {tuple(checker.sketch_embeddings.shape)}, got "
-                                     f"{None if sketches is None else sketches.shape}")
-                checker.sketch_embeddings.copy_(torch.from_numpy(np.ascontiguousarray(sketches, np.float32)))
+                whole, blocks = sketches if sketches is not None else (None, None)
+                for name, value in (("sketch_embeddings", whole), ("block_sketch_embeddings", blocks)):
+                    buffer = getattr(checker, name)
+                    if value is None or value.shape != tuple(buffer.shape):
+                        raise ValueError(f"sketches must be {tuple(checker.sketch_embeddings.shape)} and "
+                                         f"{tuple(checker.block_sketch_embeddings.shape)}, got "
+                                         f"{None if value is None else value.shape} for {name}")
+                    buffer.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(buffer.dtype))
         checker.eval()
         checker.verify()
         return checker
@@ -271,7 +281,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         buffer = self.index_embeddings
         key = (self.config.embedder_fingerprint, self.threshold, buffer.data_ptr(), buffer._version,
                tuple(buffer.shape), json.dumps(self.config.get("sketch"), sort_keys=True, default=str),
-               self.sketch_embeddings._version if self.has_sketch else None,
+               (self.sketch_embeddings._version, self.block_sketch_embeddings._version) if self.has_sketch else None,
                json.dumps(self.config.get("index_search"), sort_keys=True))
         if getattr(self, "_fingerprint_key", None) != key:
             digest = hashlib.sha256()
@@ -282,6 +292,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
             if self.has_sketch:
                 digest.update(json.dumps(self.config.sketch, sort_keys=True, default=str).encode())
                 digest.update(self.sketch_embeddings.detach().float().cpu().contiguous().numpy().tobytes())
+                digest.update(self.block_sketch_embeddings.detach().cpu().contiguous().numpy().tobytes())
             self._fingerprint, self._fingerprint_key = digest.hexdigest(), key
         return self._fingerprint
 
@@ -293,22 +304,30 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
 
     @property
     def has_sketch(self) -> bool:
-        """Whether the checker has the partial-copy detector."""
+        """Whether the checker has the copy detector (the sketch)."""
         return self.config.get("sketch") is not None
 
     @property
     def copy_threshold(self) -> float | None:
         return float(self.config.sketch["threshold"]) if self.has_sketch else None
 
-    def copy_similarity(self, frames: np.ndarray) -> np.ndarray | None:
-        """The best sketch similarity ``(N,)`` of each frame to a training image (``None`` without a sketch)."""
+    def copy_similarity(self, frames: np.ndarray, neighbours: np.ndarray | None = None) -> np.ndarray | None:
+        """The copy detector's score ``(N,)`` for each frame (``None`` without a sketch): its local sketch
+        similarity (:func:`~mammosynth.privacy.sketch.local_similarity`) to its candidate training images,
+        the rows ``neighbours`` ``(N, k)`` of its Siamese search (searched here when ``None``) and its
+        nearest by the whole-frame sketch."""
         if not self.has_sketch:
             return None
-        from .sketch import SketchConfig, sketch_frames
+        from .sketch import SketchConfig, local_similarity, sketch_frames
 
-        sketches = sketch_frames(self._check_frames(frames), SketchConfig.from_dict(self.config.sketch))
-        index = self.sketch_embeddings.detach().float().cpu()
-        return (torch.from_numpy(sketches) @ index.T).max(dim=1).values.numpy()
+        frames = self._check_frames(frames)
+        config = SketchConfig.from_dict(self.config.sketch)
+        if neighbours is None:
+            neighbours = self.nearest(self.embed(frames))[1]
+        whole = torch.from_numpy(sketch_frames(frames, config)) @ self.sketch_embeddings.detach().float().cpu().T
+        candidates = np.concatenate([np.asarray(neighbours).reshape(len(frames), -1),
+                                     whole.argmax(dim=1).numpy()[:, None]], axis=1)
+        return local_similarity(frames, self.block_sketch_embeddings.detach().cpu(), candidates, config)
 
     def flags(self, similarities: np.ndarray, copy_similarities: np.ndarray | None = None) -> np.ndarray:
         """The gate's decision for nearest similarities ``(N,)`` (and sketch similarities, if it has a sketch)."""
@@ -371,8 +390,8 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         # The threshold was calibrated on float32 similarities: never judge under a caller's
         # autocast (e.g. a pipeline run in bf16).
         with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
-            embeddings = self.embed(frames)
-            return self.verdicts(*self.nearest(embeddings), self.copy_similarity(frames))
+            similarities, indices = self.nearest(self.embed(frames))
+            return self.verdicts(similarities, indices, self.copy_similarity(frames, indices))
 
 
 def _is_checker_folder(path: Path) -> bool:
@@ -426,7 +445,7 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
     """Index a split, calibrate the threshold on another, and make the checker.
 
     With ``sketch`` (a :class:`~mammosynth.privacy.sketch.SketchConfig`) the checker also gets the
-    partial-copy detector. The two detectors share the false-flag budget: the Siamese threshold is
+    copy detector (partial and re-shaped copies). The two detectors share the false-flag budget: the Siamese threshold is
     calibrated at ``target * (1 - sketch_share)`` and the sketch's at ``target * sketch_share``, so
     an unseen patient is flagged by either with probability at most ``target`` (union bound).
 
@@ -440,7 +459,7 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
         backend: index search backend (kept by the checker).
         faiss_factory, nprobe: the faiss index to search with and its inverted lists per query (see
             :class:`~mammosynth.privacy.index.EmbeddingIndex`; kept by the checker).
-        sketch: settings of the partial-copy detector, or ``None`` for the Siamese gate alone.
+        sketch: settings of the copy detector, or ``None`` for the Siamese gate alone.
         sketch_share: the sketch's share of ``target``.
 
     Returns:
@@ -482,10 +501,13 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
     calibration = calibrate_threshold(held_sim, siamese_target, groups=groups, source=source)
     sketches, sketch_settings, held_copy = None, None, None
     if sketch is not None:
-        from .sketch import sketch_frames
+        from .sketch import block_sketches, local_similarity, sketch_frames
 
-        sketches = sketch_frames(data.frames(rows["index"].to_numpy()), sketch)
-        held_copy = (sketch_frames(held_frames, sketch) @ sketches.T).max(axis=1)
+        train_frames = data.frames(rows["index"].to_numpy())
+        sketches = (sketch_frames(train_frames, sketch), block_sketches(train_frames, sketch))
+        candidates = np.concatenate([index.search(held_emb, num_neighbours)[1],
+                                     (sketch_frames(held_frames, sketch) @ sketches[0].T).argmax(axis=1)[:, None]], 1)
+        held_copy = local_similarity(held_frames, torch.from_numpy(sketches[1]), candidates, sketch)
         copy_calibration = calibrate_threshold(held_copy, target * sketch_share, groups=groups, source=source)
         sketch_settings = {**sketch.to_dict(), "threshold": float(copy_calibration.threshold),
                            "calibration": copy_calibration.to_dict()}

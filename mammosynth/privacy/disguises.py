@@ -299,8 +299,8 @@ def run_battery(checker, data, per_family: int, seed: int = 0, families: tuple[s
     report, pooled = {}, {True: [], False: []}
     for k, family in enumerate(chosen):
         copies = disguise_frames(sources, donor_frames, family.name, seed=seed + 1000 * (k + 1))
-        similarity, nearest = checker.nearest(checker.embed(copies), 1)
-        copy_similarity = checker.copy_similarity(copies)
+        similarity, nearest = checker.nearest(checker.embed(copies))
+        copy_similarity = checker.copy_similarity(copies, nearest)
         caught = checker.flags(similarity[:, 0], copy_similarity)
         traced = studies[nearest[:, 0]] == studies[picks]
         report[family.name] = {"kind": family.kind, "group": "seen" if family.seen else "held_out",

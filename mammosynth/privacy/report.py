@@ -7,7 +7,7 @@ already wrote — nothing is measured again:
 * the checkpoint's ``reports/privacy.json`` (``mammosynth privacy-audit``) and the PNG plots
   written beside it;
 * ``privacy_checker/build_report.json`` and ``privacy_checker/config.json`` (the gate's index
-  size, its split-conformal calibration and the optional partial-copy sketch);
+  size, its split-conformal calibration and the optional copy sketch);
 * the gate's fingerprint (:meth:`~mammosynth.privacy.checker.PrivacyChecker.fingerprint`) and the
   checkpoint's, which the caller passes in (:func:`mammosynth.pipelines.checkpoint.fingerprint`
   lives a floor up).
@@ -278,7 +278,7 @@ def _how_section(inputs: PrivacyReportInputs) -> str:
     sketch_budget = _get(sketch, "calibration", "target_false_flag_rate")
     if _is_number(budget) and _is_number(sketch_budget):
         budget_text = (f"{_pct(budget + sketch_budget, 1)} (by either detector: the Siamese network's share "
-                       f"{_pct(budget, 2)}, the partial-copy sketch's {_pct(sketch_budget, 2)})")
+                       f"{_pct(budget, 2)}, the copy sketch's {_pct(sketch_budget, 2)})")
     else:
         budget_text = _pct(budget, 1)
     ver = audit.get("siamese_verification") or build.get("siamese_verification") or {}
@@ -306,8 +306,12 @@ def _how_section(inputs: PrivacyReportInputs) -> str:
         sc = sketch.get("calibration") or {}
         parts.append(
             "<li><b>A partial-copy detector (sketch)</b>: the fine pixel structure of each training image, reduced "
-            f"to {_esc(sketch.get('dim', '?'))} numbers by a seeded random projection, catches images that carry "
-            "part of a training image (blends, pasted regions). Its own threshold "
+            f"to {_esc(sketch.get('dim', '?'))} numbers by a seeded random projection, and block by block "
+            f"({_esc(sketch.get('block', '?'))}-pixel blocks, {_esc(sketch.get('block_dim', '?'))} numbers each), "
+            "catches images that carry part of a training image (blends, pasted regions) or all of it moved or "
+            f"bent by up to {_esc(sketch.get('shift', '?'))} pixels of the sketch: each block of the image's "
+            "candidate training images (its Siamese neighbours and the sketch's nearest) is looked for nearby. "
+            "Its own threshold "
             f"({_num(sketch.get('threshold'), 4)}) is calibrated the same way on the same unseen patients at "
             f"{_pct(sc.get('target_false_flag_rate'), 2)}; the two detectors share the false-flag budget (an image "
             "is flagged when either fires).</li>")
@@ -370,7 +374,7 @@ def _figures_section(audit: dict[str, Any]) -> str:
                   "the threshold, so this rate is in-sample: see the next row."),
         _row("False flags on unseen patients, cross-validated by study", _pct(ff.get("unseen_real_cross_validated")),
              _ci(_binomial_ci(ff.get("unseen_real_cross_validated"), cal.get("n_images"))), cal.get("n_images"),
-             "The out-of-sample estimate: each fold's threshold fitted on the other studies (with the partial-copy "
+             "The out-of-sample estimate: each fold's threshold fitted on the other studies (with the copy "
              "sketch, the two detectors' rates added: an upper bound)."),
         _rate_row("Fresh synthetic images flagged", _get(ff, "fresh_synthetic"),
                   "Generated images the gate would stop (0 % is expected for a model that does not copy)."),
