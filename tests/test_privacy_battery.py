@@ -155,7 +155,9 @@ def test_checker_with_sketch_flags_partial_copies_and_survives_save_and_load(ske
     report = sketch_world["report"]
     assert checker.has_sketch and report["sketch"]["threshold"] == checker.copy_threshold
     assert report["calibration"]["target_false_flag_rate"] == pytest.approx(0.007)
-    assert report["sketch"]["calibration"]["target_false_flag_rate"] == pytest.approx(0.003)
+    assert report["sketch"]["calibration"]["target_false_flag_rate"] == pytest.approx(0.0015)
+    assert report["sketch"]["local_calibration"]["target_false_flag_rate"] == pytest.approx(0.0015)
+    assert report["sketch"]["local_threshold"] == checker.local_threshold
     train = data.split("training")
     frames = data.frames(train["index"].to_numpy()[:6])
     donors = data.frames(train["index"].to_numpy()[-6:])
@@ -167,19 +169,22 @@ def test_checker_with_sketch_flags_partial_copies_and_survives_save_and_load(ske
     position = {image_id: k for k, image_id in enumerate(checker.index.image_ids)}
     sources = np.array([[position[i]] for i in train["image_id"].to_numpy()[:6]])
     moved = shifted(frames, 1, 1)
-    assert (checker.copy_similarity(moved, sources) > checker.copy_threshold).all()
+    scores = checker.copy_similarity(moved, sources)
+    assert scores.shape == (6, 2) and (scores[:, 1] > checker.local_threshold).all()
+    assert checker.copy_flags(scores).all()
     record = verdicts[0].to_dict()
-    assert set(record) == {"flagged", "similarity", "threshold", "checker", "copy_similarity", "copy_threshold"}
+    assert set(record) == {"flagged", "similarity", "threshold", "checker", "copy_similarity", "copy_threshold",
+                           "local_similarity", "local_threshold"}
 
     checker.save_pretrained(tmp_path / "checker")
     again = PrivacyChecker.from_pretrained(tmp_path / "checker")
     assert again.has_sketch and again.fingerprint() == checker.fingerprint()
     assert [v.to_dict() for v in again.check(blends)] == [v.to_dict() for v in verdicts]
     # the fingerprint covers the sketch: another sketch threshold is another gate
-    again.register_to_config(sketch={**again.config.sketch, "threshold": 0.99})
+    again.register_to_config(sketch={**again.config.sketch, "threshold": 0.99, "local_threshold": 1.01})
     assert again.fingerprint() != checker.fingerprint()
     judged = again.check(blends)
-    assert all(v.copy_threshold == 0.99 for v in judged)
+    assert all(v.copy_threshold == 0.99 and v.local_threshold == 1.01 for v in judged)
     assert [v.flagged for v in judged] == [v.similarity > again.threshold for v in judged]  # the Siamese alone now
 
 

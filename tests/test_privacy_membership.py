@@ -133,6 +133,25 @@ def test_attacks_on_untrained_model_are_valid_scores(prepared):
     np.testing.assert_allclose(loss_scores(pipe, frames, rows, FAST), loss_scores(pipe, frames, rows, FAST))
 
 
+def test_loss_scores_use_the_training_noise_whatever_sampler_ran_before(prepared):
+    """The attack noises at the training schedule's t. DPM-Solver's add_noise looks t up among the inference
+    steps it was last set to (a fresh one: the wrong sigma), so the scores must not come from it."""
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+
+    pipe = tiny_pipeline()
+    rows = prepared.split("test").iloc[:4]
+    frames = prepared.frames(rows["index"].to_numpy())
+    reference = loss_scores(pipe, frames, rows, FAST)   # DDIM: add_noise is the training formula
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    fresh = loss_scores(pipe, frames, rows, FAST)
+    pipe.scheduler.set_timesteps(7)
+    after_sampling = loss_scores(pipe, frames, rows, FAST)
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    np.testing.assert_allclose(fresh, reference, rtol=1e-5)
+    np.testing.assert_allclose(after_sampling, reference, rtol=1e-5)
+    np.testing.assert_allclose(loss_scores(pipe, frames, rows, FAST), reference, rtol=1e-5)
+
+
 def test_memorising_model_is_caught(prepared):
     pipe = tiny_pipeline(unet_channels=(32, 64))
     members = prepared.split("training")

@@ -164,7 +164,8 @@ def _build_index(args: argparse.Namespace) -> int:
           f"P@1 {ver['precision_at_1']:.4f}; saved {out}")
     if "sketch" in report:
         sk = report["sketch"]
-        print(f"copy sketch: threshold {sk['threshold']:.4f}; unseen {args.calibration_split} images flagged "
+        print(f"copy sketch: thresholds {sk['threshold']:.4f} (whole frame), {sk['local_threshold']:.4f} (local); "
+              f"unseen {args.calibration_split} images flagged "
               f"by either detector {sk['unseen_flagged_by_either']:.2%} of {sk['unseen_images']}")
     return 0
 

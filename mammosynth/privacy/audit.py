@@ -353,11 +353,12 @@ def _planted_copies(checker: PrivacyChecker, sets: _AuditSets, near: _Neighbours
 
 
 def _cv_rate(checker: PrivacyChecker) -> float | None:
-    """The calibration's cross-validated false-flag rate (with a sketch: an upper bound, the two
+    """The calibration's cross-validated false-flag rate (with a sketch: an upper bound, the
     detectors' rates added, since each was cross-validated on its own)."""
     rate = (checker.config.calibration or {}).get("cv_false_flag_rate")
     if rate is not None and checker.has_sketch:
-        rate += (checker.config.sketch.get("calibration") or {}).get("cv_false_flag_rate", 0.0)
+        for key in ("calibration", "local_calibration"):
+            rate += (checker.config.sketch.get(key) or {}).get("cv_false_flag_rate", 0.0)
     return rate
 
 

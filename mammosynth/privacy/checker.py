@@ -11,12 +11,14 @@ pipeline component. It holds
 * optionally a second detector for partial and re-shaped copies (blends, pasted regions, warps):
   the pixel-structure sketches of the same training images (:mod:`~mammosynth.privacy.sketch`;
   the buffers ``sketch_embeddings``, whole-frame, and ``block_sketch_embeddings``, local, int8;
-  its settings, threshold and calibration in ``config.sketch``). Its score is the local
-  similarity to the image's candidates: its Siamese neighbours and the whole-frame sketch's nearest.
+  its settings, thresholds and calibrations in ``config.sketch``). It has two scores, each with its
+  own threshold: the whole-frame sketch's best similarity (blends, pasted regions, near-copies in
+  place) and the local similarity to the image's candidates, its Siamese neighbours and the
+  whole-frame sketch's nearest (copies moved or bent by a few pixels).
 
 ``check(frames)`` embeds uint16 canonical frames, finds their nearest training images and
 returns one :class:`PrivacyVerdict` each: ``flagged`` when the best similarity is above the
-threshold, or (with a sketch) when the local sketch similarity is above its own threshold. Mismatches are refused, never worked around: an embedder whose weights are not
+threshold, or (with a sketch) when either sketch score is above its own threshold. Mismatches are refused, never worked around: an embedder whose weights are not
 the ones the index was built with, or frames of another size, raise an error.
 """
 
@@ -68,8 +70,10 @@ class PrivacyVerdict:
             They name members of the training set: they stay on the server unless an operator
             asks for them (:meth:`to_dict` leaves them out by default).
         checker: :meth:`PrivacyChecker.fingerprint` of the checker that judged (``""`` if unknown).
-        copy_similarity, copy_threshold: the copy detector's local sketch similarity and its
-            threshold (``None`` for a checker without one).
+        copy_similarity, copy_threshold: the whole-frame sketch's best similarity to a training
+            image and its threshold (``None`` for a checker without a sketch).
+        local_similarity, local_threshold: the local sketch similarity to the image's candidate
+            training images and its threshold (``None`` for a checker without a sketch).
     """
 
     flagged: bool
@@ -79,6 +83,8 @@ class PrivacyVerdict:
     checker: str = ""
     copy_similarity: float | None = None
     copy_threshold: float | None = None
+    local_similarity: float | None = None
+    local_threshold: float | None = None
 
     def to_dict(self, include_neighbours: bool = False) -> dict[str, Any]:
         """The verdict for a recipe or an export: pass/flagged, similarity, threshold, checker.
@@ -89,7 +95,8 @@ class PrivacyVerdict:
         data = {"flagged": bool(self.flagged), "similarity": float(self.similarity),
                 "threshold": float(self.threshold), "checker": self.checker}
         if self.copy_similarity is not None:
-            data.update(copy_similarity=float(self.copy_similarity), copy_threshold=float(self.copy_threshold))
+            data.update(copy_similarity=float(self.copy_similarity), copy_threshold=float(self.copy_threshold),
+                        local_similarity=float(self.local_similarity), local_threshold=float(self.local_threshold))
         if include_neighbours:
             data["neighbours"] = [[i, float(s)] for i, s in self.neighbours]
         return data
@@ -161,7 +168,7 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         dim = int(self.embedder.config.embedding_dim)
         self.register_buffer("index_embeddings", torch.zeros(len(index_image_ids), dim))
         if sketch is not None:
-            for key in ("size", "kernel", "dim", "seed", "threshold"):
+            for key in ("size", "kernel", "dim", "seed", "threshold", "local_threshold"):
                 if key not in sketch:
                     raise ValueError(f"the sketch settings lack {key!r}: rebuild the checker with `mammosynth build-index`")
             from .sketch import SketchConfig
@@ -309,12 +316,19 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
 
     @property
     def copy_threshold(self) -> float | None:
+        """The whole-frame sketch's threshold (``None`` without a sketch)."""
         return float(self.config.sketch["threshold"]) if self.has_sketch else None
 
+    @property
+    def local_threshold(self) -> float | None:
+        """The local sketch's threshold (``None`` without a sketch)."""
+        return float(self.config.sketch["local_threshold"]) if self.has_sketch else None
+
     def copy_similarity(self, frames: np.ndarray, neighbours: np.ndarray | None = None) -> np.ndarray | None:
-        """The copy detector's score ``(N,)`` for each frame (``None`` without a sketch): its local sketch
-        similarity (:func:`~mammosynth.privacy.sketch.local_similarity`) to its candidate training images,
-        the rows ``neighbours`` ``(N, k)`` of its Siamese search (searched here when ``None``) and its
+        """The copy detector's two scores ``(N, 2)`` for each frame (``None`` without a sketch): its best
+        whole-frame sketch similarity to a training image, and its local sketch similarity
+        (:func:`~mammosynth.privacy.sketch.local_similarity`) to its candidate training images, the
+        rows ``neighbours`` ``(N, k)`` of its Siamese search (searched here when ``None``) and its
         nearest by the whole-frame sketch."""
         if not self.has_sketch:
             return None
@@ -325,15 +339,21 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         if neighbours is None:
             neighbours = self.nearest(self.embed(frames))[1]
         whole = torch.from_numpy(sketch_frames(frames, config)) @ self.sketch_embeddings.detach().float().cpu().T
-        candidates = np.concatenate([np.asarray(neighbours).reshape(len(frames), -1),
-                                     whole.argmax(dim=1).numpy()[:, None]], axis=1)
-        return local_similarity(frames, self.block_sketch_embeddings.detach().cpu(), candidates, config)
+        best, nearest = whole.max(dim=1)
+        candidates = np.concatenate([np.asarray(neighbours).reshape(len(frames), -1), nearest.numpy()[:, None]], axis=1)
+        local = local_similarity(frames, self.block_sketch_embeddings.detach().cpu(), candidates, config)
+        return np.stack([best.numpy(), local], axis=1)
+
+    def copy_flags(self, copy_similarities: np.ndarray) -> np.ndarray:
+        """Which frames the sketch alone flags, from their :meth:`copy_similarity` ``(N, 2)``."""
+        copy = np.asarray(copy_similarities).reshape(-1, 2)
+        return (copy[:, 0] > self.copy_threshold) | (copy[:, 1] > self.local_threshold)
 
     def flags(self, similarities: np.ndarray, copy_similarities: np.ndarray | None = None) -> np.ndarray:
         """The gate's decision for nearest similarities ``(N,)`` (and sketch similarities, if it has a sketch)."""
         flagged = np.asarray(similarities) > self.threshold
         if copy_similarities is not None and self.has_sketch:
-            flagged = flagged | (np.asarray(copy_similarities) > self.copy_threshold)
+            flagged = flagged | self.copy_flags(copy_similarities)
         return flagged
 
     def check_image_size(self, height: int, width: int) -> None:
@@ -368,11 +388,14 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         ids = self.config.index_image_ids
         threshold, checker = self.threshold, self.fingerprint()
         flagged = self.flags(similarities[:, 0], copy_similarities)
-        copies = [None] * len(similarities) if copy_similarities is None else [float(c) for c in copy_similarities]
+        copies = [(None, None)] * len(similarities) if copy_similarities is None else \
+            [(float(c[0]), float(c[1])) for c in copy_similarities]
+        sketch = copy_similarities is not None
         return [
             PrivacyVerdict(flagged=bool(f), similarity=float(s[0]), threshold=threshold,
                            neighbours=[(str(ids[j]), float(v)) for v, j in zip(s, i)], checker=checker,
-                           copy_similarity=c, copy_threshold=None if c is None else self.copy_threshold)
+                           copy_similarity=c[0], copy_threshold=self.copy_threshold if sketch else None,
+                           local_similarity=c[1], local_threshold=self.local_threshold if sketch else None)
             for s, i, f, c in zip(similarities, indices, flagged, copies)
         ]
 
@@ -446,8 +469,9 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
 
     With ``sketch`` (a :class:`~mammosynth.privacy.sketch.SketchConfig`) the checker also gets the
     copy detector (partial and re-shaped copies). The two detectors share the false-flag budget: the Siamese threshold is
-    calibrated at ``target * (1 - sketch_share)`` and the sketch's at ``target * sketch_share``, so
-    an unseen patient is flagged by either with probability at most ``target`` (union bound).
+    calibrated at ``target * (1 - sketch_share)`` and the sketch's two scores (whole-frame and local)
+    at half of ``target * sketch_share`` each, so an unseen patient is flagged by any of them with
+    probability at most ``target`` (union bound).
 
     Args:
         embedder: the trained Siamese network.
@@ -505,12 +529,17 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
 
         train_frames = data.frames(rows["index"].to_numpy())
         sketches = (sketch_frames(train_frames, sketch), block_sketches(train_frames, sketch))
-        candidates = np.concatenate([index.search(held_emb, num_neighbours)[1],
-                                     (sketch_frames(held_frames, sketch) @ sketches[0].T).argmax(axis=1)[:, None]], 1)
-        held_copy = local_similarity(held_frames, torch.from_numpy(sketches[1]), candidates, sketch)
-        copy_calibration = calibrate_threshold(held_copy, target * sketch_share, groups=groups, source=source)
-        sketch_settings = {**sketch.to_dict(), "threshold": float(copy_calibration.threshold),
-                           "calibration": copy_calibration.to_dict()}
+        whole_all = sketch_frames(held_frames, sketch) @ sketches[0].T
+        whole = whole_all.max(axis=1)
+        candidates = np.concatenate([index.search(held_emb, num_neighbours)[1], whole_all.argmax(axis=1)[:, None]], 1)
+        local = local_similarity(held_frames, torch.from_numpy(sketches[1]), candidates, sketch)
+        held_copy = np.stack([whole, local], axis=1)
+        whole_calibration = calibrate_threshold(whole, target * sketch_share / 2, groups=groups, source=source)
+        local_calibration = calibrate_threshold(local, target * sketch_share / 2, groups=groups, source=source)
+        sketch_settings = {**sketch.to_dict(), "threshold": float(whole_calibration.threshold),
+                           "calibration": whole_calibration.to_dict(),
+                           "local_threshold": float(local_calibration.threshold),
+                           "local_calibration": local_calibration.to_dict()}
     checker = PrivacyChecker.from_index(embedder, index, calibration, num_neighbours=num_neighbours,
                                         sketches=sketches, sketch=sketch_settings)
     report = {

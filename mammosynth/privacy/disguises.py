@@ -310,7 +310,7 @@ def run_battery(checker, data, per_family: int, seed: int = 0, families: tuple[s
                                "similarity_median": float(np.median(similarity[:, 0])),
                                "caught_by_siamese": float(np.mean(similarity[:, 0] > threshold))}
         if copy_similarity is not None:
-            report[family.name]["caught_by_sketch"] = float(np.mean(copy_similarity > checker.copy_threshold))
+            report[family.name]["caught_by_sketch"] = float(np.mean(checker.copy_flags(copy_similarity)))
         pooled[family.seen].append(caught)
     groups = {("seen" if seen else "held_out"): rate(np.concatenate(hits)) for seen, hits in pooled.items() if hits}
     return {"per_family": n, "threshold": threshold, "families": report, **groups,

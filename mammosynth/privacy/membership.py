@@ -122,7 +122,10 @@ def loss_scores(pipe: Any, frames: np.ndarray, rows: Any, config: AttackConfig =
             for _ in range(config.noise_draws):
                 noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
                 timesteps = torch.full((len(batch),), int(t), dtype=torch.long, device=latents.device)
-                noisy = scheduler.add_noise(latents, noise, timesteps)
+                # from the training schedule itself: a scheduler's add_noise can depend on the inference
+                # steps it was last set to (DPM-Solver's looks t up among them), i.e. on what ran before
+                alpha_bar = _alpha_bar(scheduler, t, latents.device).to(latents.dtype)
+                noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
                 output = pipe.denoiser(noisy, timesteps, EncodedConditions(batch_codes, batch_masks))
                 eps = _to_epsilon(scheduler, output.float(), noisy.float(), _alpha_bar(scheduler, t, latents.device))
                 errors += ((eps - noise.float()) ** 2).flatten(1).mean(1)

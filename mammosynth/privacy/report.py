@@ -276,6 +276,8 @@ def _how_section(inputs: PrivacyReportInputs) -> str:
     sketch = checker.get("sketch")
     budget = cal.get("target_false_flag_rate")
     sketch_budget = _get(sketch, "calibration", "target_false_flag_rate")
+    if _is_number(sketch_budget) and _is_number(_get(sketch, "local_calibration", "target_false_flag_rate")):
+        sketch_budget += _get(sketch, "local_calibration", "target_false_flag_rate")
     if _is_number(budget) and _is_number(sketch_budget):
         budget_text = (f"{_pct(budget + sketch_budget, 1)} (by either detector: the Siamese network's share "
                        f"{_pct(budget, 2)}, the copy sketch's {_pct(sketch_budget, 2)})")
@@ -311,10 +313,11 @@ def _how_section(inputs: PrivacyReportInputs) -> str:
             "catches images that carry part of a training image (blends, pasted regions) or all of it moved or "
             f"bent by up to {_esc(sketch.get('shift', '?'))} pixels of the sketch: each block of the image's "
             "candidate training images (its Siamese neighbours and the sketch's nearest) is looked for nearby. "
-            "Its own threshold "
-            f"({_num(sketch.get('threshold'), 4)}) is calibrated the same way on the same unseen patients at "
-            f"{_pct(sc.get('target_false_flag_rate'), 2)}; the two detectors share the false-flag budget (an image "
-            "is flagged when either fires).</li>")
+            "Its two scores have their own thresholds (whole-frame "
+            f"{_num(sketch.get('threshold'), 4)}, local {_num(sketch.get('local_threshold'), 4)}), calibrated "
+            f"the same way on the same unseen patients at {_pct(sc.get('target_false_flag_rate'), 2)} and "
+            f"{_pct(_get(sketch, 'local_calibration', 'target_false_flag_rate'), 2)}; the detectors share the "
+            "false-flag budget (an image is flagged when any fires).</li>")
     else:
         parts.append("<li><b>Partial-copy detector (sketch)</b>: not part of this gate (the checker was built "
                      "without one): blends and pasted regions are judged by the Siamese network alone.</li>")
