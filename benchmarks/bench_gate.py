@@ -73,7 +73,8 @@ def _battery(checker, data, args) -> dict:
     clock = time.perf_counter()
     battery = run_battery(checker, data, args.per_family, seed=args.seed)
     print(f"disguise battery: {args.per_family} copies per family, {time.perf_counter() - clock:.0f} s; "
-          f"threshold {checker.threshold:.4f}" + (f", sketch threshold {checker.copy_threshold:.4f}"
+          f"threshold {checker.threshold:.4f}" + (f", sketch thresholds {checker.copy_threshold:.4f} (whole frame) / "
+                                                   f"{checker.local_threshold:.4f} (local)"
                                                    if checker.has_sketch else ", no sketch"))
     print("| family | kind | group | recall [95 % CI] | by Siamese | by sketch |")
     print("|---|---|---|---|---|---|")

@@ -213,3 +213,14 @@ def test_a_checker_with_sketches_of_another_version_is_refused(sketch_world, tmp
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(IndexMismatchError, match="sketch version 0.*rebuild"):
         PrivacyChecker.from_pretrained(folder)
+
+
+def test_the_app_shows_which_detector_flagged_an_image():
+    from mammosynth.privacy.checker import PrivacyVerdict
+    from mammosynth.ui.generate import verdict_line
+
+    by_sketch = PrivacyVerdict(flagged=True, similarity=0.80, threshold=0.87, copy_similarity=0.20, copy_threshold=0.34,
+                               local_similarity=0.61, local_threshold=0.54)
+    mark, text = verdict_line(by_sketch)
+    assert "flagged" in mark and text == "0.800 ≤ 0.870; sketch 0.200 ≤ 0.340, local 0.610 > 0.540"
+    assert verdict_line(PrivacyVerdict(flagged=False, similarity=0.5, threshold=0.87))[1] == "0.500 ≤ 0.870"

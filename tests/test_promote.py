@@ -28,6 +28,8 @@ def reports(folder: Path, fid: float, c2st: float, lesion: float = 0.92, reid: f
     metrics["adherence"]["ratio"]["lesion_accuracy"] = lesion
     metrics["real"]["n_test"], metrics["synthetic"]["n"] = n_test, n_synthetic
     privacy["reid"]["synthetic_vs_train_retrieval"]["mean_average_precision_at_r"] = reid
+    for target in privacy["targets"].values():   # the audit's own targets: met, unless a test changes one
+        target["met"] = True
     (folder / "reports" / "eval").mkdir(parents=True, exist_ok=True)
     (folder / "reports" / "eval" / "metrics.json").write_text(json.dumps(metrics))
     (folder / "reports" / "privacy.json").write_text(json.dumps(privacy))

@@ -155,8 +155,16 @@ def verdict_line(verdict: PrivacyVerdict | None) -> tuple[str, str]:
     if verdict is None:
         return "— not checked", "no privacy checker in this checkpoint"
     mark = "⚠ **flagged**" if verdict.flagged else "✓ pass"
-    relation = ">" if verdict.flagged else "≤"
-    return mark, f"{verdict.similarity:.3f} {relation} {verdict.threshold:.3f}"
+
+    def compared(value: float, threshold: float) -> str:
+        return f"{value:.3f} {'>' if value > threshold else '≤'} {threshold:.3f}"
+
+    text = compared(verdict.similarity, verdict.threshold)
+    if verdict.copy_similarity is not None:   # the copy sketch: each score against its own threshold
+        text += f"; sketch {compared(verdict.copy_similarity, verdict.copy_threshold)}"
+        if verdict.local_similarity is not None:
+            text += f", local {compared(verdict.local_similarity, verdict.local_threshold)}"
+    return mark, text
 
 
 def verdict_table(images: list[GeneratedImage], show_neighbours: bool = False) -> str:
