@@ -238,7 +238,7 @@ def run_audit(checker: PrivacyChecker, data: Any, synthetic: Any, pipe: Any = No
     near = _nearest(checker.index, test_emb, synth_emb, copy_emb)
     if checker.has_sketch:
         def copy_scores(frames: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-            return checker.copy_similarity(frames, checker.nearest(embeddings)[1]) if len(frames) else np.zeros(0)
+            return checker.copy_similarity(frames, checker.nearest(embeddings)[1])
 
         near.test_copy = copy_scores(sets.test_frames, test_emb)
         near.synth_copy = copy_scores(sets.synth_frames, synth_emb)

@@ -332,17 +332,13 @@ class PrivacyChecker(ModelMixin, ConfigMixin):
         nearest by the whole-frame sketch."""
         if not self.has_sketch:
             return None
-        from .sketch import SketchConfig, local_similarity, sketch_frames
+        from .sketch import SketchConfig, sketch_scores
 
         frames = self._check_frames(frames)
-        config = SketchConfig.from_dict(self.config.sketch)
         if neighbours is None:
             neighbours = self.nearest(self.embed(frames))[1]
-        whole = torch.from_numpy(sketch_frames(frames, config)) @ self.sketch_embeddings.detach().float().cpu().T
-        best, nearest = whole.max(dim=1)
-        candidates = np.concatenate([np.asarray(neighbours).reshape(len(frames), -1), nearest.numpy()[:, None]], axis=1)
-        local = local_similarity(frames, self.block_sketch_embeddings.detach().cpu(), candidates, config)
-        return np.stack([best.numpy(), local], axis=1)
+        return sketch_scores(frames, self.sketch_embeddings.detach().cpu(), self.block_sketch_embeddings.detach().cpu(),
+                             neighbours, SketchConfig.from_dict(self.config.sketch))
 
     def copy_flags(self, copy_similarities: np.ndarray) -> np.ndarray:
         """Which frames the sketch alone flags, from their :meth:`copy_similarity` ``(N, 2)``."""
@@ -525,17 +521,14 @@ def build_privacy_checker(embedder: SiameseEmbedder, data: Any, split: str = "tr
     calibration = calibrate_threshold(held_sim, siamese_target, groups=groups, source=source)
     sketches, sketch_settings, held_copy = None, None, None
     if sketch is not None:
-        from .sketch import block_sketches, local_similarity, sketch_frames
+        from .sketch import block_sketches, sketch_frames, sketch_scores
 
         train_frames = data.frames(rows["index"].to_numpy())
         sketches = (sketch_frames(train_frames, sketch), block_sketches(train_frames, sketch))
-        whole_all = sketch_frames(held_frames, sketch) @ sketches[0].T
-        whole = whole_all.max(axis=1)
-        candidates = np.concatenate([index.search(held_emb, num_neighbours)[1], whole_all.argmax(axis=1)[:, None]], 1)
-        local = local_similarity(held_frames, torch.from_numpy(sketches[1]), candidates, sketch)
-        held_copy = np.stack([whole, local], axis=1)
-        whole_calibration = calibrate_threshold(whole, target * sketch_share / 2, groups=groups, source=source)
-        local_calibration = calibrate_threshold(local, target * sketch_share / 2, groups=groups, source=source)
+        held_copy = sketch_scores(held_frames, torch.from_numpy(sketches[0]), torch.from_numpy(sketches[1]),
+                                  index.search(held_emb, num_neighbours)[1], sketch)
+        whole_calibration = calibrate_threshold(held_copy[:, 0], target * sketch_share / 2, groups=groups, source=source)
+        local_calibration = calibrate_threshold(held_copy[:, 1], target * sketch_share / 2, groups=groups, source=source)
         sketch_settings = {**sketch.to_dict(), "threshold": float(whole_calibration.threshold),
                            "calibration": whole_calibration.to_dict(),
                            "local_threshold": float(local_calibration.threshold),

@@ -119,15 +119,15 @@ def loss_scores(pipe: Any, frames: np.ndarray, rows: Any, config: AttackConfig =
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
         errors = torch.zeros(len(batch), device=latents.device)
         for t in config.timesteps:
+            # from the training schedule itself: a scheduler's add_noise can depend on the inference
+            # steps it was last set to (DPM-Solver's looks t up among them), i.e. on what ran before
+            alpha_bar = _alpha_bar(scheduler, t, latents.device)
             for _ in range(config.noise_draws):
                 noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
                 timesteps = torch.full((len(batch),), int(t), dtype=torch.long, device=latents.device)
-                # from the training schedule itself: a scheduler's add_noise can depend on the inference
-                # steps it was last set to (DPM-Solver's looks t up among them), i.e. on what ran before
-                alpha_bar = _alpha_bar(scheduler, t, latents.device).to(latents.dtype)
-                noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
+                noisy = alpha_bar.to(latents.dtype).sqrt() * latents + (1 - alpha_bar.to(latents.dtype)).sqrt() * noise
                 output = pipe.denoiser(noisy, timesteps, EncodedConditions(batch_codes, batch_masks))
-                eps = _to_epsilon(scheduler, output.float(), noisy.float(), _alpha_bar(scheduler, t, latents.device))
+                eps = _to_epsilon(scheduler, output.float(), noisy.float(), alpha_bar)
                 errors += ((eps - noise.float()) ** 2).flatten(1).mean(1)
         scores[start : start + len(batch)] = (-errors / (len(config.timesteps) * config.noise_draws)).cpu().numpy()
     return scores

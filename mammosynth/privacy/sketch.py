@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SKETCH_VERSION", "SketchConfig", "sketch_frames", "block_sketches", "local_similarity"]
+__all__ = ["SKETCH_VERSION", "SketchConfig", "sketch_frames", "block_sketches", "local_similarity", "sketch_scores"]
 
 #: Bumped whenever :func:`sketch_frames` changes what it computes (stored indexes then refuse to load).
 SKETCH_VERSION = 2
@@ -96,7 +96,7 @@ class SketchConfig:
                    block_dim=int(data["block_dim"]))
 
 
-_PROJECTIONS: dict[SketchConfig, torch.Tensor] = {}
+_PROJECTIONS: dict[object, torch.Tensor] = {}  # by config (whole) and ("block", config)
 
 #: Pixels at or below this share of the range are background (outside the breast).
 BACKGROUND = 0.02
@@ -217,3 +217,14 @@ def local_similarity(frames: np.ndarray, stored: torch.Tensor, candidates: np.nd
         mean = (best * inside).sum(dim=-1) / inside.sum(dim=-1).clamp_min(1.0)
         out[start : start + len(fine)] = mean.amax(dim=1).numpy()
     return out
+
+
+def sketch_scores(frames: np.ndarray, whole_index: torch.Tensor, block_index: torch.Tensor, neighbours: np.ndarray,
+                  config: SketchConfig = SketchConfig()) -> np.ndarray:
+    """The copy detector's two scores ``(N, 2)``: each frame's best whole-frame sketch similarity to the
+    index ``whole_index`` ``(M, dim)``, and its :func:`local_similarity` to its candidates, the rows
+    ``neighbours`` ``(N, k)`` (its Siamese search) and its nearest by the whole-frame sketch."""
+    whole = torch.from_numpy(sketch_frames(frames, config)) @ whole_index.float().T
+    best, nearest = whole.max(dim=1)
+    candidates = np.concatenate([np.asarray(neighbours).reshape(len(frames), -1), nearest.numpy()[:, None]], axis=1)
+    return np.stack([best.numpy(), local_similarity(frames, block_index, candidates, config)], axis=1)
